@@ -3,8 +3,10 @@
 #
 #   scripts/test.sh          format check, clippy (warnings are errors), every test
 #
-# Needs only a Rust toolchain; everything else the tests use (the panel simulator, databases)
-# is started by the tests themselves on 127.0.0.1.
+# Needs a Rust toolchain. The panel simulators are started by the tests themselves on 127.0.0.1;
+# PostgreSQL comes from TEST_DATABASE_URL when set, otherwise scripts/with-postgres.sh starts a
+# throwaway server (installing Debian's postgresql package first when missing and run as root),
+# so both database backends are always tested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +18,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests"
+step "tests (SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  scripts/with-postgres.sh cargo nextest run --workspace --locked --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  scripts/with-postgres.sh cargo test --workspace --locked --no-fail-fast
 fi

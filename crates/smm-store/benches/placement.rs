@@ -1,0 +1,327 @@
+//! Order placements per second on SQLite and PostgreSQL, each beside a baseline measured in the
+//! same run: a bare sqlx program running the same placement transaction (balance debit, order
+//! row, ledger row) with the same concurrency. Figures go to docs/benchmarks.md as ratios.
+//!
+//! ```sh
+//! scripts/with-postgres.sh cargo bench -p smm-store --bench placement
+//! ```
+//!
+//! Knobs (environment): `BENCH_SECONDS` per measurement (5), `BENCH_CONCURRENCY` placing tasks
+//! (8), `BENCH_ROUNDS` interleaved rounds (3; medians are reported). PostgreSQL runs when
+//! `TEST_DATABASE_URL` is set (an admin URL; a database is created and dropped).
+
+#![allow(clippy::float_arithmetic)] // ratios and milliseconds for the report only
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smm_store::{
+    CustomerId, LedgerKind, NewCustomer, NewOrder, Placed, ServiceId, Store, hash_api_key,
+};
+use smm_wire::Money;
+use sqlx::Connection;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    per_second: u64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn percentile(sorted: &[u64], pct: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() - 1) * pct / 100]
+}
+
+/// Runs `place` from `concurrency` tasks (task i uses customer i) for `seconds`.
+async fn measure<F, Fut>(concurrency: usize, seconds: u64, place: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let place = Arc::new(place);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let place = place.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                place(task).await;
+                latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("bench task"));
+    }
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    let count = u64::try_from(all.len()).unwrap_or(u64::MAX);
+    Run {
+        per_second: count * 1000 / u64::try_from(elapsed.as_millis()).unwrap_or(1).max(1),
+        p50_us: percentile(&all, 50),
+        p99_us: percentile(&all, 99),
+    }
+}
+
+fn new_order(customer: CustomerId) -> NewOrder {
+    NewOrder {
+        customer_id: customer,
+        service_id: ServiceId(1),
+        service_type: "Default".into(),
+        params: r#"{"type":"default","link":"https://x.test/p","quantity":1000,"drip_feed":null}"#
+            .into(),
+        link: Some("https://x.test/p".into()),
+        quantity: Some(1000),
+        units: 1000,
+        charge: Money::from_units(27_819),
+        idempotency_key: None,
+    }
+}
+
+/// Customers with room for every order the bench can place.
+async fn customers(store: &Arc<dyn Store>, count: usize, tag: &str) -> Vec<CustomerId> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let c = store
+            .create_customer(
+                NewCustomer {
+                    name: format!("bench-{tag}-{i}"),
+                    currency: "USD".into(),
+                    key_hash: hash_api_key(&format!("bench-{tag}-{i}")),
+                    key_prefix: "bench".into(),
+                },
+                "bench",
+                T0,
+            )
+            .await
+            .expect("customer");
+        store
+            .adjust_balance(
+                c.id,
+                LedgerKind::Deposit,
+                Money::from_units(1_000_000_000_000_000),
+                "bench",
+                "bench",
+                T0,
+            )
+            .await
+            .expect("deposit");
+        ids.push(c.id);
+    }
+    ids
+}
+
+const BASELINE_SQL: [&str; 3] = [
+    "UPDATE customers SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance",
+    "INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, units, \
+     charge, created_at, updated_at) VALUES ($1, 1, 'Default', $2, 'https://x.test/p', 1000, \
+     1000, $3, $4, $4) RETURNING id",
+    "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, actor, \
+     created_at) VALUES ($1, 'charge', $2, $3, $4, 'order', 'customer', $5)",
+];
+
+macro_rules! baseline_place {
+    ($pool:expr, $begin:expr, $customer:expr) => {{
+        let mut tx = $pool.begin_with($begin).await.expect("begin");
+        let charge: i64 = 27_819;
+        let balance: i64 = sqlx::query_scalar(BASELINE_SQL[0])
+            .bind(charge)
+            .bind($customer)
+            .fetch_one(&mut *tx)
+            .await
+            .expect("debit");
+        let order: i64 = sqlx::query_scalar(BASELINE_SQL[1])
+            .bind($customer)
+            .bind(r#"{"type":"default"}"#)
+            .bind(charge)
+            .bind(T0)
+            .fetch_one(&mut *tx)
+            .await
+            .expect("order");
+        sqlx::query(BASELINE_SQL[2])
+            .bind($customer)
+            .bind(-charge)
+            .bind(balance)
+            .bind(order)
+            .bind(T0)
+            .execute(&mut *tx)
+            .await
+            .expect("ledger");
+        tx.commit().await.expect("commit");
+    }};
+}
+
+fn median(runs: &[Run], f: impl Fn(&Run) -> u64) -> u64 {
+    let mut values: Vec<u64> = runs.iter().map(f).collect();
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = env_num("BENCH_SECONDS", 5);
+    let concurrency = usize::try_from(env_num("BENCH_CONCURRENCY", 8)).unwrap_or(8);
+    let rounds = usize::try_from(env_num("BENCH_ROUNDS", 3))
+        .unwrap_or(3)
+        .max(1);
+
+    let mut backends = Vec::new();
+
+    // SQLite: a temp file, the store's own settings (WAL, synchronous=FULL).
+    let dir = std::env::temp_dir().join(format!("smm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sqlite_url = format!("sqlite://{}/bench.db", dir.display());
+    let store = smm_store::connect(&sqlite_url).await.expect("sqlite store");
+    let store_customers = customers(&store, concurrency, "store").await;
+    let base_customers = customers(&store, concurrency, "base").await;
+    let options: sqlx::sqlite::SqliteConnectOptions = sqlite_url.parse().expect("url");
+    let options = options
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(30));
+    let lite_pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(u32::try_from(concurrency).unwrap_or(8))
+        .connect_with(options)
+        .await
+        .expect("baseline pool");
+    backends.push((
+        "sqlite",
+        store,
+        store_customers,
+        Box::new(move |concurrency: usize, seconds: u64| {
+            let pool = lite_pool.clone();
+            let ids = base_customers.clone();
+            Box::pin(async move {
+                measure(concurrency, seconds, move |task| {
+                    let pool = pool.clone();
+                    let customer = ids[task].0;
+                    async move { baseline_place!(pool, "BEGIN IMMEDIATE", customer) }
+                })
+                .await
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
+        }) as Box<dyn Fn(usize, u64) -> _>,
+    ));
+
+    // PostgreSQL, when configured.
+    let mut pg_cleanup = None;
+    if let Ok(admin) = std::env::var("TEST_DATABASE_URL") {
+        let name = format!("smm_bench_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create db");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        let store = smm_store::connect(&url).await.expect("postgres store");
+        let store_customers = customers(&store, concurrency, "store").await;
+        let base_customers = customers(&store, concurrency, "base").await;
+        let pg_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(u32::try_from(concurrency).unwrap_or(8))
+            .connect(&url)
+            .await
+            .expect("baseline pool");
+        backends.push((
+            "postgres",
+            store,
+            store_customers,
+            Box::new(move |concurrency: usize, seconds: u64| {
+                let pool = pg_pool.clone();
+                let ids = base_customers.clone();
+                Box::pin(async move {
+                    measure(concurrency, seconds, move |task| {
+                        let pool = pool.clone();
+                        let customer = ids[task].0;
+                        async move { baseline_place!(pool, "BEGIN", customer) }
+                    })
+                    .await
+                }) as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
+            }) as Box<dyn Fn(usize, u64) -> _>,
+        ));
+        pg_cleanup = Some((admin, name));
+    } else {
+        eprintln!("TEST_DATABASE_URL not set: PostgreSQL skipped (use scripts/with-postgres.sh)");
+    }
+
+    println!(
+        "placement benchmark: {concurrency} concurrent placers, {seconds} s per measurement, \
+         {rounds} interleaved rounds (medians), {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut results = Vec::new();
+    for (name, store, ids, baseline) in &backends {
+        let mut store_runs = Vec::new();
+        let mut base_runs = Vec::new();
+        for _ in 0..rounds {
+            base_runs.push(baseline(concurrency, seconds).await);
+            let store = store.clone();
+            let ids = ids.clone();
+            store_runs.push(
+                measure(concurrency, seconds, move |task| {
+                    let store = store.clone();
+                    let customer = ids[task];
+                    async move {
+                        match store.place_order(new_order(customer), T0).await {
+                            Ok(Placed::New(_)) => {}
+                            other => panic!("placement failed: {other:?}"),
+                        }
+                    }
+                })
+                .await,
+            );
+        }
+        results.push((*name, store_runs, base_runs));
+    }
+
+    println!();
+    println!("| backend | variant | placements/s | p50 ms | p99 ms | ratio to baseline |");
+    println!("|---|---|---|---|---|---|");
+    for (name, store_runs, base_runs) in &results {
+        let base = median(base_runs, |r| r.per_second);
+        let ours = median(store_runs, |r| r.per_second);
+        for (variant, runs, rate) in [
+            ("baseline D (bare sqlx tx)", base_runs, base),
+            ("smm-store place_order", store_runs, ours),
+        ] {
+            println!(
+                "| {name} | {variant} | {rate} | {:.2} | {:.2} | {} |",
+                median(runs, |r| r.p50_us) as f64 / 1000.0,
+                median(runs, |r| r.p99_us) as f64 / 1000.0,
+                if variant.starts_with("baseline") {
+                    "1.00".to_owned()
+                } else {
+                    format!("{:.2}", ours as f64 / base.max(1) as f64)
+                }
+            );
+        }
+    }
+
+    drop(backends);
+    if let Some((admin, name)) = pg_cleanup {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

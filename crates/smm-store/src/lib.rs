@@ -1,0 +1,473 @@
+//! Persistence for smm-gateway: customers, an exact-money ledger, orders and their upstream
+//! mapping, refills, cancel requests, stable local service ids and an audit log.
+//!
+//! One [`Store`] trait, two implementations: [`SqliteStore`] (the embedded default: a file under
+//! `./data`, WAL, foreign keys, a busy timeout) and [`PostgresStore`] (for deployments that run
+//! several gateways on one database). Both pass the same conformance suite
+//! (`tests/conformance`). Pick one with [`connect`], which reads the URL scheme.
+//!
+//! Every operation is one transaction in domain words: [`Store::place_order`] checks the balance,
+//! debits it, writes the ledger row and the order and queues it, all or nothing. Callers never
+//! see SQL or sqlx errors: they are translated into [`StoreError`] at this boundary.
+//!
+//! # Money rules
+//!
+//! * Amounts are [`Money`]: integer units of 0.00001, stored as 64-bit integers.
+//! * A customer's `balance` column always equals the sum of their ledger rows, and never goes
+//!   below zero (a `CHECK` constraint backs the code).
+//! * Charges are computed by the caller and frozen on the order; they round up
+//!   ([`Money::from_decimal_round_up`]).
+//! * Refunds round down and never exceed the charge ([`refund_due`]). An order has at most one
+//!   refund row, enforced by a unique index, so two pollers, a repeated reply or a crash between
+//!   reply and write can never pay twice.
+
+mod model;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use smm_wire::{Money, OrderStatus};
+
+pub use model::*;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed, in domain words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("not enough funds on balance")]
+    InsufficientFunds,
+    #[error("the customer is suspended")]
+    CustomerSuspended,
+    /// A uniqueness rule said no (the same upstream id twice at one provider, say).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The operation does not apply to the record's current state (resolving an order that is not
+    /// ambiguous, say).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// A value is out of range (an amount over [`Money::MAX`], a negative quantity, ...).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The database could not be reached or failed; the message is for logs.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Opens the store named by `url` and runs its migrations: `sqlite:` URLs (`sqlite://data/x.db`,
+/// `sqlite::memory:`) → [`SqliteStore`], `postgres:`/`postgresql:` → [`PostgresStore`]. Any
+/// other scheme is an error.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "unsupported database URL scheme (use sqlite: or postgres:): {}",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// The stored form of an API key: hex SHA-256. Keys are long random tokens, so a fast hash is
+/// enough (nothing to brute-force), and it makes the lookup a single indexed equality.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The refund an upstream status owes on an order, before what was already refunded:
+///
+/// * `Partial`: `charge × remains / units`, rounded down, `remains` clamped to `0..=units`;
+///   nothing when `remains` is unknown (the order is flagged in logs instead);
+/// * `Canceled`, `Refunded`: the whole charge;
+/// * anything else: nothing.
+pub fn refund_due(status: &OrderStatus, charge: Money, units: u64, remains: Option<i64>) -> Money {
+    match status {
+        OrderStatus::Canceled | OrderStatus::Refunded => charge,
+        OrderStatus::Partial => {
+            let Some(remains) = remains else {
+                return Money::ZERO;
+            };
+            if units == 0 {
+                return Money::ZERO;
+            }
+            let remains = u64::try_from(remains.max(0)).unwrap_or(0).min(units);
+            charge
+                .mul_div_floor(remains, units)
+                .map_or(Money::ZERO, |refund| refund.min(charge))
+        }
+        _ => Money::ZERO,
+    }
+}
+
+/// The store. Implementations are cheap to share (`Arc<dyn Store>`); every method is one
+/// transaction. `now` is passed in so tests and the reconciler control time.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    fn backend(&self) -> Backend;
+
+    /// A trivial query: is the database reachable?
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- customers and money -------------------------------------------------------------
+
+    /// Creates a customer with a zero balance; audited.
+    async fn create_customer(
+        &self,
+        new: NewCustomer,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Customer>;
+
+    async fn customer(&self, id: CustomerId) -> StoreResult<Customer>;
+
+    /// The customer whose key hashes to `key_hash`, whatever their status.
+    async fn customer_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<Customer>>;
+
+    async fn list_customers(&self) -> StoreResult<Vec<Customer>>;
+
+    /// Suspends or reactivates; audited.
+    async fn set_customer_status(
+        &self,
+        id: CustomerId,
+        status: CustomerStatus,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Customer>;
+
+    /// Replaces the key (hash and prefix); the old key stops working at once; audited.
+    async fn rotate_key(
+        &self,
+        id: CustomerId,
+        key_hash: &str,
+        key_prefix: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Customer>;
+
+    /// Sets or clears the customer's discount percent (0 < d < 100); audited.
+    async fn set_discount(
+        &self,
+        id: CustomerId,
+        discount: Option<Decimal>,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Customer>;
+
+    /// Sets (or with `None` removes) a custom rate for one service; audited.
+    async fn set_customer_rate(
+        &self,
+        id: CustomerId,
+        service: ServiceId,
+        rate: Option<Decimal>,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    async fn customer_rates(&self, id: CustomerId) -> StoreResult<Vec<(ServiceId, Decimal)>>;
+
+    /// Credits (positive) or debits (negative) a balance with a reason: a ledger row of `kind`
+    /// (`Deposit` or `Adjustment` only) and an audit row. A debit below zero is
+    /// `InsufficientFunds`; a zero amount is `Invalid`.
+    async fn adjust_balance(
+        &self,
+        id: CustomerId,
+        kind: LedgerKind,
+        amount: Money,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<LedgerEntry>;
+
+    /// Newest first; `before` pages backwards.
+    async fn ledger(
+        &self,
+        id: CustomerId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerEntry>>;
+
+    /// The sum of the customer's ledger rows (for consistency checks).
+    async fn ledger_sum(&self, id: CustomerId) -> StoreResult<Money>;
+
+    // ---- orders ----------------------------------------------------------------------------
+
+    /// Places an order in one transaction: an active customer, a balance covering the charge,
+    /// the debit, the `charge` ledger row, the order (`queued`, status `Pending`). With an
+    /// idempotency key already used by this customer, returns the first order and changes
+    /// nothing. `InsufficientFunds` and `CustomerSuspended` change nothing.
+    async fn place_order(&self, new: NewOrder, now: Timestamp) -> StoreResult<Placed>;
+
+    async fn order(&self, id: OrderId) -> StoreResult<Order>;
+
+    /// The customer's orders among `ids` (others' and unknown ids are simply absent).
+    async fn customer_orders(
+        &self,
+        customer: CustomerId,
+        ids: &[OrderId],
+    ) -> StoreResult<Vec<Order>>;
+
+    /// Newest first.
+    async fn list_orders(&self, filter: &OrderFilter) -> StoreResult<Vec<Order>>;
+
+    /// Counts by forwarding state (for metrics and the admin view).
+    async fn count_by_forward_state(&self) -> StoreResult<Vec<(ForwardState, i64)>>;
+
+    /// Claims up to `limit` queued orders whose `forward_after` has passed, oldest first, and
+    /// marks them `sending` by `worker` (attempts + 1). Two workers never get the same order.
+    async fn claim_for_forwarding(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Order>>;
+
+    /// Durably notes that `order` is about to be sent to `provider` (a `pending` attempt row, the
+    /// order's provider and upstream service set) — committed before the call leaves.
+    async fn begin_attempt(
+        &self,
+        order: OrderId,
+        provider: &str,
+        upstream_service: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Records the outcome of the pending attempt. `Sent` → `sent` with the upstream id (unique
+    /// per provider: a clash is `Conflict` and the order becomes `ambiguous`);
+    /// `Ambiguous` → `ambiguous`; `Failed` → the order stays `sending` for the next route.
+    async fn finish_attempt(
+        &self,
+        order: OrderId,
+        outcome: ForwardOutcome,
+        now: Timestamp,
+    ) -> StoreResult<Order>;
+
+    /// Every route failed without the request leaving: back to `queued`, not before
+    /// `not_before`.
+    async fn requeue(
+        &self,
+        order: OrderId,
+        not_before: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Every route definitively rejected: `rejected`, status `Canceled`, full refund (once).
+    async fn reject_order(
+        &self,
+        order: OrderId,
+        detail: &str,
+        now: Timestamp,
+    ) -> StoreResult<Money>;
+
+    /// Orders left in `sending` by a worker that claimed them before `claimed_before` (a crash,
+    /// an expired lease) become `ambiguous`. Returns their ids.
+    async fn recover_sending(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<OrderId>>;
+
+    async fn attempts(&self, order: OrderId) -> StoreResult<Vec<ForwardAttempt>>;
+
+    /// Admin: an ambiguous order was found upstream under `upstream_order_id` at `provider`: it
+    /// becomes `sent` and is polled like any other. Audited.
+    async fn attach_upstream_order(
+        &self,
+        order: OrderId,
+        provider: &str,
+        upstream_order_id: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Order>;
+
+    /// Admin: an ambiguous order is given up: `rejected`, status `Canceled`, full refund.
+    /// Audited.
+    async fn cancel_ambiguous(
+        &self,
+        order: OrderId,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Money>;
+
+    // ---- polling ---------------------------------------------------------------------------
+
+    /// Claims up to `limit` sent, non-terminal orders due for a poll (at `provider` if given),
+    /// oldest due first, pushing their next poll to `lease_until` so that no other poller takes
+    /// them meanwhile.
+    async fn claim_polls(
+        &self,
+        provider: Option<&str>,
+        limit: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<PollItem>>;
+
+    /// Applies an upstream status to the order known as `upstream_order_id` at `provider`, and
+    /// pays the refund it owes ([`refund_due`] less what was refunded) at most once. A terminal
+    /// order is never changed again. `Ok(None)` when no order has that upstream id there.
+    async fn apply_status(
+        &self,
+        provider: &str,
+        upstream_order_id: &str,
+        update: StatusUpdate,
+        now: Timestamp,
+    ) -> StoreResult<Option<StatusApplied>>;
+
+    /// Pushes the next poll of `orders` to `next_poll_at` without touching anything else (the
+    /// upstream failed; back off).
+    async fn defer_polls(&self, orders: &[OrderId], next_poll_at: Timestamp) -> StoreResult<()>;
+
+    // ---- refills and cancels ---------------------------------------------------------------
+
+    /// Records a customer's refill request for their order (`queued`).
+    async fn create_refill(
+        &self,
+        customer: CustomerId,
+        order: OrderId,
+        now: Timestamp,
+    ) -> StoreResult<Refill>;
+
+    /// Records what forwarding or polling a refill learned.
+    async fn update_refill(
+        &self,
+        id: RefillId,
+        update: RefillUpdate,
+        now: Timestamp,
+    ) -> StoreResult<Refill>;
+
+    /// The customer's refills among `ids`.
+    async fn customer_refills(
+        &self,
+        customer: CustomerId,
+        ids: &[RefillId],
+    ) -> StoreResult<Vec<Refill>>;
+
+    /// Refills in `state`, oldest first.
+    async fn refills_in_state(&self, state: ForwardState, limit: u32) -> StoreResult<Vec<Refill>>;
+
+    /// A customer asks to cancel their order. Still `queued` locally → canceled and fully
+    /// refunded at once; already forwarded → a cancel request (one per order) is recorded for
+    /// forwarding; terminal or `rejected` → `InvalidState`.
+    async fn request_cancel(
+        &self,
+        customer: CustomerId,
+        order: OrderId,
+        now: Timestamp,
+    ) -> StoreResult<CancelOutcome>;
+
+    async fn update_cancel(
+        &self,
+        id: i64,
+        state: ForwardState,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<CancelRequest>;
+
+    async fn cancels_in_state(
+        &self,
+        state: ForwardState,
+        limit: u32,
+    ) -> StoreResult<Vec<CancelRequest>>;
+
+    // ---- catalog and audit -----------------------------------------------------------------
+
+    /// The stable local id of `(provider, upstream_service)`: assigned on first sight, the same
+    /// forever after.
+    async fn service_id(&self, provider: &str, upstream_service: &str) -> StoreResult<ServiceId>;
+
+    /// Every assigned `(local id, provider, upstream service)`.
+    async fn service_ids(&self) -> StoreResult<Vec<(ServiceId, String, String)>>;
+
+    /// Appends an audit row for an action not recorded by another method (a config reload).
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Newest first.
+    async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// What forwarding or polling learned about a refill. `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefillUpdate {
+    pub provider: Option<String>,
+    pub upstream_refill_id: Option<String>,
+    pub status: Option<smm_wire::RefillStatus>,
+    pub forward_state: Option<ForwardState>,
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refunds_follow_the_rules() {
+        let charge = Money::from_units(27_819);
+        assert_eq!(
+            refund_due(&OrderStatus::Canceled, charge, 1000, None),
+            charge
+        );
+        assert_eq!(
+            refund_due(&OrderStatus::Refunded, charge, 1000, Some(3)),
+            charge
+        );
+        assert_eq!(
+            refund_due(&OrderStatus::Partial, charge, 1000, Some(157)),
+            Money::from_units(4_367)
+        );
+        // Over-delivery and nonsense remains clamp.
+        assert_eq!(
+            refund_due(&OrderStatus::Partial, charge, 1000, Some(-5)),
+            Money::ZERO
+        );
+        assert_eq!(
+            refund_due(&OrderStatus::Partial, charge, 1000, Some(5000)),
+            charge
+        );
+        assert_eq!(
+            refund_due(&OrderStatus::Partial, charge, 1000, None),
+            Money::ZERO
+        );
+        assert_eq!(
+            refund_due(&OrderStatus::Completed, charge, 1000, Some(10)),
+            Money::ZERO
+        );
+        assert_eq!(
+            refund_due(&OrderStatus::Unknown("x".into()), charge, 1000, Some(10)),
+            Money::ZERO
+        );
+    }
+
+    #[test]
+    fn key_hash_is_hex_sha256() {
+        assert_eq!(
+            hash_api_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The store's domain types. Money is [`Money`] (integer units of 0.00001); times are
+//! [`Timestamp`]s (milliseconds since the Unix epoch, UTC), so both backends store plain integers.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use smm_wire::{Money, OrderStatus, RefillStatus};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Timestamp = i64;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A customer of the reseller.
+    CustomerId
+);
+id_type!(
+    /// The order id a customer sees: stable, monotonically increasing.
+    OrderId
+);
+id_type!(
+    /// The refill id a customer sees.
+    RefillId
+);
+id_type!(
+    /// A local service id, as shown in `services`.
+    ServiceId
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerStatus {
+    Active,
+    Suspended,
+}
+
+impl CustomerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomerStatus::Active => "active",
+            CustomerStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CustomerStatus> {
+        match s {
+            "active" => Some(CustomerStatus::Active),
+            "suspended" => Some(CustomerStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// A customer. The API key itself is never stored: only its SHA-256 ([`crate::hash_api_key`])
+/// and a short prefix for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Customer {
+    pub id: CustomerId,
+    pub name: String,
+    pub status: CustomerStatus,
+    pub currency: String,
+    pub key_prefix: String,
+    /// Always equal to the sum of the customer's ledger.
+    pub balance: Money,
+    /// Percent off every price (`5` = 5 %), if the customer has one.
+    pub discount: Option<Decimal>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomer {
+    pub name: String,
+    pub currency: String,
+    pub key_hash: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// Money in (admin credit, payment).
+    Deposit,
+    /// An order's charge (negative).
+    Charge,
+    /// A refund of (part of) an order's charge (positive). At most one per order.
+    Refund,
+    /// An admin correction, either sign.
+    Adjustment,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Deposit => "deposit",
+            LedgerKind::Charge => "charge",
+            LedgerKind::Refund => "refund",
+            LedgerKind::Adjustment => "adjustment",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LedgerKind> {
+        match s {
+            "deposit" => Some(LedgerKind::Deposit),
+            "charge" => Some(LedgerKind::Charge),
+            "refund" => Some(LedgerKind::Refund),
+            "adjustment" => Some(LedgerKind::Adjustment),
+            _ => None,
+        }
+    }
+}
+
+/// One balance change. `amount` is signed: charges are negative, deposits and refunds positive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub customer_id: CustomerId,
+    pub kind: LedgerKind,
+    pub amount: Money,
+    pub balance_after: Money,
+    pub order_id: Option<OrderId>,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: Timestamp,
+}
+
+/// Where an order is on its way upstream.
+///
+/// ```text
+/// queued ──claim──▶ sending ──▶ sent
+///    ▲                 │ ├────▶ ambiguous   (timeout/garbled reply, or found `sending` after a crash)
+///    └──── requeue ────┘ └────▶ rejected    (every route said no: canceled, fully refunded)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardState {
+    Queued,
+    Sending,
+    Sent,
+    Ambiguous,
+    Rejected,
+}
+
+impl ForwardState {
+    pub const ALL: [ForwardState; 5] = [
+        ForwardState::Queued,
+        ForwardState::Sending,
+        ForwardState::Sent,
+        ForwardState::Ambiguous,
+        ForwardState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardState::Queued => "queued",
+            ForwardState::Sending => "sending",
+            ForwardState::Sent => "sent",
+            ForwardState::Ambiguous => "ambiguous",
+            ForwardState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ForwardState> {
+        match s {
+            "queued" => Some(ForwardState::Queued),
+            "sending" => Some(ForwardState::Sending),
+            "sent" => Some(ForwardState::Sent),
+            "ambiguous" => Some(ForwardState::Ambiguous),
+            "rejected" => Some(ForwardState::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// Everything needed to place an order; the charge is computed by the caller (routing) and
+/// frozen here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub customer_id: CustomerId,
+    pub service_id: ServiceId,
+    /// The service type's exact string (`Default`, `Custom Comments`, ...).
+    pub service_type: String,
+    /// The validated order as JSON ([`smm_wire::OrderRequest`] serialised).
+    pub params: String,
+    pub link: Option<String>,
+    /// The quantity the customer asked for (per run for drip-feed), if the type has one.
+    pub quantity: Option<u64>,
+    /// The units a Partial's `remains` is measured against (quantity × runs, line count, ...);
+    /// 1 for flat-priced types.
+    pub units: u64,
+    pub charge: Money,
+    pub idempotency_key: Option<String>,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub customer_id: CustomerId,
+    pub service_id: ServiceId,
+    pub service_type: String,
+    pub params: String,
+    pub link: Option<String>,
+    pub quantity: Option<u64>,
+    pub units: u64,
+    /// Frozen at placement.
+    pub charge: Money,
+    /// What has been refunded (0 or the one refund row's amount).
+    pub refunded: Money,
+    pub status: OrderStatus,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    /// Drip-feed/subscription extras from the upstream, as JSON, passed through to `status`.
+    pub extra: Option<String>,
+    pub provider: Option<String>,
+    pub upstream_service: Option<String>,
+    pub upstream_order_id: Option<String>,
+    /// In the provider's currency, exact.
+    pub upstream_cost: Option<Decimal>,
+    pub forward_state: ForwardState,
+    pub forward_attempts: u32,
+    pub forward_error: Option<String>,
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<Timestamp>,
+    pub forwarded_at: Option<Timestamp>,
+    pub next_poll_at: Option<Timestamp>,
+    pub idempotency_key: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Order {
+    /// The charge net of refunds: what the customer's `status` shows.
+    pub fn net_charge(&self) -> Money {
+        self.charge
+            .checked_sub(self.refunded)
+            .unwrap_or(Money::ZERO)
+    }
+}
+
+/// The result of placing an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// A new order: balance debited, ledger row written, queued for forwarding.
+    New(Order),
+    /// The customer's idempotency key was used before: the first order, nothing charged again.
+    Existing(Order),
+}
+
+impl Placed {
+    pub fn order(&self) -> &Order {
+        match self {
+            Placed::New(order) | Placed::Existing(order) => order,
+        }
+    }
+}
+
+/// One forwarding attempt, for the order's upstream history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForwardAttempt {
+    pub order_id: OrderId,
+    pub provider: String,
+    pub upstream_service: String,
+    /// `pending` while the call is in flight, then `sent`, `rejected`, `not_sent`, `ambiguous`.
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// What the forwarder learned from the upstream about one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// The upstream accepted: the order is `sent`, polled from `next_poll_at`.
+    Sent {
+        upstream_order_id: String,
+        upstream_cost: Option<Decimal>,
+        next_poll_at: Timestamp,
+    },
+    /// The upstream may have acted: the order is `ambiguous`, never re-sent automatically.
+    Ambiguous { detail: String },
+    /// This route definitively did not take the order (`rejected` or `not_sent`): the attempt is
+    /// closed and the order stays `sending` for the next route.
+    Failed { not_sent: bool, detail: String },
+}
+
+/// An upstream status report for one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub status: OrderStatus,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    pub extra: Option<String>,
+    /// When to poll next if the status is not terminal.
+    pub next_poll_at: Timestamp,
+}
+
+/// What applying a status did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusApplied {
+    pub order_id: OrderId,
+    /// The refund written by this call (never twice for an order).
+    pub refund: Option<Money>,
+    /// The order is now terminal (and will not be polled again).
+    pub terminal: bool,
+}
+
+/// An order due for a status poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollItem {
+    pub order_id: OrderId,
+    pub provider: String,
+    pub upstream_order_id: String,
+    pub status: OrderStatus,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refill {
+    pub id: RefillId,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub provider: Option<String>,
+    pub upstream_refill_id: Option<String>,
+    pub status: RefillStatus,
+    pub forward_state: ForwardState,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A customer's cancel request for one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CancelRequest {
+    pub id: i64,
+    pub order_id: OrderId,
+    pub customer_id: CustomerId,
+    pub forward_state: ForwardState,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The order had not left the gateway: canceled and fully refunded at once.
+    CanceledLocally { refund: Money },
+    /// The order is upstream: a cancel request is queued for forwarding (or already was).
+    Requested(CancelRequest),
+}
+
+/// An admin action, recorded forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// Filters for listing orders. `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub customer_id: Option<CustomerId>,
+    pub forward_state: Option<ForwardState>,
+    pub provider: Option<String>,
+    pub link: Option<String>,
+    /// Only orders with an id below this (for paging backwards from the newest).
+    pub before_id: Option<OrderId>,
+    pub limit: u32,
+}

@@ -1,0 +1,409 @@
+//! Rows as SQLite stores them, and their checked conversion into the domain types.
+//!
+//! Nothing read from the database is trusted to be well formed: a value that does not convert
+//! (a negative quantity, an unknown state, an unparsable decimal) is `StoreError::Database`
+//! ("corrupt ..."), never a panic.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use smm_wire::{Money, OrderStatus, RefillStatus};
+
+use crate::{
+    AuditEntry, CancelRequest, Customer, CustomerId, CustomerStatus, ForwardAttempt, ForwardState,
+    LedgerEntry, LedgerKind, Order, OrderId, PollItem, Refill, RefillId, ServiceId, StoreError,
+    StoreResult,
+};
+
+pub(super) fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!("corrupt {what} in the database: {value}"))
+}
+
+fn unsigned<T: TryFrom<i64>>(what: &str, value: i64) -> StoreResult<T> {
+    T::try_from(value).map_err(|_| corrupt(what, value))
+}
+
+fn decimal(what: &str, text: &str) -> StoreResult<Decimal> {
+    Decimal::from_str(text).map_err(|_| corrupt(what, text))
+}
+
+fn forward_state(text: &str) -> StoreResult<ForwardState> {
+    ForwardState::parse(text).ok_or_else(|| corrupt("forward state", text))
+}
+
+/// The stored form of an order status: its canonical text, or `Unknown` with the raw spelling
+/// kept beside it.
+pub(super) fn order_status_to_db(status: &OrderStatus) -> (&str, Option<&str>) {
+    match status {
+        OrderStatus::Unknown(raw) => ("Unknown", Some(raw.as_str())),
+        known => (known.as_str(), None),
+    }
+}
+
+pub(super) fn order_status_from_db(text: &str, raw: Option<String>) -> StoreResult<OrderStatus> {
+    Ok(match text {
+        "Pending" => OrderStatus::Pending,
+        "In progress" => OrderStatus::InProgress,
+        "Processing" => OrderStatus::Processing,
+        "Completed" => OrderStatus::Completed,
+        "Partial" => OrderStatus::Partial,
+        "Canceled" => OrderStatus::Canceled,
+        "Refunded" => OrderStatus::Refunded,
+        "Active" => OrderStatus::Active,
+        "Paused" => OrderStatus::Paused,
+        "Expired" => OrderStatus::Expired,
+        "Unknown" => OrderStatus::Unknown(raw.unwrap_or_default()),
+        other => return Err(corrupt("order status", other)),
+    })
+}
+
+pub(super) fn refill_status_to_db(status: &RefillStatus) -> (&str, Option<&str>) {
+    match status {
+        RefillStatus::Unknown(raw) => ("Unknown", Some(raw.as_str())),
+        known => (known.as_str(), None),
+    }
+}
+
+fn refill_status_from_db(text: &str, raw: Option<String>) -> StoreResult<RefillStatus> {
+    Ok(match text {
+        "Pending" => RefillStatus::Pending,
+        "In progress" => RefillStatus::InProgress,
+        "Completed" => RefillStatus::Completed,
+        "Rejected" => RefillStatus::Rejected,
+        "Canceled" => RefillStatus::Canceled,
+        "Unknown" => RefillStatus::Unknown(raw.unwrap_or_default()),
+        other => return Err(corrupt("refill status", other)),
+    })
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct CustomerRow {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub currency: String,
+    pub key_prefix: String,
+    pub balance: i64,
+    pub discount: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<CustomerRow> for Customer {
+    type Error = StoreError;
+
+    fn try_from(row: CustomerRow) -> StoreResult<Customer> {
+        Ok(Customer {
+            id: CustomerId(row.id),
+            name: row.name,
+            status: CustomerStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("customer status", &row.status))?,
+            currency: row.currency,
+            key_prefix: row.key_prefix,
+            balance: Money::from_units(row.balance),
+            discount: row
+                .discount
+                .as_deref()
+                .map(|d| decimal("discount", d))
+                .transpose()?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct LedgerRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub order_id: Option<i64>,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<LedgerRow> for LedgerEntry {
+    type Error = StoreError;
+
+    fn try_from(row: LedgerRow) -> StoreResult<LedgerEntry> {
+        Ok(LedgerEntry {
+            id: row.id,
+            customer_id: CustomerId(row.customer_id),
+            kind: LedgerKind::parse(&row.kind).ok_or_else(|| corrupt("ledger kind", &row.kind))?,
+            amount: Money::from_units(row.amount),
+            balance_after: Money::from_units(row.balance_after),
+            order_id: row.order_id.map(OrderId),
+            reason: row.reason,
+            actor: row.actor,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct OrderRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub service_id: i64,
+    pub service_type: String,
+    pub params: String,
+    pub link: Option<String>,
+    pub quantity: Option<i64>,
+    pub units: i64,
+    pub charge: i64,
+    pub refunded: i64,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    pub extra: Option<String>,
+    pub provider: Option<String>,
+    pub upstream_service: Option<String>,
+    pub upstream_order_id: Option<String>,
+    pub upstream_cost: Option<String>,
+    pub forward_state: String,
+    pub forward_attempts: i64,
+    pub forward_error: Option<String>,
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<i64>,
+    pub forwarded_at: Option<i64>,
+    pub next_poll_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> StoreResult<Order> {
+        Ok(Order {
+            id: OrderId(row.id),
+            customer_id: CustomerId(row.customer_id),
+            service_id: ServiceId(row.service_id),
+            service_type: row.service_type,
+            params: row.params,
+            link: row.link,
+            quantity: row
+                .quantity
+                .map(|q| unsigned("order quantity", q))
+                .transpose()?,
+            units: unsigned("order units", row.units)?,
+            charge: Money::from_units(row.charge),
+            refunded: Money::from_units(row.refunded),
+            status: order_status_from_db(&row.status, row.status_raw)?,
+            start_count: row.start_count,
+            remains: row.remains,
+            extra: row.extra,
+            provider: row.provider,
+            upstream_service: row.upstream_service,
+            upstream_order_id: row.upstream_order_id,
+            upstream_cost: row
+                .upstream_cost
+                .as_deref()
+                .map(|c| decimal("upstream cost", c))
+                .transpose()?,
+            forward_state: forward_state(&row.forward_state)?,
+            forward_attempts: unsigned("forward attempt count", row.forward_attempts)?,
+            forward_error: row.forward_error,
+            claimed_by: row.claimed_by,
+            claimed_at: row.claimed_at,
+            forwarded_at: row.forwarded_at,
+            next_poll_at: row.next_poll_at,
+            idempotency_key: row.idempotency_key,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AttemptRow {
+    pub order_id: i64,
+    pub provider: String,
+    pub upstream_service: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl From<AttemptRow> for ForwardAttempt {
+    fn from(row: AttemptRow) -> ForwardAttempt {
+        ForwardAttempt {
+            order_id: OrderId(row.order_id),
+            provider: row.provider,
+            upstream_service: row.upstream_service,
+            outcome: row.outcome,
+            detail: row.detail,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct PollRow {
+    pub id: i64,
+    pub provider: String,
+    pub upstream_order_id: String,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<PollRow> for PollItem {
+    type Error = StoreError;
+
+    fn try_from(row: PollRow) -> StoreResult<PollItem> {
+        Ok(PollItem {
+            order_id: OrderId(row.id),
+            provider: row.provider,
+            upstream_order_id: row.upstream_order_id,
+            status: order_status_from_db(&row.status, row.status_raw)?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RefillRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub provider: Option<String>,
+    pub upstream_refill_id: Option<String>,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub forward_state: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<RefillRow> for Refill {
+    type Error = StoreError;
+
+    fn try_from(row: RefillRow) -> StoreResult<Refill> {
+        Ok(Refill {
+            id: RefillId(row.id),
+            order_id: OrderId(row.order_id),
+            customer_id: CustomerId(row.customer_id),
+            provider: row.provider,
+            upstream_refill_id: row.upstream_refill_id,
+            status: refill_status_from_db(&row.status, row.status_raw)?,
+            forward_state: forward_state(&row.forward_state)?,
+            error: row.error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct CancelRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub forward_state: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<CancelRow> for CancelRequest {
+    type Error = StoreError;
+
+    fn try_from(row: CancelRow) -> StoreResult<CancelRequest> {
+        Ok(CancelRequest {
+            id: row.id,
+            order_id: OrderId(row.order_id),
+            customer_id: CustomerId(row.customer_id),
+            forward_state: forward_state(&row.forward_state)?,
+            error: row.error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AuditRow {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(row: AuditRow) -> AuditEntry {
+        AuditEntry {
+            id: row.id,
+            actor: row.actor,
+            action: row.action,
+            target: row.target,
+            before: row.before,
+            after: row.after,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// Converts every row, failing on the first corrupt one.
+pub(super) fn convert_all<R, T>(rows: Vec<R>) -> StoreResult<Vec<T>>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_order_status_round_trips() {
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::InProgress,
+            OrderStatus::Processing,
+            OrderStatus::Completed,
+            OrderStatus::Partial,
+            OrderStatus::Canceled,
+            OrderStatus::Refunded,
+            OrderStatus::Active,
+            OrderStatus::Paused,
+            OrderStatus::Expired,
+            OrderStatus::Unknown("Stuck somewhere".into()),
+        ] {
+            let (text, raw) = order_status_to_db(&status);
+            assert_eq!(
+                order_status_from_db(text, raw.map(str::to_owned)),
+                Ok(status.clone())
+            );
+        }
+        assert!(order_status_from_db("Bogus", None).is_err());
+    }
+
+    #[test]
+    fn every_refill_status_round_trips() {
+        for status in [
+            RefillStatus::Pending,
+            RefillStatus::InProgress,
+            RefillStatus::Completed,
+            RefillStatus::Rejected,
+            RefillStatus::Canceled,
+            RefillStatus::Unknown("hmm".into()),
+        ] {
+            let (text, raw) = refill_status_to_db(&status);
+            assert_eq!(
+                refill_status_from_db(text, raw.map(str::to_owned)),
+                Ok(status.clone())
+            );
+        }
+    }
+}

@@ -1,0 +1,1368 @@
+//! The cases, each written once against `Arc<dyn Store>`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use smm_store::*;
+use smm_wire::{Money, OrderStatus, RefillStatus};
+
+type Db = Arc<dyn Store>;
+
+const T0: Timestamp = 1_700_000_000_000;
+
+fn money(s: &str) -> Money {
+    s.parse().expect("money literal")
+}
+
+async fn customer(db: &Db, name: &str) -> Customer {
+    db.create_customer(
+        NewCustomer {
+            name: name.into(),
+            currency: "USD".into(),
+            key_hash: hash_api_key(&format!("key-of-{name}")),
+            key_prefix: "key-of".into(),
+        },
+        "admin",
+        T0,
+    )
+    .await
+    .expect("create customer")
+}
+
+async fn funded(db: &Db, name: &str, amount: &str) -> Customer {
+    let c = customer(db, name).await;
+    db.adjust_balance(
+        c.id,
+        LedgerKind::Deposit,
+        money(amount),
+        "top-up",
+        "admin",
+        T0,
+    )
+    .await
+    .expect("deposit");
+    db.customer(c.id).await.expect("customer")
+}
+
+fn new_order(customer: CustomerId, charge: &str) -> NewOrder {
+    NewOrder {
+        customer_id: customer,
+        service_id: ServiceId(7),
+        service_type: "Default".into(),
+        params: r#"{"type":"default","link":"https://x.test/p","quantity":1000,"drip_feed":null}"#
+            .into(),
+        link: Some("https://x.test/p".into()),
+        quantity: Some(1000),
+        units: 1000,
+        charge: money(charge),
+        idempotency_key: None,
+    }
+}
+
+async fn place(db: &Db, customer: CustomerId, charge: &str) -> Order {
+    match db.place_order(new_order(customer, charge), T0).await {
+        Ok(Placed::New(order)) => order,
+        other => panic!("expected a new order, got {other:?}"),
+    }
+}
+
+/// Balance equals the ledger sum, and is never negative.
+async fn assert_books_balance(db: &Db, customer: CustomerId) {
+    let c = db.customer(customer).await.expect("customer");
+    let sum = db.ledger_sum(customer).await.expect("ledger sum");
+    assert_eq!(c.balance, sum, "balance must equal the ledger sum");
+    assert!(!c.balance.is_negative());
+}
+
+/// Places an order and takes it all the way to `sent` at `provider` with `upstream`.
+async fn sent_order(
+    db: &Db,
+    customer: CustomerId,
+    charge: &str,
+    provider: &str,
+    upstream: &str,
+) -> Order {
+    let order = place(db, customer, charge).await;
+    let claimed = db.claim_for_forwarding("w", 1000, T0).await.expect("claim");
+    assert!(claimed.iter().any(|o| o.id == order.id));
+    for other in claimed.iter().filter(|o| o.id != order.id) {
+        db.requeue(other.id, T0, "not this test's", T0)
+            .await
+            .expect("requeue");
+    }
+    db.begin_attempt(order.id, provider, "svc-1", T0)
+        .await
+        .expect("begin");
+    db.finish_attempt(
+        order.id,
+        ForwardOutcome::Sent {
+            upstream_order_id: upstream.into(),
+            upstream_cost: Some(Decimal::new(12_345, 5)),
+            next_poll_at: T0 + 1_000,
+        },
+        T0,
+    )
+    .await
+    .expect("sent")
+}
+
+fn update(status: OrderStatus, remains: Option<i64>) -> StatusUpdate {
+    StatusUpdate {
+        status,
+        start_count: Some(3572),
+        remains,
+        extra: None,
+        next_poll_at: T0 + 60_000,
+    }
+}
+
+async fn refund_rows(db: &Db, customer: CustomerId, order: OrderId) -> usize {
+    db.ledger(customer, None, 1000)
+        .await
+        .expect("ledger")
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Refund && e.order_id == Some(order))
+        .count()
+}
+
+pub async fn customers_lifecycle(db: Db) {
+    let c = customer(&db, "alice").await;
+    assert_eq!(c.name, "alice");
+    assert_eq!(c.status, CustomerStatus::Active);
+    assert_eq!(c.balance, Money::ZERO);
+    assert_eq!(c.currency, "USD");
+    assert_eq!(db.customer(c.id).await.expect("get"), c);
+    let found = db
+        .customer_by_key_hash(&hash_api_key("key-of-alice"))
+        .await
+        .expect("lookup");
+    assert_eq!(found.map(|f| f.id), Some(c.id));
+    assert_eq!(db.customer_by_key_hash("nope").await.expect("lookup"), None);
+    assert_eq!(
+        db.customer(CustomerId(999_999)).await,
+        Err(StoreError::NotFound("customer"))
+    );
+
+    // A key hash belongs to one customer only.
+    let duplicate = db
+        .create_customer(
+            NewCustomer {
+                name: "mallory".into(),
+                currency: "USD".into(),
+                key_hash: hash_api_key("key-of-alice"),
+                key_prefix: "key-of".into(),
+            },
+            "admin",
+            T0,
+        )
+        .await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+
+    let bob = customer(&db, "bob").await;
+    let all = db.list_customers().await.expect("list");
+    assert_eq!(
+        all.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![c.id, bob.id]
+    );
+
+    // Suspension blocks orders and changes nothing else.
+    db.adjust_balance(
+        c.id,
+        LedgerKind::Deposit,
+        money("10"),
+        "top-up",
+        "admin",
+        T0,
+    )
+    .await
+    .expect("deposit");
+    let suspended = db
+        .set_customer_status(c.id, CustomerStatus::Suspended, "admin", T0)
+        .await
+        .expect("suspend");
+    assert_eq!(suspended.status, CustomerStatus::Suspended);
+    assert_eq!(
+        db.place_order(new_order(c.id, "1"), T0).await,
+        Err(StoreError::CustomerSuspended)
+    );
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("10"));
+    db.set_customer_status(c.id, CustomerStatus::Active, "admin", T0)
+        .await
+        .expect("reactivate");
+    place(&db, c.id, "1").await;
+
+    // Rotation: the old key stops working at once, the new one works.
+    let rotated = db
+        .rotate_key(c.id, &hash_api_key("new-key"), "new-ke", "admin", T0)
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.key_prefix, "new-ke");
+    assert_eq!(
+        db.customer_by_key_hash(&hash_api_key("key-of-alice"))
+            .await
+            .expect("lookup"),
+        None
+    );
+    assert_eq!(
+        db.customer_by_key_hash(&hash_api_key("new-key"))
+            .await
+            .expect("lookup")
+            .map(|c| c.id),
+        Some(c.id)
+    );
+    assert!(matches!(
+        db.rotate_key(bob.id, &hash_api_key("new-key"), "new-ke", "admin", T0)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Price rules.
+    let discounted = db
+        .set_discount(c.id, Some(Decimal::new(75, 1)), "admin", T0)
+        .await
+        .expect("discount");
+    assert_eq!(discounted.discount, Some(Decimal::new(75, 1)));
+    assert_eq!(
+        db.set_discount(c.id, None, "admin", T0)
+            .await
+            .expect("clear")
+            .discount,
+        None
+    );
+    db.set_customer_rate(c.id, ServiceId(3), Some(Decimal::new(125, 2)), "admin", T0)
+        .await
+        .expect("rate");
+    db.set_customer_rate(c.id, ServiceId(4), Some(Decimal::new(2, 0)), "admin", T0)
+        .await
+        .expect("rate");
+    db.set_customer_rate(c.id, ServiceId(4), None, "admin", T0)
+        .await
+        .expect("remove rate");
+    assert_eq!(
+        db.customer_rates(c.id).await.expect("rates"),
+        vec![(ServiceId(3), Decimal::new(125, 2))]
+    );
+    assert!(db.customer_rates(bob.id).await.expect("rates").is_empty());
+
+    // Every admin change above is audited, and the audit never holds a key or its hash.
+    let audit = db.audit_log(100).await.expect("audit");
+    let actions: BTreeSet<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    for action in [
+        "customer.create",
+        "customer.status",
+        "customer.rotate_key",
+        "customer.discount",
+        "customer.rate",
+        "customer.credit",
+    ] {
+        assert!(
+            actions.contains(action),
+            "{action} not audited: {actions:?}"
+        );
+    }
+    for entry in &audit {
+        let text = format!("{entry:?}");
+        assert!(!text.contains(&hash_api_key("new-key")));
+        assert!(!text.contains(&hash_api_key("key-of-alice")));
+        assert!(!text.contains("new-key"));
+    }
+}
+
+pub async fn balance_adjustments(db: Db) {
+    let c = customer(&db, "carol").await;
+    let entry = db
+        .adjust_balance(
+            c.id,
+            LedgerKind::Deposit,
+            money("100.84292"),
+            "bank transfer",
+            "admin",
+            T0,
+        )
+        .await
+        .expect("credit");
+    assert_eq!(entry.amount, money("100.84292"));
+    assert_eq!(entry.balance_after, money("100.84292"));
+    assert_eq!(entry.kind, LedgerKind::Deposit);
+    assert_eq!(entry.reason, "bank transfer");
+    assert_eq!(entry.actor, "admin");
+
+    let debit = db
+        .adjust_balance(
+            c.id,
+            LedgerKind::Adjustment,
+            money("-0.84292"),
+            "correction",
+            "admin",
+            T0,
+        )
+        .await
+        .expect("debit");
+    assert_eq!(debit.balance_after, money("100"));
+
+    // A debit past zero, a zero amount, a negative deposit, a charge by hand: refused, no change.
+    assert_eq!(
+        db.adjust_balance(
+            c.id,
+            LedgerKind::Adjustment,
+            money("-100.00001"),
+            "x",
+            "admin",
+            T0
+        )
+        .await,
+        Err(StoreError::InsufficientFunds)
+    );
+    for (kind, amount) in [
+        (LedgerKind::Deposit, "0"),
+        (LedgerKind::Deposit, "-1"),
+        (LedgerKind::Charge, "-1"),
+        (LedgerKind::Refund, "1"),
+    ] {
+        let result = db
+            .adjust_balance(c.id, kind, money(amount), "x", "admin", T0)
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Invalid(_))),
+            "{kind:?} {amount}: {result:?}"
+        );
+    }
+    let huge = Money::MAX
+        .checked_add(Money::from_units(1))
+        .expect("fits i64");
+    assert!(matches!(
+        db.adjust_balance(c.id, LedgerKind::Deposit, huge, "x", "admin", T0)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        db.adjust_balance(
+            CustomerId(424_242),
+            LedgerKind::Deposit,
+            money("1"),
+            "x",
+            "admin",
+            T0
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("100"));
+
+    // Ledger pages newest first.
+    for i in 1..=5 {
+        db.adjust_balance(
+            c.id,
+            LedgerKind::Deposit,
+            money(&i.to_string()),
+            "more",
+            "admin",
+            T0,
+        )
+        .await
+        .expect("credit");
+    }
+    let page = db.ledger(c.id, None, 3).await.expect("ledger");
+    assert_eq!(page.len(), 3);
+    assert!(page.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(page[0].amount, money("5"));
+    let next = db
+        .ledger(c.id, Some(page[2].id), 100)
+        .await
+        .expect("ledger");
+    assert_eq!(next.len(), 4);
+    assert!(next.iter().all(|e| e.id < page[2].id));
+    assert_books_balance(&db, c.id).await;
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("115"));
+}
+
+pub async fn place_order_debits_and_queues(db: Db) {
+    let c = funded(&db, "dave", "1").await;
+    let first = place(&db, c.id, "0.27819").await;
+    assert_eq!(first.charge, money("0.27819"));
+    assert_eq!(first.refunded, Money::ZERO);
+    assert_eq!(first.net_charge(), money("0.27819"));
+    assert_eq!(first.forward_state, ForwardState::Queued);
+    assert_eq!(first.status, OrderStatus::Pending);
+    assert_eq!(first.customer_id, c.id);
+    assert_eq!(first.quantity, Some(1000));
+    assert_eq!(first.units, 1000);
+    assert_eq!(first.link.as_deref(), Some("https://x.test/p"));
+    assert_eq!(first.provider, None);
+    assert_eq!(first.upstream_order_id, None);
+    assert_eq!(db.order(first.id).await.expect("get"), first);
+    assert_eq!(
+        db.customer(c.id).await.expect("get").balance,
+        money("0.72181")
+    );
+
+    let charge_row = db.ledger(c.id, None, 1).await.expect("ledger").remove(0);
+    assert_eq!(charge_row.kind, LedgerKind::Charge);
+    assert_eq!(charge_row.amount, money("-0.27819"));
+    assert_eq!(charge_row.order_id, Some(first.id));
+    assert_eq!(charge_row.balance_after, money("0.72181"));
+
+    // Ids increase.
+    let second = place(&db, c.id, "0.00001").await;
+    assert!(second.id > first.id);
+
+    // Not enough funds: an error, and nothing written.
+    let ledger_before = db.ledger(c.id, None, 100).await.expect("ledger");
+    assert_eq!(
+        db.place_order(new_order(c.id, "0.72181"), T0).await,
+        Err(StoreError::InsufficientFunds)
+    );
+    assert_eq!(
+        db.ledger(c.id, None, 100).await.expect("ledger"),
+        ledger_before
+    );
+    let orders = db
+        .list_orders(&OrderFilter {
+            customer_id: Some(c.id),
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(orders.len(), 2);
+    // Exactly the balance is fine.
+    place(&db, c.id, "0.72180").await;
+    assert_eq!(db.customer(c.id).await.expect("get").balance, Money::ZERO);
+    assert_books_balance(&db, c.id).await;
+
+    assert_eq!(
+        db.place_order(new_order(CustomerId(555_555), "1"), T0)
+            .await,
+        Err(StoreError::NotFound("customer"))
+    );
+    assert_eq!(
+        db.order(OrderId(987_654)).await,
+        Err(StoreError::NotFound("order"))
+    );
+
+    // A customer sees only their own orders.
+    let other = funded(&db, "erin", "5").await;
+    let theirs = place(&db, other.id, "1").await;
+    let mine = db
+        .customer_orders(c.id, &[first.id, theirs.id, OrderId(987_654)])
+        .await
+        .expect("orders");
+    assert_eq!(
+        mine.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![first.id]
+    );
+}
+
+pub async fn idempotency_keys(db: Db) {
+    let c = funded(&db, "frank", "10").await;
+    let other = funded(&db, "grace", "10").await;
+    let keyed = |customer| NewOrder {
+        idempotency_key: Some("retry-123".into()),
+        ..new_order(customer, "1")
+    };
+    let first = match db.place_order(keyed(c.id), T0).await.expect("place") {
+        Placed::New(order) => order,
+        other => panic!("{other:?}"),
+    };
+    let again = db
+        .place_order(keyed(c.id), T0 + 5)
+        .await
+        .expect("place again");
+    assert_eq!(again, Placed::Existing(first.clone()));
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("9"));
+    // The same key from another customer is another order.
+    assert!(matches!(
+        db.place_order(keyed(other.id), T0).await.expect("other"),
+        Placed::New(_)
+    ));
+
+    // Concurrent retries with one key: one order, one charge.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let db = db.clone();
+        let order = NewOrder {
+            idempotency_key: Some("burst".into()),
+            ..new_order(c.id, "1")
+        };
+        tasks.push(tokio::spawn(async move { db.place_order(order, T0).await }));
+    }
+    let mut ids = HashSet::new();
+    let mut new = 0;
+    for task in tasks {
+        match task.await.expect("join").expect("place") {
+            Placed::New(order) => {
+                new += 1;
+                ids.insert(order.id);
+            }
+            Placed::Existing(order) => {
+                ids.insert(order.id);
+            }
+        }
+    }
+    assert_eq!(new, 1);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("8"));
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn concurrent_placements_spend_exactly_the_balance(db: Db) {
+    // A balance that covers exactly 100 orders; 200 placed at once.
+    let c = funded(&db, "heidi", "27.81900").await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let db = db.clone();
+        let order = new_order(c.id, "0.27819");
+        tasks.push(tokio::spawn(async move { db.place_order(order, T0).await }));
+    }
+    let (mut placed, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(Placed::New(_)) => placed += 1,
+            Err(StoreError::InsufficientFunds) => refused += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!((placed, refused), (100, 100));
+    let after = db.customer(c.id).await.expect("get");
+    assert_eq!(after.balance, Money::ZERO);
+    assert_books_balance(&db, c.id).await;
+    let orders = db
+        .list_orders(&OrderFilter {
+            customer_id: Some(c.id),
+            limit: 1000,
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(orders.len(), 100);
+    let charges = db
+        .ledger(c.id, None, 1000)
+        .await
+        .expect("ledger")
+        .into_iter()
+        .filter(|e| e.kind == LedgerKind::Charge)
+        .count();
+    assert_eq!(charges, 100);
+}
+
+pub async fn concurrent_claims_take_each_order_once(db: Db) {
+    let c = funded(&db, "ivan", "1000").await;
+    for _ in 0..1000 {
+        place(&db, c.id, "0.5").await;
+    }
+    let worker = |name: &'static str| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = db.claim_for_forwarding(name, 37, T0).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                assert!(batch.len() <= 37);
+                for order in &batch {
+                    assert_eq!(order.forward_state, ForwardState::Sending);
+                    assert_eq!(order.claimed_by.as_deref(), Some(name));
+                }
+                mine.extend(batch.into_iter().map(|o| o.id));
+            }
+        })
+    };
+    // A claim takes at most `limit` orders.
+    let few = db
+        .claim_for_forwarding("probe", 3, T0)
+        .await
+        .expect("claim");
+    assert_eq!(few.len(), 3);
+    for order in &few {
+        db.requeue(order.id, T0, "probe", T0)
+            .await
+            .expect("requeue");
+    }
+    let (a, b) = (worker("a"), worker("b"));
+    let a = a.await.expect("worker a");
+    let b = b.await.expect("worker b");
+    let all: HashSet<OrderId> = a.iter().chain(&b).copied().collect();
+    assert_eq!(a.len() + b.len(), 1000, "an order was claimed twice");
+    assert_eq!(all.len(), 1000, "an order was never claimed");
+    assert!(
+        db.claim_for_forwarding("c", 10, T0)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+pub async fn forwarding_lifecycle(db: Db) {
+    let c = funded(&db, "judy", "10").await;
+    let order = place(&db, c.id, "1").await;
+    // Not claimable before it is claimed? It is claimable at once.
+    assert!(matches!(
+        db.begin_attempt(order.id, "alpha", "11", T0).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    let claimed = db
+        .claim_for_forwarding("w1", 10, T0 + 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].claimed_at, Some(T0 + 1));
+
+    // Route 1 refuses, route 2 accepts.
+    db.begin_attempt(order.id, "alpha", "11", T0 + 2)
+        .await
+        .expect("begin");
+    let after_fail = db
+        .finish_attempt(
+            order.id,
+            ForwardOutcome::Failed {
+                not_sent: false,
+                detail: "Incorrect service ID".into(),
+            },
+            T0 + 3,
+        )
+        .await
+        .expect("failed");
+    assert_eq!(after_fail.forward_state, ForwardState::Sending);
+    db.begin_attempt(order.id, "beta", "22", T0 + 4)
+        .await
+        .expect("begin");
+    let sent = db
+        .finish_attempt(
+            order.id,
+            ForwardOutcome::Sent {
+                upstream_order_id: "23501".into(),
+                upstream_cost: Some(Decimal::new(27_819, 5)),
+                next_poll_at: T0 + 10_000,
+            },
+            T0 + 5,
+        )
+        .await
+        .expect("sent");
+    assert_eq!(sent.forward_state, ForwardState::Sent);
+    assert_eq!(sent.provider.as_deref(), Some("beta"));
+    assert_eq!(sent.upstream_service.as_deref(), Some("22"));
+    assert_eq!(sent.upstream_order_id.as_deref(), Some("23501"));
+    assert_eq!(sent.upstream_cost, Some(Decimal::new(27_819, 5)));
+    assert_eq!(sent.forwarded_at, Some(T0 + 5));
+    assert_eq!(sent.next_poll_at, Some(T0 + 10_000));
+    assert_eq!(sent.status, OrderStatus::Pending);
+
+    let attempts = db.attempts(order.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.provider.as_str(), a.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("alpha", "rejected"), ("beta", "sent")]
+    );
+    assert_eq!(attempts[0].detail.as_deref(), Some("Incorrect service ID"));
+    assert_eq!(attempts[1].finished_at, Some(T0 + 5));
+
+    // Sent orders are never claimed again.
+    assert!(
+        db.claim_for_forwarding("w2", 10, T0 + 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // An ambiguous outcome parks the order.
+    let other = place(&db, c.id, "1").await;
+    db.claim_for_forwarding("w1", 10, T0).await.expect("claim");
+    db.begin_attempt(other.id, "alpha", "11", T0)
+        .await
+        .expect("begin");
+    let parked = db
+        .finish_attempt(
+            other.id,
+            ForwardOutcome::Ambiguous {
+                detail: "timeout".into(),
+            },
+            T0,
+        )
+        .await
+        .expect("ambiguous");
+    assert_eq!(parked.forward_state, ForwardState::Ambiguous);
+    assert_eq!(parked.forward_error.as_deref(), Some("timeout"));
+    assert_eq!(parked.provider.as_deref(), Some("alpha"));
+    assert!(
+        db.claim_for_forwarding("w2", 10, T0 + 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn upstream_ids_are_unique_per_provider_only(db: Db) {
+    let c = funded(&db, "kim", "10").await;
+    let a = sent_order(&db, c.id, "1", "alpha", "555").await;
+    // The same upstream id at another provider is another order.
+    let b = sent_order(&db, c.id, "1", "beta", "555").await;
+    assert_ne!(a.id, b.id);
+
+    // The same upstream id twice at one provider: refused, and the order is not lost.
+    let clash = place(&db, c.id, "1").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.begin_attempt(clash.id, "alpha", "svc-1", T0)
+        .await
+        .expect("begin");
+    let result = db
+        .finish_attempt(
+            clash.id,
+            ForwardOutcome::Sent {
+                upstream_order_id: "555".into(),
+                upstream_cost: None,
+                next_poll_at: T0,
+            },
+            T0,
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let kept = db.order(clash.id).await.expect("still there");
+    assert_eq!(kept.forward_state, ForwardState::Ambiguous);
+    assert!(kept.forward_error.is_some());
+
+    // Statuses go to the right order.
+    let applied = db
+        .apply_status("beta", "555", update(OrderStatus::Completed, Some(0)), T0)
+        .await
+        .expect("apply")
+        .expect("known");
+    assert_eq!(applied.order_id, b.id);
+    assert_eq!(
+        db.order(b.id).await.expect("get").status,
+        OrderStatus::Completed
+    );
+    assert_eq!(
+        db.order(a.id).await.expect("get").status,
+        OrderStatus::Pending
+    );
+    let canceled = db
+        .apply_status("alpha", "555", update(OrderStatus::Canceled, None), T0)
+        .await
+        .expect("apply")
+        .expect("known");
+    assert_eq!(canceled.order_id, a.id);
+    assert_eq!(canceled.refund, Some(money("1")));
+    assert_eq!(db.order(b.id).await.expect("get").refunded, Money::ZERO);
+    assert_eq!(
+        db.apply_status("gamma", "555", update(OrderStatus::Completed, None), T0)
+            .await
+            .expect("apply"),
+        None
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn requeue_and_reject(db: Db) {
+    let c = funded(&db, "leo", "10").await;
+    let order = place(&db, c.id, "2.5").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.requeue(order.id, T0 + 60_000, "every provider unreachable", T0)
+        .await
+        .expect("requeue");
+    let queued = db.order(order.id).await.expect("get");
+    assert_eq!(queued.forward_state, ForwardState::Queued);
+    assert_eq!(
+        queued.forward_error.as_deref(),
+        Some("every provider unreachable")
+    );
+    assert!(
+        db.claim_for_forwarding("w", 10, T0 + 59_999)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = db
+        .claim_for_forwarding("w", 10, T0 + 60_000)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].forward_attempts, 2);
+
+    let refund = db
+        .reject_order(order.id, "rejected by every route", T0)
+        .await
+        .expect("reject");
+    assert_eq!(refund, money("2.5"));
+    let rejected = db.order(order.id).await.expect("get");
+    assert_eq!(rejected.forward_state, ForwardState::Rejected);
+    assert_eq!(rejected.status, OrderStatus::Canceled);
+    assert_eq!(rejected.refunded, money("2.5"));
+    assert_eq!(rejected.net_charge(), Money::ZERO);
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("10"));
+    // Never twice.
+    assert!(matches!(
+        db.reject_order(order.id, "again", T0).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    assert_eq!(refund_rows(&db, c.id, order.id).await, 1);
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn crash_recovery_and_ambiguous_resolution(db: Db) {
+    let c = funded(&db, "mia", "10").await;
+    let crashed = place(&db, c.id, "1").await;
+    let fresh = place(&db, c.id, "1").await;
+    let claimed = db
+        .claim_for_forwarding("dead-worker", 1, T0)
+        .await
+        .expect("claim");
+    assert_eq!(claimed[0].id, crashed.id);
+    db.begin_attempt(crashed.id, "alpha", "11", T0)
+        .await
+        .expect("begin");
+    db.claim_for_forwarding("live-worker", 1, T0 + 10_000)
+        .await
+        .expect("claim");
+
+    // Claims older than the lease become ambiguous; newer ones are left alone.
+    let recovered = db
+        .recover_sending(T0 + 5_000, T0 + 20_000)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, vec![crashed.id]);
+    let parked = db.order(crashed.id).await.expect("get");
+    assert_eq!(parked.forward_state, ForwardState::Ambiguous);
+    assert!(parked.forward_error.is_some());
+    assert_eq!(
+        db.order(fresh.id).await.expect("get").forward_state,
+        ForwardState::Sending
+    );
+    let attempts = db.attempts(crashed.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_ne!(attempts[0].outcome, "pending");
+    // Never re-sent automatically.
+    assert!(
+        db.claim_for_forwarding("w", 10, T0 + 30_000)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // Resolution 1: found upstream.
+    let attached = db
+        .attach_upstream_order(crashed.id, "alpha", "777", "admin", T0 + 40_000)
+        .await
+        .expect("attach");
+    assert_eq!(attached.forward_state, ForwardState::Sent);
+    assert_eq!(attached.upstream_order_id.as_deref(), Some("777"));
+    let polls = db
+        .claim_polls(Some("alpha"), 10, T0 + 50_000, T0 + 40_000)
+        .await
+        .expect("polls");
+    assert_eq!(polls.len(), 1);
+    assert_eq!(polls[0].order_id, crashed.id);
+    assert!(matches!(
+        db.attach_upstream_order(crashed.id, "alpha", "778", "admin", T0)
+            .await,
+        Err(StoreError::InvalidState(_))
+    ));
+
+    // Resolution 2: given up, fully refunded, once.
+    db.recover_sending(T0 + 20_000, T0 + 40_000)
+        .await
+        .expect("recover");
+    assert_eq!(
+        db.order(fresh.id).await.expect("get").forward_state,
+        ForwardState::Ambiguous
+    );
+    let refund = db
+        .cancel_ambiguous(fresh.id, "not found upstream", "admin", T0 + 50_000)
+        .await
+        .expect("cancel");
+    assert_eq!(refund, money("1"));
+    let canceled = db.order(fresh.id).await.expect("get");
+    assert_eq!(canceled.status, OrderStatus::Canceled);
+    assert_eq!(canceled.forward_state, ForwardState::Rejected);
+    assert!(matches!(
+        db.cancel_ambiguous(fresh.id, "again", "admin", T0).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    assert_eq!(refund_rows(&db, c.id, fresh.id).await, 1);
+    let audit = db.audit_log(10).await.expect("audit");
+    assert!(audit.iter().any(|a| a.action == "order.cancel_ambiguous"));
+    assert!(audit.iter().any(|a| a.action == "order.attach_upstream"));
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn polling_and_refunds(db: Db) {
+    let c = funded(&db, "nina", "10").await;
+    let partial = sent_order(&db, c.id, "0.27819", "alpha", "1").await;
+    let canceled = sent_order(&db, c.id, "1", "alpha", "2").await;
+    let unknown = sent_order(&db, c.id, "1", "alpha", "3").await;
+
+    // Nothing is due before its time; due ones are leased.
+    assert!(
+        db.claim_polls(None, 10, T0 + 5_000, T0 + 999)
+            .await
+            .expect("polls")
+            .is_empty()
+    );
+    let due = db
+        .claim_polls(None, 10, T0 + 5_000, T0 + 1_000)
+        .await
+        .expect("polls");
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|p| p.provider == "alpha"));
+    assert!(
+        db.claim_polls(None, 10, T0 + 6_000, T0 + 1_000)
+            .await
+            .expect("polls")
+            .is_empty()
+    );
+
+    let progress = db
+        .apply_status(
+            "alpha",
+            "1",
+            update(OrderStatus::InProgress, Some(400)),
+            T0 + 2_000,
+        )
+        .await
+        .expect("apply")
+        .expect("known");
+    assert_eq!(progress.refund, None);
+    assert!(!progress.terminal);
+    let o = db.order(partial.id).await.expect("get");
+    assert_eq!(o.status, OrderStatus::InProgress);
+    assert_eq!(o.remains, Some(400));
+    assert_eq!(o.start_count, Some(3572));
+    assert_eq!(o.next_poll_at, Some(T0 + 60_000));
+
+    // Partial: charge × remains / units, rounded down; once.
+    let applied = db
+        .apply_status(
+            "alpha",
+            "1",
+            update(OrderStatus::Partial, Some(157)),
+            T0 + 3_000,
+        )
+        .await
+        .expect("apply")
+        .expect("known");
+    assert_eq!(applied.refund, Some(Money::from_units(4_367)));
+    assert!(applied.terminal);
+    let o = db.order(partial.id).await.expect("get");
+    assert_eq!(o.status, OrderStatus::Partial);
+    assert_eq!(o.refunded, Money::from_units(4_367));
+    assert_eq!(o.net_charge(), Money::from_units(27_819 - 4_367));
+    assert_eq!(o.next_poll_at, None);
+    let again = db
+        .apply_status(
+            "alpha",
+            "1",
+            update(OrderStatus::Partial, Some(157)),
+            T0 + 4_000,
+        )
+        .await
+        .expect("apply")
+        .expect("known");
+    assert_eq!(again.refund, None);
+    // Terminal is final, even if the upstream changes its mind.
+    db.apply_status(
+        "alpha",
+        "1",
+        update(OrderStatus::Canceled, None),
+        T0 + 5_000,
+    )
+    .await
+    .expect("apply");
+    assert_eq!(
+        db.order(partial.id).await.expect("get").status,
+        OrderStatus::Partial
+    );
+    assert_eq!(refund_rows(&db, c.id, partial.id).await, 1);
+
+    // Canceled: the whole charge.
+    let full = db
+        .apply_status("alpha", "2", update(OrderStatus::Canceled, None), T0)
+        .await
+        .expect("apply")
+        .expect("known");
+    assert_eq!(full.refund, Some(money("1")));
+    assert_eq!(
+        db.order(canceled.id).await.expect("get").refunded,
+        money("1")
+    );
+
+    // An unknown spelling is kept verbatim and stays pollable.
+    let odd = db
+        .apply_status(
+            "alpha",
+            "3",
+            update(OrderStatus::Unknown("Stuck-ish".into()), None),
+            T0,
+        )
+        .await
+        .expect("apply")
+        .expect("known");
+    assert!(!odd.terminal);
+    let o = db.order(unknown.id).await.expect("get");
+    assert_eq!(o.status, OrderStatus::Unknown("Stuck-ish".into()));
+    assert_eq!(o.next_poll_at, Some(T0 + 60_000));
+    let later = db
+        .claim_polls(None, 10, T0 + 120_000, T0 + 60_000)
+        .await
+        .expect("polls");
+    assert_eq!(
+        later.iter().map(|p| p.order_id).collect::<Vec<_>>(),
+        vec![unknown.id]
+    );
+
+    let balance = db.customer(c.id).await.expect("get").balance;
+    assert_eq!(
+        balance,
+        money("10")
+            .checked_sub(money("2.27819"))
+            .expect("sub")
+            .checked_add(Money::from_units(4_367 + 100_000))
+            .expect("add")
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn concurrent_partial_pays_one_refund(db: Db) {
+    let c = funded(&db, "oscar", "10").await;
+    let order = sent_order(&db, c.id, "3", "alpha", "42").await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.apply_status("alpha", "42", update(OrderStatus::Partial, Some(500)), T0)
+                .await
+        }));
+    }
+    let mut paid = Money::ZERO;
+    for task in tasks {
+        let applied = task.await.expect("join").expect("apply").expect("known");
+        if let Some(refund) = applied.refund {
+            paid = paid.checked_add(refund).expect("add");
+        }
+    }
+    assert_eq!(paid, money("1.5"));
+    assert_eq!(refund_rows(&db, c.id, order.id).await, 1);
+    assert_eq!(
+        db.order(order.id).await.expect("get").refunded,
+        money("1.5")
+    );
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("8.5"));
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn defer_polls_only_moves_the_schedule(db: Db) {
+    let c = funded(&db, "pat", "10").await;
+    let order = sent_order(&db, c.id, "1", "alpha", "9").await;
+    db.defer_polls(&[order.id], T0 + 99_000)
+        .await
+        .expect("defer");
+    let o = db.order(order.id).await.expect("get");
+    assert_eq!(o.next_poll_at, Some(T0 + 99_000));
+    assert_eq!(o.status, OrderStatus::Pending);
+    assert_eq!(o.forward_state, ForwardState::Sent);
+    assert!(
+        db.claim_polls(None, 10, T0 + 200_000, T0 + 98_999)
+            .await
+            .expect("polls")
+            .is_empty()
+    );
+    assert_eq!(
+        db.claim_polls(None, 10, T0 + 200_000, T0 + 99_000)
+            .await
+            .expect("polls")
+            .len(),
+        1
+    );
+    db.defer_polls(&[], T0).await.expect("nothing to defer");
+}
+
+pub async fn refills(db: Db) {
+    let c = funded(&db, "quinn", "10").await;
+    let stranger = funded(&db, "rita", "10").await;
+    let order = sent_order(&db, c.id, "1", "alpha", "100").await;
+    assert_eq!(
+        db.create_refill(stranger.id, order.id, T0).await,
+        Err(StoreError::NotFound("order"))
+    );
+    let refill = db.create_refill(c.id, order.id, T0).await.expect("refill");
+    assert_eq!(refill.order_id, order.id);
+    assert_eq!(refill.customer_id, c.id);
+    assert_eq!(refill.provider.as_deref(), Some("alpha"));
+    assert_eq!(refill.status, RefillStatus::Pending);
+    assert_eq!(refill.forward_state, ForwardState::Queued);
+    assert_eq!(
+        db.refills_in_state(ForwardState::Queued, 10)
+            .await
+            .expect("list"),
+        vec![refill.clone()]
+    );
+    let sent = db
+        .update_refill(
+            refill.id,
+            RefillUpdate {
+                upstream_refill_id: Some("9001".into()),
+                forward_state: Some(ForwardState::Sent),
+                ..RefillUpdate::default()
+            },
+            T0 + 1,
+        )
+        .await
+        .expect("update");
+    assert_eq!(sent.upstream_refill_id.as_deref(), Some("9001"));
+    assert_eq!(sent.forward_state, ForwardState::Sent);
+    assert_eq!(sent.status, RefillStatus::Pending);
+    let done = db
+        .update_refill(
+            refill.id,
+            RefillUpdate {
+                status: Some(RefillStatus::Completed),
+                ..RefillUpdate::default()
+            },
+            T0 + 2,
+        )
+        .await
+        .expect("update");
+    assert_eq!(done.status, RefillStatus::Completed);
+    assert_eq!(done.upstream_refill_id.as_deref(), Some("9001"));
+    let second = db
+        .create_refill(c.id, order.id, T0)
+        .await
+        .expect("another refill");
+    assert!(second.id > refill.id);
+    let mine = db
+        .customer_refills(c.id, &[refill.id, second.id, RefillId(999)])
+        .await
+        .expect("refills");
+    assert_eq!(mine.len(), 2);
+    assert!(
+        db.customer_refills(stranger.id, &[refill.id])
+            .await
+            .expect("refills")
+            .is_empty()
+    );
+    assert!(
+        db.refills_in_state(ForwardState::Sent, 10)
+            .await
+            .expect("list")
+            .iter()
+            .any(|r| r.id == refill.id)
+    );
+}
+
+pub async fn cancels(db: Db) {
+    let c = funded(&db, "sam", "10").await;
+    let stranger = funded(&db, "tom", "10").await;
+
+    // Still queued locally: canceled and refunded at once.
+    let queued = place(&db, c.id, "2").await;
+    assert_eq!(
+        db.request_cancel(stranger.id, queued.id, T0).await,
+        Err(StoreError::NotFound("order"))
+    );
+    let outcome = db
+        .request_cancel(c.id, queued.id, T0)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        outcome,
+        CancelOutcome::CanceledLocally { refund: money("2") }
+    );
+    let o = db.order(queued.id).await.expect("get");
+    assert_eq!(o.status, OrderStatus::Canceled);
+    assert_eq!(o.forward_state, ForwardState::Rejected);
+    assert!(
+        db.claim_for_forwarding("w", 10, T0)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(matches!(
+        db.request_cancel(c.id, queued.id, T0).await,
+        Err(StoreError::InvalidState(_))
+    ));
+
+    // Upstream: a request to forward, one per order; no money moves.
+    let upstream = sent_order(&db, c.id, "1", "alpha", "5").await;
+    let balance = db.customer(c.id).await.expect("get").balance;
+    let first = match db
+        .request_cancel(c.id, upstream.id, T0)
+        .await
+        .expect("cancel")
+    {
+        CancelOutcome::Requested(request) => request,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.order_id, upstream.id);
+    assert_eq!(first.forward_state, ForwardState::Queued);
+    let second = db
+        .request_cancel(c.id, upstream.id, T0 + 1)
+        .await
+        .expect("again");
+    assert_eq!(second, CancelOutcome::Requested(first.clone()));
+    assert_eq!(db.customer(c.id).await.expect("get").balance, balance);
+    assert_eq!(
+        db.cancels_in_state(ForwardState::Queued, 10)
+            .await
+            .expect("list"),
+        vec![first.clone()]
+    );
+    let sent = db
+        .update_cancel(first.id, ForwardState::Sent, None, T0 + 2)
+        .await
+        .expect("update");
+    assert_eq!(sent.forward_state, ForwardState::Sent);
+    let failed = db
+        .update_cancel(
+            first.id,
+            ForwardState::Rejected,
+            Some("Order can not be canceled"),
+            T0 + 3,
+        )
+        .await
+        .expect("update");
+    assert_eq!(failed.error.as_deref(), Some("Order can not be canceled"));
+    assert!(
+        db.cancels_in_state(ForwardState::Queued, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Terminal orders cannot be canceled.
+    let done = sent_order(&db, c.id, "1", "alpha", "6").await;
+    db.apply_status("alpha", "6", update(OrderStatus::Completed, Some(0)), T0)
+        .await
+        .expect("apply");
+    assert!(matches!(
+        db.request_cancel(c.id, done.id, T0).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn service_ids_are_stable(db: Db) {
+    let a = db.service_id("alpha", "1").await.expect("id");
+    let b = db.service_id("alpha", "2").await.expect("id");
+    let c = db.service_id("beta", "1").await.expect("id");
+    assert_ne!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(db.service_id("alpha", "1").await.expect("id"), a);
+    // Concurrent first sight still yields one id.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(
+            async move { db.service_id("gamma", "77").await },
+        ));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("join").expect("id"));
+    }
+    assert_eq!(ids.len(), 1);
+    let all = db.service_ids().await.expect("ids");
+    assert_eq!(all.len(), 4);
+    assert!(all.contains(&(a, "alpha".to_owned(), "1".to_owned())));
+}
+
+pub async fn listing_and_counts(db: Db) {
+    let c = funded(&db, "uma", "100").await;
+    let d = funded(&db, "vic", "100").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(place(&db, c.id, "1").await.id);
+    }
+    let theirs = place(&db, d.id, "1").await;
+    sent_order(&db, d.id, "1", "alpha", "1").await;
+
+    let page = db
+        .list_orders(&OrderFilter {
+            customer_id: Some(c.id),
+            limit: 3,
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        page.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3], ids[2]]
+    );
+    let rest = db
+        .list_orders(&OrderFilter {
+            customer_id: Some(c.id),
+            before_id: Some(ids[2]),
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        rest.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+    let by_provider = db
+        .list_orders(&OrderFilter {
+            provider: Some("alpha".into()),
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_provider.len(), 1);
+    let sent = db
+        .list_orders(&OrderFilter {
+            forward_state: Some(ForwardState::Sent),
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(sent.len(), 1);
+    let by_link = db
+        .list_orders(&OrderFilter {
+            link: Some("https://x.test/p".into()),
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_link.len(), 7);
+    assert!(by_link.iter().any(|o| o.id == theirs.id));
+
+    let counts = db.count_by_forward_state().await.expect("counts");
+    let count = |state| {
+        counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    // sent_order requeued everything it claimed except its own order.
+    assert_eq!(count(ForwardState::Queued), 6);
+    assert_eq!(count(ForwardState::Sent), 1);
+    assert_eq!(count(ForwardState::Ambiguous), 0);
+}
+
+pub async fn audit_log(db: Db) {
+    db.audit(
+        "ops",
+        "config.reload",
+        "config",
+        Some("{\"v\":1}"),
+        Some("{\"v\":2}"),
+        T0,
+    )
+    .await
+    .expect("audit");
+    db.audit("ops", "config.reload", "config", None, None, T0 + 1)
+        .await
+        .expect("audit");
+    let log = db.audit_log(10).await.expect("log");
+    assert_eq!(log.len(), 2);
+    assert!(log[0].id > log[1].id);
+    assert_eq!(log[1].before.as_deref(), Some("{\"v\":1}"));
+    assert_eq!(log[1].after.as_deref(), Some("{\"v\":2}"));
+    assert_eq!(log[1].actor, "ops");
+    assert_eq!(log[1].created_at, T0);
+}

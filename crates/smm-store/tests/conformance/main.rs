@@ -1,0 +1,53 @@
+//! One conformance suite for every [`Store`] implementation: each case below runs against a
+//! fresh SQLite database and a fresh PostgreSQL database.
+//!
+//! PostgreSQL needs `TEST_DATABASE_URL` (an admin URL; `scripts/test.sh` provisions a throwaway
+//! server). In CI a missing server fails the PostgreSQL cases instead of skipping them.
+
+mod cases;
+mod harness;
+mod schema;
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::harness::sqlite().await;
+                    crate::cases::$case(db.store()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = crate::harness::postgres().await else { return };
+                    crate::cases::$case(db.store()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    customers_lifecycle,
+    balance_adjustments,
+    place_order_debits_and_queues,
+    idempotency_keys,
+    concurrent_placements_spend_exactly_the_balance,
+    concurrent_claims_take_each_order_once,
+    forwarding_lifecycle,
+    upstream_ids_are_unique_per_provider_only,
+    requeue_and_reject,
+    crash_recovery_and_ambiguous_resolution,
+    polling_and_refunds,
+    concurrent_partial_pays_one_refund,
+    defer_polls_only_moves_the_schedule,
+    refills,
+    cancels,
+    service_ids_are_stable,
+    listing_and_counts,
+    audit_log,
+);
