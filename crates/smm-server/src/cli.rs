@@ -1,0 +1,292 @@
+//! The `smm-gateway` command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use smm_store::{CustomerId, LedgerKind, NewCustomer, Store, hash_api_key};
+use smm_wire::Money;
+
+use crate::app::now_ms;
+use crate::config::{ConfigError, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smm-gateway",
+    version,
+    about = "A reseller gateway for SMM panels (API v2)"
+)]
+pub struct Cli {
+    /// Config file layered over the defaults (default: config/local.toml when present).
+    #[arg(long, global = true, env = "SMM_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: the v2 API, the forwarder and the background sync.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage customers and their balances.
+    Customers {
+        #[command(subcommand)]
+        command: CustomerCommand,
+    },
+    /// Start a self-contained demo: two simulated upstream panels, an embedded database, a
+    /// funded demo customer, and ready-to-paste curl lines.
+    Demo {
+        /// Port of the demo gateway on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Where the demo keeps its SQLite database.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and report every problem with its location.
+    Check,
+    /// Print the effective configuration (defaults, file and environment merged).
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Create a customer; prints the API key once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Defaults to the gateway's currency.
+        #[arg(long)]
+        currency: Option<String>,
+    },
+    /// List customers.
+    List,
+    /// Show one customer with recent ledger rows.
+    Show { id: i64 },
+    /// Add money to a balance (a deposit ledger row).
+    Credit {
+        id: i64,
+        amount: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Take money from a balance (an adjustment ledger row); never below zero.
+    Debit {
+        id: i64,
+        amount: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Replace the API key; the old key stops working. Prints the new key once.
+    RotateKey { id: i64 },
+    /// Suspend a customer: every request is refused until reactivated.
+    Suspend { id: i64 },
+    /// Reactivate a suspended customer.
+    Activate { id: i64 },
+}
+
+/// A new random API key: 32 hex characters (128 bits) from the OS generator.
+pub fn generate_api_key() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// The display prefix of a key.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(6).collect()
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, String> {
+    smm_store::connect(&settings.database.url)
+        .await
+        .map_err(|e| format!("database: {e}"))
+}
+
+/// Runs a customers command, printing its result.
+pub async fn customers(settings: &Settings, command: CustomerCommand) -> Result<(), String> {
+    let store = open_store(settings).await?;
+    let now = now_ms();
+    let actor = actor();
+    let print = |c: &smm_store::Customer| {
+        println!(
+            "{}\t{}\t{}\t{} {}\tkey {}…",
+            c.id,
+            c.name,
+            c.status.as_str(),
+            c.balance,
+            c.currency,
+            c.key_prefix
+        );
+    };
+    match command {
+        CustomerCommand::Create { name, currency } => {
+            let key = generate_api_key()?;
+            let customer = store
+                .create_customer(
+                    NewCustomer {
+                        name,
+                        currency: currency.unwrap_or_else(|| settings.server.currency.clone()),
+                        key_hash: hash_api_key(&key),
+                        key_prefix: key_prefix(&key),
+                    },
+                    &actor,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            print(&customer);
+            println!("API key (shown once, store it now): {key}");
+        }
+        CustomerCommand::List => {
+            for customer in store.list_customers().await.map_err(|e| e.to_string())? {
+                print(&customer);
+            }
+        }
+        CustomerCommand::Show { id } => {
+            let customer = store
+                .customer(CustomerId(id))
+                .await
+                .map_err(|e| e.to_string())?;
+            print(&customer);
+            for entry in store
+                .ledger(customer.id, None, 20)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!(
+                    "  #{}\t{}\t{}\t→ {}\t{}\t{}",
+                    entry.id,
+                    entry.kind.as_str(),
+                    entry.amount,
+                    entry.balance_after,
+                    entry
+                        .order_id
+                        .map(|o| format!("order {o}"))
+                        .unwrap_or_default(),
+                    entry.reason
+                );
+            }
+        }
+        CustomerCommand::Credit { id, amount, reason } => {
+            let amount: Money = amount.parse().map_err(|e| format!("{e}"))?;
+            let entry = store
+                .adjust_balance(
+                    CustomerId(id),
+                    LedgerKind::Deposit,
+                    amount,
+                    &reason,
+                    &actor,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("credited {amount}; balance now {}", entry.balance_after);
+        }
+        CustomerCommand::Debit { id, amount, reason } => {
+            let amount: Money = amount.parse().map_err(|e| format!("{e}"))?;
+            let negative = Money::ZERO
+                .checked_sub(amount.abs())
+                .ok_or("amount out of range")?;
+            let entry = store
+                .adjust_balance(
+                    CustomerId(id),
+                    LedgerKind::Adjustment,
+                    negative,
+                    &reason,
+                    &actor,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "debited {}; balance now {}",
+                amount.abs(),
+                entry.balance_after
+            );
+        }
+        CustomerCommand::RotateKey { id } => {
+            let key = generate_api_key()?;
+            let customer = store
+                .rotate_key(
+                    CustomerId(id),
+                    &hash_api_key(&key),
+                    &key_prefix(&key),
+                    &actor,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            print(&customer);
+            println!("new API key (shown once, store it now): {key}");
+        }
+        CustomerCommand::Suspend { id } | CustomerCommand::Activate { id } => {
+            let status = if matches!(command, CustomerCommand::Suspend { .. }) {
+                smm_store::CustomerStatus::Suspended
+            } else {
+                smm_store::CustomerStatus::Active
+            };
+            let customer = store
+                .set_customer_status(CustomerId(id), status, &actor, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            print(&customer);
+        }
+    }
+    Ok(())
+}
+
+/// `config check`: every problem with its location; an error when there is any.
+pub fn config_check(file: Option<&std::path::Path>) -> Result<(), String> {
+    match Settings::load_valid(file) {
+        Ok(settings) => {
+            println!(
+                "configuration OK: {} provider(s), {} service(s), {} exposure(s), database {}",
+                settings.providers.len(),
+                settings.services.len(),
+                settings.exposures.len(),
+                redact_url(&settings.database.url)
+            );
+            Ok(())
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            Err(format!(
+                "{} problem(s) in the configuration",
+                problems.len()
+            ))
+        }
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+/// A database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,398 @@
+//! Layered configuration: `config/default.toml` (compiled in) → an optional local file →
+//! environment variables `SMM_GATEWAY__SECTION__KEY`. [`Settings::validate`] reports every
+//! problem at once, each with its location; `smm-gateway config check` prints them and start-up
+//! refuses an invalid config with the same report.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use smm_provider_client::{ProviderConfig, RateLimit, RequestFormat, SecretKey};
+use smm_routing::{ConfigProblem, Exposure, PricingRules, ProviderDef, ServiceDef};
+
+/// The compiled-in defaults (`config/default.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+/// The local config file read when `--config` is not given, if it exists.
+pub const LOCAL_CONFIG: &str = "config/local.toml";
+
+/// The environment prefix: `SMM_GATEWAY__SERVER__LISTEN`.
+pub const ENV_PREFIX: &str = "SMM_GATEWAY";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub forwarder: ForwarderSettings,
+    pub sync: SyncSettings,
+    #[serde(default)]
+    pub pricing: PricingRules,
+    #[serde(default)]
+    pub providers: Vec<ProviderSettings>,
+    #[serde(default)]
+    pub services: Vec<ServiceDef>,
+    #[serde(default)]
+    pub exposures: Vec<Exposure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub currency: String,
+    pub body_limit_bytes: usize,
+    pub rate_limit_per_minute: u32,
+    pub key_cache_ttl_secs: u64,
+    /// How long `add` waits for the first forwarding outcome before answering (0 = answer at
+    /// once). When every route definitively refuses within that time, the customer gets the
+    /// upstream's error instead of an order id (the order is canceled and refunded).
+    #[serde(default)]
+    pub add_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderSettings {
+    pub batch: u32,
+    pub concurrency: usize,
+    pub interval_ms: u64,
+    pub lease_secs: u64,
+    pub requeue_after_secs: u64,
+    pub first_poll_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    pub services_interval_secs: u64,
+}
+
+/// One upstream panel. The key comes from an environment variable or a file, never from the
+/// config text itself.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub key_env: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Set by code only (the demo, tests): never read from or written to a config file.
+    #[serde(skip)]
+    pub key_inline: Option<SecretKey>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default = "one")]
+    pub rate: Decimal,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    #[serde(default)]
+    pub format: RequestFormat,
+    /// Calls per second to this provider, all actions together; none = unlimited.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+}
+
+impl fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("key_env", &self.key_env)
+            .field("key_file", &self.key_file)
+            .field("key_inline", &self.key_inline.as_ref().map(|_| "***"))
+            .field("currency", &self.currency)
+            .field("rate", &self.rate)
+            .field("enabled", &self.enabled)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+fn one() -> Decimal {
+    Decimal::ONE
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+
+fn default_connect_timeout_secs() -> u64 {
+    5
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The files or environment could not be read or do not have the right shape.
+    #[error("cannot read the configuration: {0}")]
+    Load(String),
+    /// The config has the right shape but says something impossible; every problem is listed.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl Settings {
+    /// The compiled-in defaults alone (no local file, no environment).
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_CONFIG,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
+    /// Defaults, then `file` (or `config/local.toml` if present when `file` is `None`), then the
+    /// environment. Not validated: call [`Settings::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_CONFIG,
+            config::FileFormat::Toml,
+        ));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Load(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            }
+            None => {
+                builder = builder.add_source(
+                    config::File::with_name(LOCAL_CONFIG)
+                        .format(config::FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__"),
+        );
+        builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
+    /// Loads and validates.
+    pub fn load_valid(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let settings = Settings::load(file)?;
+        let problems = settings.validate();
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every problem at once, each with its location.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, message: String| {
+            problems.push(ConfigProblem { path, message });
+        };
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "server.listen".into(),
+                format!("not an address:port: {:?}", self.server.listen),
+            );
+        }
+        if self.server.currency.trim().is_empty() {
+            problem("server.currency".into(), "must not be empty".into());
+        }
+        if self.server.body_limit_bytes < 1024 {
+            problem(
+                "server.body_limit_bytes".into(),
+                "must be at least 1024".into(),
+            );
+        }
+        if self.server.rate_limit_per_minute == 0 {
+            problem(
+                "server.rate_limit_per_minute".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres:")
+            || db.starts_with("postgresql:"))
+        {
+            problem(
+                "database.url".into(),
+                "must start with sqlite: or postgres:".into(),
+            );
+        }
+        let f = &self.forwarder;
+        for (name, value) in [
+            ("batch", u64::from(f.batch)),
+            ("concurrency", f.concurrency as u64),
+            ("interval_ms", f.interval_ms),
+            ("lease_secs", f.lease_secs),
+        ] {
+            if value == 0 {
+                problem(format!("forwarder.{name}"), "must be at least 1".into());
+            }
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = |field: &str| format!("providers[{i}].{field}");
+            match url::Url::parse(&p.url) {
+                Ok(url) if url.scheme() == "http" || url.scheme() == "https" => {}
+                Ok(url) => problem(
+                    at("url"),
+                    format!("must be http or https, not {}", url.scheme()),
+                ),
+                Err(e) => problem(at("url"), format!("not a URL: {e}")),
+            }
+            if let Err(message) = p.key() {
+                problem(at("key_env"), message);
+            }
+            if p.timeout_secs == 0 || p.connect_timeout_secs == 0 {
+                problem(
+                    at("timeout_secs"),
+                    "timeouts must be at least 1 second".into(),
+                );
+            }
+            if p.rate_limit_per_second == Some(0) {
+                problem(
+                    at("rate_limit_per_second"),
+                    "must be at least 1 (or unset)".into(),
+                );
+            }
+        }
+        problems.extend(smm_routing::validate(
+            &self.provider_defs(),
+            &self.pricing,
+            &self.services,
+            &self.exposures,
+        ));
+        problems
+    }
+
+    /// The routing view of the providers.
+    pub fn provider_defs(&self) -> Vec<ProviderDef> {
+        self.providers
+            .iter()
+            .map(|p| ProviderDef {
+                name: p.name.clone(),
+                currency: p
+                    .currency
+                    .clone()
+                    .unwrap_or_else(|| self.server.currency.clone()),
+                rate: p.rate,
+                enabled: p.enabled,
+            })
+            .collect()
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::Invalid(vec![ConfigProblem {
+                path: "server.listen".into(),
+                message: format!("not an address:port: {:?}", self.server.listen),
+            }])
+        })
+    }
+}
+
+impl ProviderSettings {
+    /// A provider with defaults, for code that builds settings (the demo, tests).
+    pub fn new(name: &str, url: &str, key: SecretKey) -> ProviderSettings {
+        ProviderSettings {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            key_env: None,
+            key_file: None,
+            key_inline: Some(key),
+            currency: None,
+            rate: Decimal::ONE,
+            enabled: true,
+            timeout_secs: default_timeout_secs(),
+            connect_timeout_secs: default_connect_timeout_secs(),
+            format: RequestFormat::Form,
+            rate_limit_per_second: None,
+        }
+    }
+
+    /// The provider's key, from exactly one of `key_env`, `key_file` or (code only) inline.
+    /// The error message never contains the key.
+    pub fn key(&self) -> Result<SecretKey, String> {
+        let sources = usize::from(self.key_env.is_some())
+            + usize::from(self.key_file.is_some())
+            + usize::from(self.key_inline.is_some());
+        if sources != 1 {
+            return Err("set exactly one of key_env or key_file".into());
+        }
+        if let Some(key) = &self.key_inline {
+            return Ok(key.clone());
+        }
+        let key = match (&self.key_env, &self.key_file) {
+            (Some(var), _) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
+            (None, None) => return Err("set exactly one of key_env or key_file".into()),
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("the provider key is empty".into());
+        }
+        Ok(SecretKey::new(key))
+    }
+
+    /// The client config for this provider.
+    pub fn client_config(&self) -> Result<ProviderConfig, String> {
+        let url = url::Url::parse(&self.url).map_err(|e| format!("not a URL: {e}"))?;
+        let mut config = ProviderConfig::new(self.name.clone(), url, self.key()?);
+        config.timeout = Duration::from_secs(self.timeout_secs);
+        config.connect_timeout = Duration::from_secs(self.connect_timeout_secs);
+        config.request_format = self.format;
+        config.rate_limit = self.rate_limit_per_second.map(|n| RateLimit {
+            requests: n,
+            per: Duration::from_secs(1),
+            burst: n,
+        });
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let settings =
+            Settings::load(Some(Path::new("../../config/default.toml"))).expect("defaults load");
+        assert_eq!(settings.server.listen, "127.0.0.1:8080");
+        assert!(settings.validate().is_empty(), "{:?}", settings.validate());
+        assert_eq!(settings.pricing.default.percent, Some(Decimal::from(30)));
+    }
+}

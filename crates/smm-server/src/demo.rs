@@ -1,0 +1,179 @@
+//! `smm-gateway demo`: the whole gateway on one machine with nothing installed — two simulated
+//! upstream panels in-process, the embedded SQLite database, a funded demo customer — and the
+//! curl lines to try every action.
+
+use std::future::Future;
+use std::path::Path;
+
+use rust_decimal::Decimal;
+use smm_panel_sim::{Sim, SimConfig, SimHandle};
+use smm_provider_client::SecretKey;
+use smm_routing::{Exposure, RouteDef, ServiceDef};
+use smm_store::{LedgerKind, NewCustomer, hash_api_key};
+use smm_wire::Money;
+
+use crate::Gateway;
+use crate::app::now_ms;
+use crate::config::{ProviderSettings, Settings};
+
+/// The demo customer's API key (a demo only: real keys are random, see `customers create`).
+pub const DEMO_KEY: &str = "demo-key";
+
+/// Starts the two simulated providers: `alpha` with the simulator's full catalog, `beta` with
+/// the first six services at 20 % higher prices (a second route for failover).
+pub async fn start_providers() -> Result<(SimHandle, SimHandle), String> {
+    let mut alpha = SimConfig::demo();
+    alpha.speed = 60.0; // one real minute is an hour upstream
+    alpha.max_log = 10_000;
+    let mut beta = alpha.clone();
+    beta.seed = alpha.seed.wrapping_add(1);
+    beta.services.retain(|s| s.id <= 6);
+    for service in &mut beta.services {
+        service.rate = (service.rate * Decimal::new(12, 1)).round_dp(5);
+    }
+    let alpha = Sim::spawn(alpha)
+        .await
+        .map_err(|e| format!("simulator: {e}"))?;
+    let beta = Sim::spawn(beta)
+        .await
+        .map_err(|e| format!("simulator: {e}"))?;
+    Ok((alpha, beta))
+}
+
+/// The demo settings: defaults, both providers, alpha's whole catalog exposed with the default
+/// markup, and one explicit service that fails over from alpha to beta.
+pub fn settings(
+    port: u16,
+    data: &Path,
+    alpha: &SimHandle,
+    beta: &SimHandle,
+) -> Result<Settings, String> {
+    let mut settings = Settings::defaults().map_err(|e| e.to_string())?;
+    settings.server.listen = format!("127.0.0.1:{port}");
+    settings.database.url = format!("sqlite://{}/demo.db", data.display());
+    settings.forwarder.first_poll_secs = 5;
+    settings.providers = vec![
+        ProviderSettings::new(
+            "alpha",
+            &alpha.api_url(),
+            SecretKey::new(smm_panel_sim::DEMO_KEY),
+        ),
+        ProviderSettings::new(
+            "beta",
+            &beta.api_url(),
+            SecretKey::new(smm_panel_sim::DEMO_KEY),
+        ),
+    ];
+    settings.exposures = vec![Exposure {
+        provider: "alpha".into(),
+        categories: None,
+        markup: None,
+    }];
+    settings.services = vec![ServiceDef {
+        id: 1000,
+        name: Some("Instagram Followers (alpha, fails over to beta)".into()),
+        category: None,
+        routes: vec![
+            RouteDef {
+                provider: "alpha".into(),
+                service: "1".into(),
+            },
+            RouteDef {
+                provider: "beta".into(),
+                service: "1".into(),
+            },
+        ],
+        min: None,
+        max: None,
+        markup: None,
+        desc: None,
+        enabled: true,
+    }];
+    Ok(settings)
+}
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+    let (alpha, beta) = start_providers().await?;
+    let settings = settings(port, data, &alpha, &beta)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
+    let gateway = Gateway::start(settings, listener).await?;
+
+    // The demo customer, created once and topped up to 100 when poorer.
+    let store = &gateway.app.store;
+    let customer = match store
+        .customer_by_key_hash(&hash_api_key(DEMO_KEY))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(customer) => customer,
+        None => store
+            .create_customer(
+                NewCustomer {
+                    name: "demo".into(),
+                    currency: gateway.app.settings.server.currency.clone(),
+                    key_hash: hash_api_key(DEMO_KEY),
+                    key_prefix: "demo-k".into(),
+                },
+                "demo",
+                now_ms(),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let hundred = Money::from_units(100 * 100_000);
+    if customer.balance < hundred {
+        let top_up = hundred.checked_sub(customer.balance).unwrap_or(hundred);
+        store
+            .adjust_balance(
+                customer.id,
+                LedgerKind::Deposit,
+                top_up,
+                "demo top-up",
+                "demo",
+                now_ms(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let balance = store
+        .customer(customer.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .balance;
+
+    let url = gateway.api_url();
+    let k = DEMO_KEY;
+    println!(
+        "\nsmm-gateway demo is running (Ctrl-C stops it)\n\
+         \n  API       {url}\
+         \n  key       {k}  (customer \"demo\", balance {balance} {currency})\
+         \n  upstream  alpha {a} and beta {b} (simulated panels, 1 min = 1 h)\
+         \n  database  {db}\
+         \n  catalog   {n} services\n\
+         \nTry every action:\n\
+         \n  curl -s -d key={k} -d action=balance {url}\
+         \n  curl -s -d key={k} -d action=services {url}\
+         \n  curl -s -d key={k} -d action=add -d service=1 -d link=https://instagram.com/p/demo -d quantity=100 {url}\
+         \n  curl -s -d key={k} -d action=add -d service=1000 -d link=https://instagram.com/p/demo -d quantity=100 -d runs=3 -d interval=10 {url}\
+         \n  curl -s -d key={k} -d action=status -d order=1 {url}\
+         \n  curl -s -d key={k} -d action=status -d orders=1,2,3 {url}\
+         \n  curl -s -d key={k} -d action=refill -d order=1 {url}\
+         \n  curl -s -d key={k} -d action=refill_status -d refill=1 {url}\
+         \n  curl -s -d key={k} -d action=cancel -d orders=2 {url}\
+         \n  curl -s '{url}?key={k}&action=balance'\
+         \n  curl -s -H 'Content-Type: application/json' -d '{{\"key\":\"{k}\",\"action\":\"balance\"}}' {url}\n",
+        currency = gateway.app.settings.server.currency,
+        a = alpha.api_url(),
+        b = beta.api_url(),
+        db = gateway.app.settings.database.url,
+        n = gateway.app.catalog().len(),
+    );
+    shutdown.await;
+    gateway.shutdown().await;
+    drop((alpha, beta));
+    Ok(())
+}

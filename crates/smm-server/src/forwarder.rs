@@ -1,0 +1,243 @@
+//! The forwarder: sends placed orders upstream exactly once, or flags them.
+//!
+//! A durable outbox. `add` only places the order (debit, ledger row, order `queued`) and wakes
+//! this task. The forwarder claims queued orders (`sending`, committed), and for each one walks
+//! its routes in priority order, noting every attempt durably *before* the call leaves:
+//!
+//! * the upstream accepts → `sent`, polled from then on;
+//! * the upstream definitively refuses (`Rejected`) or the call never left (`NotSent`) → the next
+//!   route; when none is left the order is rejected with a full refund, or — if some route was
+//!   only unreachable — queued again for later;
+//! * anything that may have reached the upstream (`Ambiguous`, `Protocol`) → `ambiguous`: never
+//!   re-sent automatically, left to reconciliation and the admin.
+//!
+//! A crash between "sending" and the outcome leaves the order `sending`; [`recover`] turns such
+//! claims into `ambiguous` once their lease has expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+use smm_provider_client::ProviderError;
+use smm_store::{ForwardOutcome, Order};
+use smm_wire::OrderRequest;
+use tokio::sync::watch;
+
+use crate::app::{App, now_ms};
+
+/// Runs until `shutdown` turns true, finishing the order in hand first.
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(app.settings.forwarder.interval_ms);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let handled = round(&app).await;
+        if handled > 0 {
+            continue; // more may be waiting
+        }
+        tokio::select! {
+            () = app.forward_wake.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Claims one batch and forwards it; returns how many orders were handled.
+pub async fn round(app: &App) -> usize {
+    let settings = &app.settings.forwarder;
+    let claimed = match app
+        .store
+        .claim_for_forwarding(&app.worker_id, settings.batch, now_ms())
+        .await
+    {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            tracing::error!(%error, "cannot claim orders to forward");
+            return 0;
+        }
+    };
+    let count = claimed.len();
+    futures_util::stream::iter(claimed)
+        .for_each_concurrent(settings.concurrency, |order| forward(app, order))
+        .await;
+    count
+}
+
+/// Turns claims older than the lease into `ambiguous` (their worker died mid-call).
+pub async fn recover(app: &App, lease: Duration) {
+    let cutoff = now_ms() - i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    match app.store.recover_sending(cutoff, now_ms()).await {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::warn!(
+                count = ids.len(),
+                ?ids,
+                "orders found in sending after a lost claim: now ambiguous"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot recover stale claims"),
+    }
+}
+
+/// Forwards one claimed order through its routes.
+async fn forward(app: &App, order: Order) {
+    let id = order.id;
+    let request: OrderRequest = match serde_json::from_str(&order.params) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::error!(order = id.0, %error, "stored order parameters unreadable; rejecting");
+            reject(app, &order, "stored order parameters unreadable").await;
+            return;
+        }
+    };
+    let catalog = app.catalog();
+    let Some(service) = u64::try_from(order.service_id.0)
+        .ok()
+        .and_then(|s| catalog.get(s))
+    else {
+        reject(app, &order, "the service no longer exists").await;
+        return;
+    };
+    if !service.enabled {
+        reject(app, &order, "the service is disabled").await;
+        return;
+    }
+    let routes = smm_routing::candidate_routes(service, |p| app.provider_available(p));
+    if routes.is_empty() {
+        requeue(app, &order, "no provider available").await;
+        return;
+    }
+    let mut unreachable = false;
+    let mut last_refusal = String::new();
+    let mut last_kind = None;
+    for route in routes {
+        let Some(provider) = app.providers.get(&route.provider) else {
+            continue;
+        };
+        if let Err(error) = app
+            .store
+            .begin_attempt(
+                id,
+                &route.provider,
+                route.upstream_service.as_str(),
+                now_ms(),
+            )
+            .await
+        {
+            // Not durably noted: do not send. The claim's lease turns it ambiguous if we are
+            // the ones who lost track; otherwise it is still `sending` and safe.
+            tracing::error!(order = id.0, %error, "cannot record a forwarding attempt; not sending");
+            return;
+        }
+        let result = provider.client.add(&route.upstream_service, &request).await;
+        let outcome = match &result {
+            Ok(upstream_id) => {
+                provider.health.record_success();
+                let units = Decimal::from(order.units);
+                let cost = if service.service_type.is_flat_priced() {
+                    Some(route.upstream_rate)
+                } else {
+                    route
+                        .upstream_rate
+                        .checked_mul(units)
+                        .and_then(|c| c.checked_div(Decimal::from(1000)))
+                };
+                ForwardOutcome::Sent {
+                    upstream_order_id: upstream_id.as_str().to_owned(),
+                    upstream_cost: cost,
+                    next_poll_at: now_ms()
+                        + i64::try_from(app.settings.forwarder.first_poll_secs * 1000)
+                            .unwrap_or(i64::MAX),
+                }
+            }
+            Err(error) if error.is_definitive_no() => {
+                if matches!(error, ProviderError::NotSent { .. }) {
+                    provider.health.record_failure();
+                    unreachable = true;
+                } else {
+                    provider.health.record_success();
+                }
+                last_refusal = format!("{}: {error}", route.provider);
+                if let ProviderError::Rejected { kind } = error {
+                    last_kind = Some(kind.clone());
+                }
+                ForwardOutcome::Failed {
+                    not_sent: matches!(error, ProviderError::NotSent { .. }),
+                    detail: error.to_string(),
+                }
+            }
+            Err(error) => {
+                provider.health.record_failure();
+                ForwardOutcome::Ambiguous {
+                    detail: format!("{}: {error}", route.provider),
+                }
+            }
+        };
+        let done = !matches!(outcome, ForwardOutcome::Failed { .. });
+        match app.store.finish_attempt(id, outcome, now_ms()).await {
+            Ok(updated) => match &result {
+                Ok(upstream_id) => tracing::info!(
+                    order = id.0,
+                    provider = %route.provider,
+                    upstream_order = %upstream_id,
+                    "order forwarded"
+                ),
+                Err(error) if done => tracing::warn!(
+                    order = id.0,
+                    provider = %route.provider,
+                    class = error.class(),
+                    %error,
+                    state = updated.forward_state.as_str(),
+                    "order outcome ambiguous: parked for reconciliation, never re-sent"
+                ),
+                Err(error) => tracing::info!(
+                    order = id.0,
+                    provider = %route.provider,
+                    %error,
+                    "route refused the order; trying the next"
+                ),
+            },
+            Err(error) => {
+                tracing::error!(order = id.0, %error, "cannot record a forwarding outcome");
+                return;
+            }
+        }
+        if done {
+            return;
+        }
+    }
+    if unreachable {
+        requeue(app, &order, &format!("no route reachable ({last_refusal})")).await;
+    } else {
+        if let Some(kind) = last_kind {
+            app.note_rejection(id, kind);
+        }
+        reject(
+            app,
+            &order,
+            &format!("rejected by every route ({last_refusal})"),
+        )
+        .await;
+    }
+}
+
+async fn requeue(app: &App, order: &Order, why: &str) {
+    let later = now_ms()
+        + i64::try_from(app.settings.forwarder.requeue_after_secs * 1000).unwrap_or(i64::MAX);
+    match app.store.requeue(order.id, later, why, now_ms()).await {
+        Ok(()) => tracing::info!(order = order.id.0, why, "order queued again for later"),
+        Err(error) => tracing::error!(order = order.id.0, %error, "cannot requeue"),
+    }
+}
+
+async fn reject(app: &App, order: &Order, why: &str) {
+    match app.store.reject_order(order.id, why, now_ms()).await {
+        Ok(refund) => {
+            tracing::info!(order = order.id.0, why, %refund, "order rejected and refunded")
+        }
+        Err(error) => tracing::error!(order = order.id.0, %error, "cannot reject"),
+    }
+}

@@ -1,0 +1,120 @@
+//! smm-gateway: the reseller's server.
+//!
+//! * [`v2`] answers the customers' API v2, byte-compatible with what panels serve;
+//! * [`forwarder`] sends placed orders upstream exactly once (a durable outbox);
+//! * [`app`] holds the shared state: settings, store, provider clients, the catalog;
+//! * [`config`] loads and validates layered settings;
+//! * [`cli`] is the `smm-gateway` command line, [`demo`] its one-command demo.
+//!
+//! [`Gateway::start`] wires them together on a listener of the caller's choosing, so tests run
+//! the real server on port 0.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod forwarder;
+pub mod health;
+pub mod v2;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::config::Settings;
+
+/// A running gateway: the v2 listener and its background tasks.
+#[derive(Debug)]
+pub struct Gateway {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Opens the store (running migrations), syncs the providers' catalogs, recovers orders a
+    /// previous process left mid-forwarding, and starts serving on `listener`.
+    pub async fn start(settings: Settings, listener: TcpListener) -> Result<Gateway, String> {
+        let store = smm_store::connect(&settings.database.url)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        let app = Arc::new(App::new(settings, store)?);
+        for issue in app.sync_catalog().await {
+            tracing::warn!("{issue}");
+        }
+        tracing::info!(services = app.catalog().len(), "catalog ready");
+
+        // Orders a dead process left in `sending` may have reached the upstream: park them.
+        // With SQLite only this process uses the database, so every claim is stale now; with
+        // PostgreSQL other instances may be mid-call, so only expired leases are taken.
+        let lease = Duration::from_secs(app.settings.forwarder.lease_secs);
+        let startup_lease = match app.store.backend() {
+            smm_store::Backend::Sqlite => Duration::ZERO,
+            smm_store::Backend::Postgres => lease,
+        };
+        forwarder::recover(&app, startup_lease).await;
+
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (shutdown, signal) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let router = v2::router(app.clone());
+        let mut http_signal = signal.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = http_signal.wait_for(|stop| *stop).await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "the v2 listener stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
+        tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));
+        tracing::info!(%addr, worker = %app.worker_id, "smm-gateway listening");
+        Ok(Gateway {
+            app,
+            addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The v2 endpoint, `http://ADDR/api/v2`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v2", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests and the order in hand finish, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+/// Catalog re-sync and stale-claim recovery on their intervals.
+async fn periodic(app: Arc<App>, mut shutdown: watch::Receiver<bool>, lease: Duration) {
+    let sync_every = Duration::from_secs(app.settings.sync.services_interval_secs.max(1));
+    let mut sync = tokio::time::interval(sync_every);
+    let mut recover = tokio::time::interval(lease.max(Duration::from_secs(1)));
+    sync.tick().await;
+    recover.tick().await;
+    loop {
+        tokio::select! {
+            _ = sync.tick() => {
+                for issue in app.sync_catalog().await {
+                    tracing::warn!("{issue}");
+                }
+            }
+            _ = recover.tick() => forwarder::recover(&app, lease).await,
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The `smm-gateway` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use smm_server::Gateway;
+use smm_server::cli::{Cli, Command, ConfigCommand};
+use smm_server::config::Settings;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => smm_server::cli::config_check(file),
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            let settings = Settings::load(file).map_err(|e| e.to_string())?;
+            let mut shown = settings.clone();
+            shown.database.url = smm_server::cli::redact_url(&shown.database.url);
+            println!(
+                "{}",
+                toml_like(&shown).map_err(|e| format!("cannot print the configuration: {e}"))?
+            );
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = Settings::load_valid(file).map_err(|e| e.to_string())?;
+            smm_server::cli::open_store(&settings).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Customers { command } => {
+            let settings = Settings::load(file).map_err(|e| e.to_string())?;
+            smm_server::cli::customers(&settings, command).await
+        }
+        Command::Serve => {
+            let settings = Settings::load_valid(file).map_err(|e| e.to_string())?;
+            let addr = settings.listen_addr().map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let gateway = Gateway::start(settings, listener).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight work");
+            gateway.shutdown().await;
+            Ok(())
+        }
+        Command::Demo { port, data } => smm_server::demo::run(port, &data, shutdown_signal()).await,
+    }
+}
+
+fn toml_like(settings: &Settings) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(settings)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,489 @@
+//! The downstream API: `/api/v2` exactly as panels serve it. Every reply is
+//! `application/json`; every error is HTTP 200 `{"error": "<canonical text>"}`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde::Serialize;
+use smm_routing::LocalService;
+use smm_store::{
+    CancelOutcome, Customer, ForwardState, NewOrder, Order, OrderId, Placed, Refill, RefillId,
+    ServiceId, StoreError,
+};
+use smm_wire::order::Billing;
+use smm_wire::request::Credentials;
+use smm_wire::response::{
+    AddReply, BalanceReply, CancelReply, ErrorReply, MultiCancelReply, MultiRefillReply,
+    MultiRefillStatusReply, MultiStatusReply, RefillReply, RefillStatusReply, ServiceItem,
+    StatusItem,
+};
+use smm_wire::{ApiRequest, ErrorKind, OrderRequest, OrderStatus, Params, Target};
+use tracing::Instrument;
+
+use crate::app::{App, now_ms, unavailable};
+
+/// The v2 routes, answered directly (a redirect would lose a POST body).
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.settings.server.body_limit_bytes;
+    Router::new()
+        .route("/api/v2", any(v2))
+        .route("/api/v2/", any(v2))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn not_found() -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        &ErrorReply(ErrorKind::IncorrectRequest),
+    )
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| {
+        br#"{"error":"Service temporarily unavailable, please try again later"}"#.to_vec()
+    });
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        text,
+    )
+        .into_response()
+}
+
+/// A reply body, already serialised.
+type Reply = Result<Vec<u8>, ErrorKind>;
+
+fn to_body(value: &impl Serialize) -> Reply {
+    serde_json::to_vec(value).map_err(|e| {
+        tracing::error!(%e, "cannot serialise a reply");
+        ErrorKind::Unavailable
+    })
+}
+
+async fn v2(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let outcome = handle(&app, &headers, query.as_deref(), body).await;
+    match outcome {
+        Ok(body) => (
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response(),
+        Err(kind) => json(StatusCode::OK, &ErrorReply(kind)),
+    }
+}
+
+async fn handle(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let body = body.map_err(|rejection| {
+        tracing::debug!(%rejection, "request body refused");
+        ErrorKind::Other("Request body too large or unreadable".into())
+    })?;
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let body_params = Params::from_body(content_type, &body).map_err(|e| {
+        tracing::debug!(%e, "request body not understood");
+        ErrorKind::IncorrectRequest
+    })?;
+    let query_params = Params::from_urlencoded(query.unwrap_or_default().as_bytes());
+    let params = Params::merged(query_params, body_params);
+
+    let credentials = Credentials::parse(&params)?;
+    let customer = app.authenticate(credentials.key).await?;
+    app.rate_limit(customer.id)?;
+    let request = ApiRequest::parse(credentials.action, &params)?;
+    let span = tracing::debug_span!(
+        "v2",
+        action = credentials.action.as_str(),
+        customer = customer.id.0
+    );
+    let dispatch = async {
+        match request {
+            ApiRequest::Services => services(app, &customer).await,
+            ApiRequest::Balance => balance(app, &customer).await,
+            ApiRequest::Add {
+                service,
+                idempotency_key,
+            } => {
+                let header_key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty() && k.len() <= 128)
+                    .map(str::to_owned);
+                add(
+                    app,
+                    &customer,
+                    service,
+                    header_key.or(idempotency_key),
+                    &params,
+                )
+                .await
+            }
+            ApiRequest::Status(target) => status(app, &customer, target).await,
+            ApiRequest::Refill(target) => refill(app, &customer, target).await,
+            ApiRequest::RefillStatus(target) => refill_status(app, &customer, target).await,
+            ApiRequest::Cancel(target) => cancel(app, &customer, target).await,
+        }
+    };
+    dispatch.instrument(span).await
+}
+
+async fn services(app: &App, customer: &Customer) -> Reply {
+    let pricing = app.pricing(customer).await?;
+    let catalog = app.catalog();
+    let items: Vec<ServiceItem> = catalog
+        .enabled()
+        .map(|s| ServiceItem {
+            service: s.id,
+            name: s.name.clone(),
+            service_type: s.service_type.clone(),
+            category: s.category.clone(),
+            rate: s.price_for(&pricing),
+            min: s.min,
+            max: s.max,
+            refill: s.refill,
+            cancel: s.cancel,
+            dripfeed: s.dripfeed,
+            desc: s.desc.clone(),
+        })
+        .collect();
+    to_body(&items)
+}
+
+async fn balance(app: &App, customer: &Customer) -> Reply {
+    let fresh = app
+        .store
+        .customer(customer.id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    to_body(&BalanceReply {
+        balance: fresh.balance.to_decimal(),
+        currency: fresh.currency,
+    })
+}
+
+fn enabled_service(app: &App, id: u64) -> Result<LocalService, ErrorKind> {
+    app.catalog()
+        .get(id)
+        .filter(|s| s.enabled)
+        .cloned()
+        .ok_or(ErrorKind::IncorrectServiceId)
+}
+
+async fn add(
+    app: &App,
+    customer: &Customer,
+    service_id: u64,
+    idempotency_key: Option<String>,
+    params: &Params,
+) -> Reply {
+    let service = enabled_service(app, service_id)?;
+    let order = OrderRequest::parse(&service.service_type, params)?;
+    smm_routing::check_order(&service, &order)?;
+    let pricing = app.pricing(customer).await?;
+    let rate = service.price_for(&pricing);
+    let billing = order.billing();
+    let charge = smm_routing::charge(rate, billing).ok_or(ErrorKind::IncorrectQuantity)?;
+    let units = match billing {
+        Billing::PerThousand { units } => units,
+        Billing::Flat => 1,
+    };
+    let new = NewOrder {
+        customer_id: customer.id,
+        service_id: ServiceId(
+            i64::try_from(service.id).map_err(|_| ErrorKind::IncorrectServiceId)?,
+        ),
+        service_type: service.service_type.as_str().to_owned(),
+        params: serde_json::to_string(&order).map_err(|_| ErrorKind::Unavailable)?,
+        link: order.link().map(str::to_owned),
+        quantity: order.quantity(),
+        units,
+        charge,
+        idempotency_key,
+    };
+    let placed = app
+        .store
+        .place_order(new, now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::InsufficientFunds => ErrorKind::NotEnoughFunds,
+            StoreError::CustomerSuspended => ErrorKind::AccountSuspended,
+            other => unavailable(&other),
+        })?;
+    if let Placed::New(order) = &placed {
+        tracing::info!(order = order.id.0, service = service.id, charge = %order.charge, "order placed");
+        app.forward_wake.notify_one();
+        if app.settings.server.add_wait_ms > 0 {
+            await_first_outcome(app, order.id).await?;
+        }
+    }
+    let order = placed.order();
+    to_body(&AddReply {
+        order: u64::try_from(order.id.0).map_err(|_| ErrorKind::Unavailable)?,
+    })
+}
+
+/// Waits (up to `server.add_wait_ms`) for the forwarder's first outcome. When every route
+/// definitively refused, the order has been canceled and refunded and the customer gets the
+/// upstream's reason, in canonical words — except reasons about the reseller's own account
+/// upstream (its key, its rate limit), which would mislead and become a generic error.
+async fn await_first_outcome(app: &App, order: OrderId) -> Result<(), ErrorKind> {
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(app.settings.server.add_wait_ms);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let state = match app.store.order(order).await {
+            Ok(order) => order.forward_state,
+            Err(e) => return Err(unavailable(&e)),
+        };
+        match state {
+            ForwardState::Rejected => {
+                return Err(match app.take_rejection(order) {
+                    Some(
+                        ErrorKind::InvalidKey
+                        | ErrorKind::IncorrectRequest
+                        | ErrorKind::RateLimited
+                        | ErrorKind::AccountSuspended,
+                    )
+                    | None => ErrorKind::Unavailable,
+                    Some(kind) => kind,
+                });
+            }
+            ForwardState::Sent | ForwardState::Ambiguous => return Ok(()),
+            ForwardState::Queued | ForwardState::Sending => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+    }
+}
+
+/// The customer's orders among `ids`, looked up once.
+async fn orders_of(app: &App, customer: &Customer, ids: &[u64]) -> Result<Vec<Order>, ErrorKind> {
+    let ids: Vec<OrderId> = ids
+        .iter()
+        .filter_map(|id| i64::try_from(*id).ok().map(OrderId))
+        .collect();
+    app.store
+        .customer_orders(customer.id, &ids)
+        .await
+        .map_err(|e| unavailable(&e))
+}
+
+fn find(orders: &[Order], id: u64) -> Option<&Order> {
+    orders
+        .iter()
+        .find(|o| u64::try_from(o.id.0).ok() == Some(id))
+}
+
+fn status_item(order: &Order, currency: &str) -> StatusItem {
+    let extra: Option<serde_json::Value> = order
+        .extra
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok());
+    let field = |name: &str| extra.as_ref().and_then(|e| e.get(name));
+    let remains = order.remains.or_else(|| {
+        // Not started: everything remains.
+        order
+            .quantity
+            .and_then(|q| i64::try_from(q).ok())
+            .filter(|_| matches!(order.status, OrderStatus::Pending))
+    });
+    StatusItem {
+        charge: order.net_charge().to_decimal(),
+        start_count: Some(order.start_count.unwrap_or(0)),
+        status: order.status.clone(),
+        remains: Some(remains.unwrap_or(0)),
+        currency: currency.to_owned(),
+        runs: field("runs")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|r| u32::try_from(r).ok()),
+        orders: field("orders").and_then(|o| {
+            o.as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        }),
+        posts: field("posts").and_then(serde_json::Value::as_u64),
+        expiry: field("expiry").and_then(|e| e.as_str().map(str::to_owned)),
+    }
+}
+
+async fn status(app: &App, customer: &Customer, target: Target) -> Reply {
+    match target {
+        Target::One(id) => {
+            let orders = orders_of(app, customer, &[id]).await?;
+            let order = find(&orders, id).ok_or(ErrorKind::IncorrectOrderId)?;
+            to_body(&status_item(order, &customer.currency))
+        }
+        Target::Many(ids) => {
+            let orders = orders_of(app, customer, ids.as_slice()).await?;
+            let items = ids
+                .as_slice()
+                .iter()
+                .map(|id| {
+                    let item = find(&orders, *id)
+                        .map(|o| status_item(o, &customer.currency))
+                        .ok_or(ErrorKind::IncorrectOrderId);
+                    (*id, item)
+                })
+                .collect();
+            to_body(&MultiStatusReply(items))
+        }
+    }
+}
+
+/// Records a refill request for one order, after the rules: the order exists and is the
+/// customer's, its service allows refills, and it has finished delivering.
+async fn refill_one(
+    app: &App,
+    customer: &Customer,
+    order: Option<&Order>,
+) -> Result<u64, ErrorKind> {
+    let order = order.ok_or(ErrorKind::IncorrectOrderId)?;
+    let refillable = u64::try_from(order.service_id.0)
+        .ok()
+        .and_then(|id| app.catalog().get(id).map(|s| s.refill))
+        .unwrap_or(false);
+    if !refillable {
+        return Err(ErrorKind::RefillDisabled);
+    }
+    if order.forward_state != ForwardState::Sent
+        || !matches!(order.status, OrderStatus::Completed | OrderStatus::Partial)
+    {
+        return Err(ErrorKind::RefillNotAllowed);
+    }
+    let refill = app
+        .store
+        .create_refill(customer.id, order.id, now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => ErrorKind::IncorrectOrderId,
+            other => unavailable(&other),
+        })?;
+    u64::try_from(refill.id.0).map_err(|_| ErrorKind::Unavailable)
+}
+
+async fn refill(app: &App, customer: &Customer, target: Target) -> Reply {
+    match target {
+        Target::One(id) => {
+            let orders = orders_of(app, customer, &[id]).await?;
+            let refill = refill_one(app, customer, find(&orders, id)).await?;
+            to_body(&RefillReply { refill })
+        }
+        Target::Many(ids) => {
+            let orders = orders_of(app, customer, ids.as_slice()).await?;
+            let mut items = Vec::with_capacity(ids.len());
+            for id in ids.as_slice() {
+                let result = refill_one(app, customer, find(&orders, *id)).await;
+                if result == Err(ErrorKind::Unavailable) {
+                    return Err(ErrorKind::Unavailable);
+                }
+                items.push((*id, result));
+            }
+            to_body(&MultiRefillReply(items))
+        }
+    }
+}
+
+async fn refills_of(app: &App, customer: &Customer, ids: &[u64]) -> Result<Vec<Refill>, ErrorKind> {
+    let ids: Vec<RefillId> = ids
+        .iter()
+        .filter_map(|id| i64::try_from(*id).ok().map(RefillId))
+        .collect();
+    app.store
+        .customer_refills(customer.id, &ids)
+        .await
+        .map_err(|e| unavailable(&e))
+}
+
+async fn refill_status(app: &App, customer: &Customer, target: Target) -> Reply {
+    let ids: Vec<u64> = match &target {
+        Target::One(id) => vec![*id],
+        Target::Many(ids) => ids.as_slice().to_vec(),
+    };
+    let refills = refills_of(app, customer, &ids).await?;
+    let lookup = |id: u64| {
+        refills
+            .iter()
+            .find(|r| u64::try_from(r.id.0).ok() == Some(id))
+            .map(|r| r.status.clone())
+            .ok_or(ErrorKind::RefillNotFound)
+    };
+    match target {
+        Target::One(id) => to_body(&RefillStatusReply {
+            status: lookup(id)?,
+        }),
+        Target::Many(ids) => to_body(&MultiRefillStatusReply(
+            ids.as_slice().iter().map(|id| (*id, lookup(*id))).collect(),
+        )),
+    }
+}
+
+async fn cancel_one(
+    app: &App,
+    customer: &Customer,
+    order: Option<&Order>,
+) -> Result<(), ErrorKind> {
+    let order = order.ok_or(ErrorKind::IncorrectOrderId)?;
+    if order.forward_state != ForwardState::Queued {
+        let cancellable = u64::try_from(order.service_id.0)
+            .ok()
+            .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
+            .unwrap_or(false);
+        if !cancellable {
+            return Err(ErrorKind::CancelDisabled);
+        }
+    }
+    match app
+        .store
+        .request_cancel(customer.id, order.id, now_ms())
+        .await
+    {
+        Ok(CancelOutcome::CanceledLocally { refund }) => {
+            tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
+            Ok(())
+        }
+        Ok(CancelOutcome::Requested(_)) => Ok(()),
+        Err(StoreError::NotFound(_)) => Err(ErrorKind::IncorrectOrderId),
+        Err(StoreError::InvalidState(_)) => Err(ErrorKind::CancelNotAllowed),
+        Err(other) => Err(unavailable(&other)),
+    }
+}
+
+async fn cancel(app: &App, customer: &Customer, target: Target) -> Reply {
+    match target {
+        Target::One(id) => {
+            let orders = orders_of(app, customer, &[id]).await?;
+            cancel_one(app, customer, find(&orders, id)).await?;
+            to_body(&CancelReply)
+        }
+        Target::Many(ids) => {
+            let orders = orders_of(app, customer, ids.as_slice()).await?;
+            let mut items = Vec::with_capacity(ids.len());
+            for id in ids.as_slice() {
+                let result = cancel_one(app, customer, find(&orders, *id)).await;
+                if result == Err(ErrorKind::Unavailable) {
+                    return Err(ErrorKind::Unavailable);
+                }
+                items.push((*id, result));
+            }
+            to_body(&MultiCancelReply(items))
+        }
+    }
+}
