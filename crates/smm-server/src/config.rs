@@ -29,6 +29,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub forwarder: ForwarderSettings,
     pub sync: SyncSettings,
+    pub reconciler: ReconcilerSettings,
     #[serde(default)]
     pub pricing: PricingRules,
     #[serde(default)]
@@ -69,6 +70,13 @@ pub struct ForwarderSettings {
     pub lease_secs: u64,
     pub requeue_after_secs: u64,
     pub first_poll_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerSettings {
+    /// Pause between reconciliation rounds (status polls, refills, cancels).
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

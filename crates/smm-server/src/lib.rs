@@ -2,6 +2,8 @@
 //!
 //! * [`v2`] answers the customers' API v2, byte-compatible with what panels serve;
 //! * [`forwarder`] sends placed orders upstream exactly once (a durable outbox);
+//! * [`reconciler`] polls statuses (refunds paid by the store, once), forwards refills and
+//!   cancels;
 //! * [`app`] holds the shared state: settings, store, provider clients, the catalog;
 //! * [`config`] loads and validates layered settings;
 //! * [`cli`] is the `smm-gateway` command line, [`demo`] its one-command demo.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod forwarder;
 pub mod health;
+pub mod reconciler;
 pub mod v2;
 
 use std::net::SocketAddr;
@@ -75,6 +78,7 @@ impl Gateway {
             }
         }));
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
+        tasks.push(tokio::spawn(reconciler::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));
         tracing::info!(%addr, worker = %app.worker_id, "smm-gateway listening");
         Ok(Gateway {

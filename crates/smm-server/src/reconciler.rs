@@ -1,0 +1,423 @@
+//! The reconciler: keeps every forwarded order, refill and cancel request in step with the
+//! upstream panels.
+//!
+//! * **Status polling.** Due orders are claimed per provider (a lease pushes their next poll
+//!   out, so two pollers never ask for the same order), asked about in batches of at most 100
+//!   ids, and each answer is applied by the store, which pays a Partial or Canceled refund at
+//!   most once. An upstream failure (HTML, 429, timeout) changes nothing but the schedule.
+//!   New orders are polled soon, old ones less often, terminal ones never.
+//! * **Refills** queued by customers are forwarded once each; their statuses are polled.
+//! * **Cancel requests** are forwarded once each; money moves only when the order's status
+//!   turns Canceled or Partial.
+//!
+//! Everything is keyed by (provider, upstream id): upstream ids are unique per provider only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smm_store::{ForwardState, PollItem, RefillUpdate, StatusUpdate, Timestamp};
+use smm_wire::upstream::{UpstreamId, UpstreamStatus};
+use smm_wire::{MAX_IDS, OrderStatus};
+use tokio::sync::watch;
+
+use crate::app::{App, now_ms};
+
+/// Orders claimed per provider per round.
+const POLL_BATCH: u32 = 1_000;
+/// How long a claimed poll is leased to this poller.
+const POLL_LEASE_MS: i64 = 60_000;
+/// Backoff after an upstream failure.
+const FAILURE_BACKOFF_MS: i64 = 60_000;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(app.settings.reconciler.interval_ms.max(10));
+    loop {
+        round(&app).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One pass: polls, refills, cancels.
+pub async fn round(app: &App) {
+    let polls = app
+        .providers
+        .keys()
+        .map(|provider| poll_provider(app, provider));
+    futures_util::future::join_all(polls).await;
+    forward_refills(app).await;
+    poll_refills(app).await;
+    forward_cancels(app).await;
+}
+
+/// When to poll an order next: soon while young, less often as it ages.
+pub fn next_poll(now: Timestamp, created_at: Timestamp, status: &OrderStatus) -> Timestamp {
+    let age = (now - created_at).max(0);
+    let delay = match status {
+        // An unknown spelling: keep watching, not too eagerly.
+        OrderStatus::Unknown(_) => 5 * 60_000,
+        _ => (age / 10).clamp(30_000, 30 * 60_000),
+    };
+    now + delay
+}
+
+async fn poll_provider(app: &App, provider: &str) {
+    let Some(client) = app.providers.get(provider).map(|p| &p.client) else {
+        return;
+    };
+    let now = now_ms();
+    let due = match app
+        .store
+        .claim_polls(Some(provider), POLL_BATCH, now + POLL_LEASE_MS, now)
+        .await
+    {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::error!(provider, %error, "cannot claim orders to poll");
+            return;
+        }
+    };
+    if due.is_empty() {
+        return;
+    }
+    let by_id: BTreeMap<UpstreamId, &PollItem> = due
+        .iter()
+        .filter_map(|item| UpstreamId::new(&item.upstream_order_id).map(|id| (id, item)))
+        .collect();
+    let ids: Vec<UpstreamId> = by_id.keys().cloned().collect();
+    // Chunks of 100 inside; chunk failures are reported per chunk.
+    let outcome = client.statuses(&ids).await;
+    let mut applied = 0usize;
+    for (id, result) in outcome.items {
+        let Some(item) = by_id.get(&id) else { continue };
+        match result {
+            Ok(status) => {
+                if apply(app, provider, item, status).await {
+                    applied += 1;
+                }
+            }
+            Err(kind) => {
+                // The upstream does not know the order (yet, or any more): keep asking, slowly.
+                tracing::warn!(provider, upstream_order = %id, order = item.order_id.0, error = %kind, "upstream has no status for an order");
+                defer(app, &[item.order_id], now + FAILURE_BACKOFF_MS).await;
+            }
+        }
+    }
+    let mut failed = Vec::new();
+    for chunk in &outcome.failed {
+        tracing::warn!(provider, ids = chunk.ids.len(), error = %chunk.error, "status poll failed; backing off");
+        failed.extend(
+            chunk
+                .ids
+                .iter()
+                .filter_map(|id| by_id.get(id).map(|i| i.order_id)),
+        );
+    }
+    failed.extend(
+        outcome
+            .missing
+            .iter()
+            .filter_map(|id| by_id.get(id).map(|i| i.order_id)),
+    );
+    if !failed.is_empty() {
+        defer(app, &failed, now + FAILURE_BACKOFF_MS).await;
+    }
+    tracing::debug!(provider, polled = due.len(), applied, "status poll round");
+}
+
+/// Applies one upstream status; returns whether it was recorded.
+async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatus) -> bool {
+    if let OrderStatus::Unknown(raw) = &status.status {
+        tracing::warn!(provider, order = item.order_id.0, status = %raw, "unknown upstream status: order kept under watch");
+    }
+    let extra = extra_json(&status);
+    let now = now_ms();
+    let update = StatusUpdate {
+        next_poll_at: next_poll(now, item.created_at, &status.status),
+        status: status.status,
+        start_count: status.start_count,
+        remains: status.remains,
+        extra,
+    };
+    match app
+        .store
+        .apply_status(provider, &item.upstream_order_id, update, now)
+        .await
+    {
+        Ok(Some(applied)) => {
+            if let Some(refund) = applied.refund {
+                tracing::info!(provider, order = applied.order_id.0, %refund, "refund paid");
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::error!(provider, order = item.order_id.0, %error, "cannot apply a status");
+            false
+        }
+    }
+}
+
+/// Drip-feed and subscription extras, passed through to the customer's `status`.
+fn extra_json(status: &UpstreamStatus) -> Option<String> {
+    let mut extra = serde_json::Map::new();
+    if let Some(runs) = status.runs {
+        extra.insert("runs".into(), runs.into());
+    }
+    let children: Vec<u64> = status
+        .orders
+        .iter()
+        .filter_map(|id| id.as_str().parse().ok())
+        .collect();
+    if !children.is_empty() {
+        extra.insert("orders".into(), children.into());
+    }
+    if let Some(posts) = status.posts {
+        extra.insert("posts".into(), posts.into());
+    }
+    if let Some(expiry) = &status.expiry {
+        extra.insert("expiry".into(), expiry.clone().into());
+    }
+    (!extra.is_empty()).then(|| serde_json::Value::Object(extra).to_string())
+}
+
+async fn defer(app: &App, orders: &[smm_store::OrderId], until: Timestamp) {
+    if let Err(error) = app.store.defer_polls(orders, until).await {
+        tracing::error!(%error, "cannot defer polls");
+    }
+}
+
+/// Sends queued refills upstream, each exactly once.
+async fn forward_refills(app: &App) {
+    let queued = match app.store.refills_in_state(ForwardState::Queued, 100).await {
+        Ok(queued) => queued,
+        Err(error) => {
+            tracing::error!(%error, "cannot list queued refills");
+            return;
+        }
+    };
+    for refill in queued {
+        let order = match app.store.order(refill.order_id).await {
+            Ok(order) => order,
+            Err(error) => {
+                tracing::error!(refill = refill.id.0, %error, "refill of an unreadable order");
+                continue;
+            }
+        };
+        let (Some(provider), Some(upstream)) = (
+            order.provider.as_deref(),
+            order.upstream_order_id.as_deref(),
+        ) else {
+            let _ = set_refill(
+                app,
+                refill.id,
+                RefillUpdate {
+                    forward_state: Some(ForwardState::Rejected),
+                    error: Some("the order was never accepted upstream".into()),
+                    ..RefillUpdate::default()
+                },
+            )
+            .await;
+            continue;
+        };
+        let (Some(client), Some(upstream)) = (
+            app.providers.get(provider).map(|p| &p.client),
+            UpstreamId::new(upstream),
+        ) else {
+            continue; // provider gone from config: leave it queued for an admin
+        };
+        // Mark it sending first: a crash after the call must not send it twice.
+        if !set_refill(
+            app,
+            refill.id,
+            RefillUpdate {
+                forward_state: Some(ForwardState::Sending),
+                ..RefillUpdate::default()
+            },
+        )
+        .await
+        {
+            continue;
+        }
+        let update = match client.refill(&upstream).await {
+            Ok(upstream_refill) => RefillUpdate {
+                provider: Some(provider.to_owned()),
+                upstream_refill_id: Some(upstream_refill.as_str().to_owned()),
+                forward_state: Some(ForwardState::Sent),
+                ..RefillUpdate::default()
+            },
+            Err(error) if error.is_definitive_no() => RefillUpdate {
+                forward_state: Some(ForwardState::Rejected),
+                status: Some(smm_wire::RefillStatus::Rejected),
+                error: Some(error.to_string()),
+                ..RefillUpdate::default()
+            },
+            Err(error) => RefillUpdate {
+                forward_state: Some(ForwardState::Ambiguous),
+                error: Some(error.to_string()),
+                ..RefillUpdate::default()
+            },
+        };
+        set_refill(app, refill.id, update).await;
+    }
+}
+
+/// Refreshes the statuses of refills that are upstream and not finished.
+async fn poll_refills(app: &App) {
+    let sent = match app.store.refills_in_state(ForwardState::Sent, 1_000).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            tracing::error!(%error, "cannot list sent refills");
+            return;
+        }
+    };
+    let mut by_provider: BTreeMap<String, Vec<(UpstreamId, smm_store::RefillId)>> = BTreeMap::new();
+    for refill in sent.iter().filter(|r| !r.status.is_terminal()) {
+        if let (Some(provider), Some(id)) = (
+            &refill.provider,
+            refill
+                .upstream_refill_id
+                .as_deref()
+                .and_then(UpstreamId::new),
+        ) {
+            by_provider
+                .entry(provider.clone())
+                .or_default()
+                .push((id, refill.id));
+        }
+    }
+    for (provider, refills) in by_provider {
+        let Some(client) = app.providers.get(&provider).map(|p| &p.client) else {
+            continue;
+        };
+        let ids: Vec<UpstreamId> = refills.iter().map(|(id, _)| id.clone()).collect();
+        let outcome = client.refill_statuses(&ids).await;
+        for (id, result) in outcome.items {
+            let Ok(status) = result else { continue };
+            if let Some((_, local)) = refills.iter().find(|(u, _)| *u == id) {
+                set_refill(
+                    app,
+                    *local,
+                    RefillUpdate {
+                        status: Some(status),
+                        ..RefillUpdate::default()
+                    },
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn set_refill(app: &App, id: smm_store::RefillId, update: RefillUpdate) -> bool {
+    match app.store.update_refill(id, update, now_ms()).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(refill = id.0, %error, "cannot update a refill");
+            false
+        }
+    }
+}
+
+/// Sends queued cancel requests upstream, each exactly once, grouped per provider.
+async fn forward_cancels(app: &App) {
+    let queued = match app.store.cancels_in_state(ForwardState::Queued, 500).await {
+        Ok(queued) => queued,
+        Err(error) => {
+            tracing::error!(%error, "cannot list queued cancels");
+            return;
+        }
+    };
+    let mut by_provider: BTreeMap<String, Vec<(UpstreamId, i64)>> = BTreeMap::new();
+    for request in queued {
+        let Ok(order) = app.store.order(request.order_id).await else {
+            continue;
+        };
+        match (
+            order.provider,
+            order.upstream_order_id.as_deref().and_then(UpstreamId::new),
+        ) {
+            (Some(provider), Some(id)) => by_provider
+                .entry(provider)
+                .or_default()
+                .push((id, request.id)),
+            _ => {
+                let _ = app
+                    .store
+                    .update_cancel(
+                        request.id,
+                        ForwardState::Rejected,
+                        Some("the order is not upstream"),
+                        now_ms(),
+                    )
+                    .await;
+            }
+        }
+    }
+    for (provider, requests) in by_provider {
+        let Some(client) = app.providers.get(&provider).map(|p| &p.client) else {
+            continue;
+        };
+        for chunk in requests.chunks(MAX_IDS) {
+            // Sending first: never twice, even across a crash.
+            for (_, request) in chunk {
+                let _ = app
+                    .store
+                    .update_cancel(*request, ForwardState::Sending, None, now_ms())
+                    .await;
+            }
+            let ids: Vec<UpstreamId> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let outcome = client.cancels(&ids).await;
+            for (id, result) in &outcome.items {
+                let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) else {
+                    continue;
+                };
+                let (state, error) = match result {
+                    Ok(()) => (ForwardState::Sent, None),
+                    Err(kind) => (ForwardState::Rejected, Some(kind.to_string())),
+                };
+                let _ = app
+                    .store
+                    .update_cancel(*request, state, error.as_deref(), now_ms())
+                    .await;
+            }
+            for failure in &outcome.failed {
+                let state = if failure.error.is_definitive_no() {
+                    ForwardState::Rejected
+                } else {
+                    ForwardState::Ambiguous
+                };
+                for id in &failure.ids {
+                    if let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) {
+                        let _ = app
+                            .store
+                            .update_cancel(
+                                *request,
+                                state,
+                                Some(&failure.error.to_string()),
+                                now_ms(),
+                            )
+                            .await;
+                    }
+                }
+            }
+            for id in &outcome.missing {
+                if let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) {
+                    let _ = app
+                        .store
+                        .update_cancel(
+                            *request,
+                            ForwardState::Ambiguous,
+                            Some("no answer for this order"),
+                            now_ms(),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+}
