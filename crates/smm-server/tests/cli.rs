@@ -1,0 +1,197 @@
+//! The `smm-gateway` binary as an operator runs it: config check reports every problem with
+//! its location, the environment overrides files, and customer commands keep exact books.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gateway(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smm-gateway"));
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("SMM_GATEWAY_CONFIG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run smm-gateway")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("smm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn config_check_reports_every_problem_with_its_location() {
+    let dir = temp_dir("check");
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[server]
+listen = "not an address"
+
+[[providers]]
+name = "alpha"
+url = "ftp://alpha.example/api/v2"
+key_env = "SMM_TEST_SURELY_UNSET_KEY"
+
+[[services]]
+id = 1
+routes = [{ provider = "nowhere", service = "5" }]
+
+[[services]]
+id = 1
+routes = [{ provider = "alpha", service = "6" }]
+"#,
+    )
+    .expect("write config");
+    let output = gateway(
+        &dir,
+        &["--config", file.to_str().expect("utf-8"), "config", "check"],
+        &[],
+    );
+    let report = text(&output);
+    assert!(!output.status.success(), "{report}");
+    for expected in [
+        "server.listen",
+        "providers[0].url",
+        "providers[0].key_env",
+        "SMM_TEST_SURELY_UNSET_KEY",
+        "services[0].routes[0].provider",
+        "services[1]",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    // The same report refuses start-up.
+    let serve = gateway(
+        &dir,
+        &["--config", file.to_str().expect("utf-8"), "serve"],
+        &[],
+    );
+    assert!(!serve.status.success());
+    assert!(text(&serve).contains("server.listen"));
+}
+
+#[test]
+fn environment_overrides_files_and_keys_come_from_env() {
+    let dir = temp_dir("env");
+    let file = dir.join("ok.toml");
+    std::fs::write(
+        &file,
+        r#"
+[server]
+listen = "127.0.0.1:1"
+
+[[providers]]
+name = "alpha"
+url = "https://alpha.example/api/v2"
+key_env = "SMM_TEST_ALPHA_KEY"
+"#,
+    )
+    .expect("write config");
+    let path = file.to_str().expect("utf-8");
+    let without_key = gateway(&dir, &["--config", path, "config", "check"], &[]);
+    assert!(!without_key.status.success());
+    let ok = gateway(
+        &dir,
+        &["--config", path, "config", "check"],
+        &[("SMM_TEST_ALPHA_KEY", "secret-provider-key")],
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(!text(&ok).contains("secret-provider-key"));
+    let shown = gateway(
+        &dir,
+        &["--config", path, "config", "show"],
+        &[
+            ("SMM_TEST_ALPHA_KEY", "secret-provider-key"),
+            ("SMM_GATEWAY__SERVER__LISTEN", "127.0.0.1:9999"),
+        ],
+    );
+    let shown = text(&shown);
+    assert!(shown.contains("127.0.0.1:9999"), "{shown}");
+    assert!(!shown.contains("secret-provider-key"));
+}
+
+#[test]
+fn customer_commands_keep_exact_books() {
+    let dir = temp_dir("customers");
+    let db = format!("sqlite://{}/cli.db", dir.display());
+    let env = [("SMM_GATEWAY__DATABASE__URL", db.as_str())];
+    let created = gateway(&dir, &["customers", "create", "--name", "Acme"], &env);
+    let created_text = text(&created);
+    assert!(created.status.success(), "{created_text}");
+    let key = created_text
+        .lines()
+        .find_map(|l| l.strip_prefix("API key (shown once, store it now): "))
+        .expect("the key is printed once")
+        .trim()
+        .to_owned();
+    assert_eq!(key.len(), 32);
+    assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+
+    let credit = gateway(
+        &dir,
+        &["customers", "credit", "1", "25.00001", "--reason", "wire"],
+        &env,
+    );
+    assert!(
+        text(&credit).contains("balance now 25.00001"),
+        "{}",
+        text(&credit)
+    );
+    let debit = gateway(
+        &dir,
+        &["customers", "debit", "1", "0.00001", "--reason", "fix"],
+        &env,
+    );
+    assert!(
+        text(&debit).contains("balance now 25.00000"),
+        "{}",
+        text(&debit)
+    );
+    let overdraw = gateway(
+        &dir,
+        &["customers", "debit", "1", "30", "--reason", "x"],
+        &env,
+    );
+    assert!(!overdraw.status.success());
+    let inexact = gateway(
+        &dir,
+        &["customers", "credit", "1", "0.000001", "--reason", "x"],
+        &env,
+    );
+    assert!(!inexact.status.success());
+    let show = text(&gateway(&dir, &["customers", "show", "1"], &env));
+    assert!(show.contains("25.00000"), "{show}");
+    assert!(show.contains("wire") && show.contains("fix"), "{show}");
+    assert!(!show.contains(&key), "the key is never shown again");
+
+    let rotated = text(&gateway(&dir, &["customers", "rotate-key", "1"], &env));
+    let new_key = rotated
+        .lines()
+        .find_map(|l| l.strip_prefix("new API key (shown once, store it now): "))
+        .expect("new key printed")
+        .trim()
+        .to_owned();
+    assert_ne!(new_key, key);
+    let listed = text(&gateway(&dir, &["customers", "list"], &env));
+    assert!(
+        listed.contains("Acme") && listed.contains(&new_key[..6]),
+        "{listed}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
