@@ -300,11 +300,13 @@ fn status_item(order: &Order, currency: &str) -> StatusItem {
         .and_then(|e| serde_json::from_str(e).ok());
     let field = |name: &str| extra.as_ref().and_then(|e| e.get(name));
     let remains = order.remains.or_else(|| {
-        // Not started: everything remains.
-        order
-            .quantity
-            .and_then(|q| i64::try_from(q).ok())
-            .filter(|_| matches!(order.status, OrderStatus::Pending))
+        // Not started, or canceled before anything was reported: everything remains.
+        order.quantity.and_then(|q| i64::try_from(q).ok()).filter(|_| {
+            matches!(
+                order.status,
+                OrderStatus::Pending | OrderStatus::Canceled | OrderStatus::Refunded
+            )
+        })
     });
     StatusItem {
         charge: order.net_charge().to_decimal(),

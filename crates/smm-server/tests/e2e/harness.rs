@@ -1,0 +1,752 @@
+//! The end-to-end harness: two simulated upstream panels (`alpha`, `beta`), the real gateway on
+//! `127.0.0.1:0` over a fresh database (a temp-file SQLite database, or a new PostgreSQL database
+//! on the server named by `TEST_DATABASE_URL`, dropped at the end), a funded customer, and
+//! helpers to talk to all three.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::Value;
+use smm_panel_sim::{RecordedRequest, Sim, SimConfig, SimHandle};
+use smm_provider_client::SecretKey;
+use smm_routing::{RouteDef, ServiceDef};
+use smm_server::Gateway;
+use smm_server::config::{ProviderSettings, Settings};
+use smm_store::{
+    CustomerId, ForwardState, LedgerEntry, LedgerKind, NewCustomer, Order, OrderFilter, OrderId,
+    Store, hash_api_key,
+};
+use smm_wire::Money;
+use sqlx::Connection;
+
+/// The funded test customer's API key.
+pub const KEY: &str = "e2e-customer-key-0001";
+/// What the test customer starts with.
+pub const START_BALANCE: Money = Money::from_units(1000 * 100_000);
+/// The link most orders use.
+pub const LINK: &str = "https://instagram.com/p/e2e-test";
+
+/// Local services whose first route is alpha's service of the same id and whose second route is
+/// beta's: failover cases.
+pub const WITH_BETA_FALLBACK: [u64; 5] = [1, 2, 4, 5, 6];
+/// A local service whose only route is beta's service 1 (Default, like alpha's).
+pub const BETA_ONLY: u64 = 21;
+/// A local service on alpha's service 3 (upstream bounds 100..=1000000) with its own, narrower
+/// bounds.
+pub const NARROW: u64 = 22;
+pub const NARROW_MIN: u64 = 500;
+pub const NARROW_MAX: u64 = 2000;
+/// Every local service id the harness configures.
+pub const ALL_SERVICES: std::ops::RangeInclusive<u64> = 1..=22;
+
+/// The exact `type` strings of the protocol's table (b).
+pub const PROTOCOL_TYPES: [&str; 17] = [
+    "Default",
+    "Package",
+    "Custom Comments",
+    "Custom Comments Package",
+    "Mentions",
+    "Mentions with Hashtags",
+    "Mentions Custom List",
+    "Mentions Hashtag",
+    "Mentions User Followers",
+    "Mentions Media Likers",
+    "Comment Likes",
+    "Poll",
+    "Comment Replies",
+    "Invites from Groups",
+    "SEO",
+    "Subscriptions",
+    "Web Traffic",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL admin URL, or `None` (with a note) outside CI when none is configured. In CI a
+/// missing `TEST_DATABASE_URL` fails the test: the PostgreSQL variant must never be skipped there.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TEST_DATABASE_URL is not set in CI: the PostgreSQL end-to-end suite must run \
+                 (use scripts/test.sh)"
+            );
+            eprintln!("note: skipping the PostgreSQL variant: TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `postgres://user@host:port/db?params` with the database replaced by `name`.
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|i| start + i))
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// The test database; removed (file) or dropped (PostgreSQL) on drop.
+#[derive(Debug)]
+struct TestDb {
+    url: String,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    File(std::path::PathBuf),
+    Database { admin_url: String, name: String },
+}
+
+impl TestDb {
+    async fn create(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{}.db", unique_name("smm_e2e")));
+                TestDb {
+                    url: format!("sqlite://{}", path.display()),
+                    cleanup: Cleanup::File(path),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url()
+                    .expect("the PostgreSQL variant runs only with TEST_DATABASE_URL");
+                let name = unique_name("smm_e2e");
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the test database");
+                let _ = admin.close().await;
+                TestDb {
+                    url: with_database(&admin_url, &name),
+                    cleanup: Cleanup::Database { admin_url, name },
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Cleanup::Database { admin_url, name } => {
+                // Drop cannot await: a thread with its own runtime, joined.
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    runtime.block_on(async {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut conn)
+                            .await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// Alpha's catalog is the simulator's full demo catalog (one service per type, ids 1–20); beta is
+/// a copy (same ids, same prices, another seed), so both number their orders from 10001.
+fn sim_configs() -> (SimConfig, SimConfig) {
+    let alpha = SimConfig::demo();
+    let mut beta = alpha.clone();
+    beta.seed = alpha.seed.wrapping_add(1);
+    (alpha, beta)
+}
+
+fn route(provider: &str, service: u64) -> RouteDef {
+    RouteDef {
+        provider: provider.into(),
+        service: service.to_string(),
+    }
+}
+
+fn service_def(id: u64, routes: Vec<RouteDef>) -> ServiceDef {
+    ServiceDef {
+        id,
+        name: None,
+        category: None,
+        routes,
+        min: None,
+        max: None,
+        markup: None,
+        desc: None,
+        enabled: true,
+    }
+}
+
+/// The local catalog: 1..=20 → alpha's service of the same id (some with beta's as the second
+/// route), [`BETA_ONLY`] and [`NARROW`].
+pub fn service_defs() -> Vec<ServiceDef> {
+    let mut defs: Vec<ServiceDef> = (1..=20)
+        .map(|id| {
+            let mut routes = vec![route("alpha", id)];
+            if WITH_BETA_FALLBACK.contains(&id) {
+                routes.push(route("beta", id));
+            }
+            service_def(id, routes)
+        })
+        .collect();
+    defs.push(service_def(BETA_ONLY, vec![route("beta", 1)]));
+    defs.push(ServiceDef {
+        min: Some(NARROW_MIN),
+        max: Some(NARROW_MAX),
+        ..service_def(NARROW, vec![route("alpha", 3)])
+    });
+    defs
+}
+
+/// The expected upstream service behind a local one (its first route): `(provider, id)`.
+pub fn first_route(local: u64) -> (&'static str, u64) {
+    match local {
+        BETA_ONLY => ("beta", 1),
+        NARROW => ("alpha", 3),
+        id => ("alpha", id),
+    }
+}
+
+/// A running gateway with its two upstream simulators, its database and a funded customer.
+#[derive(Debug)]
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    pub alpha: SimHandle,
+    beta: Option<SimHandle>,
+    pub http: reqwest::Client,
+    pub url: String,
+    /// The funded customer owning [`KEY`].
+    pub customer: CustomerId,
+    /// Dropped last: removes the database.
+    _db: TestDb,
+}
+
+impl TestGateway {
+    pub async fn start(backend: Backend) -> TestGateway {
+        TestGateway::start_with(backend, |_| {}).await
+    }
+
+    /// Starts everything; `adjust` may change the settings (a provider timeout, ...) before the
+    /// gateway starts.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestGateway {
+        let (alpha_config, beta_config) = sim_configs();
+        let alpha = Sim::spawn(alpha_config).await.expect("alpha starts");
+        let beta = Sim::spawn(beta_config).await.expect("beta starts");
+        let db = TestDb::create(backend).await;
+
+        let mut settings = Settings::defaults().expect("default settings load");
+        settings.server.listen = "127.0.0.1:0".into();
+        settings.database.url = db.url.clone();
+        settings.forwarder.interval_ms = 50;
+        // Nothing is re-queued or polled behind a test's back.
+        settings.forwarder.requeue_after_secs = 3600;
+        settings.forwarder.first_poll_secs = 3600;
+        settings.sync.services_interval_secs = 3600;
+        settings.providers = vec![
+            ProviderSettings::new(
+                "alpha",
+                &alpha.api_url(),
+                SecretKey::new(smm_panel_sim::DEMO_KEY),
+            ),
+            ProviderSettings::new(
+                "beta",
+                &beta.api_url(),
+                SecretKey::new(smm_panel_sim::DEMO_KEY),
+            ),
+        ];
+        settings.exposures = Vec::new();
+        settings.services = service_defs();
+        adjust(&mut settings);
+        let problems = settings.validate();
+        assert!(problems.is_empty(), "test settings invalid: {problems:?}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let gateway = Gateway::start(settings, listener)
+            .await
+            .expect("the gateway starts");
+        let url = gateway.api_url();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert_eq!(
+            gateway.app.catalog().enabled().count(),
+            service_defs().len(),
+            "every configured service is enabled after the first sync"
+        );
+
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let mut gw = TestGateway {
+            gateway: Some(gateway),
+            alpha,
+            beta: Some(beta),
+            http,
+            url,
+            customer: CustomerId(0),
+            _db: db,
+        };
+        gw.customer = gw.create_customer("e2e", KEY, START_BALANCE).await;
+        gw
+    }
+
+    /// Stops the gateway (bounded), then the simulators; the database goes with `self`.
+    pub async fn finish(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await;
+        }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("the gateway is running")
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.gateway().app.store
+    }
+
+    pub fn alpha(&self) -> &Sim {
+        &self.alpha.sim
+    }
+
+    pub fn beta(&self) -> &Sim {
+        &self.beta.as_ref().expect("beta is running").sim
+    }
+
+    /// Beta's API URL.
+    pub fn beta_url(&self) -> String {
+        self.beta.as_ref().expect("beta is running").api_url()
+    }
+
+    pub fn sim(&self, provider: &str) -> &Sim {
+        match provider {
+            "alpha" => self.alpha(),
+            "beta" => self.beta(),
+            other => panic!("no simulator named {other}"),
+        }
+    }
+
+    /// Stops beta: its port refuses connections from now on.
+    pub fn stop_beta(&mut self) -> Sim {
+        let handle = self.beta.take().expect("beta is running");
+        let sim = handle.sim.clone();
+        drop(handle);
+        sim
+    }
+
+    // ---- customers and money ---------------------------------------------------------------
+
+    /// A new customer owning `key`, funded with `deposit` (nothing when zero).
+    pub async fn create_customer(&self, name: &str, key: &str, deposit: Money) -> CustomerId {
+        let customer = self
+            .store()
+            .create_customer(
+                NewCustomer {
+                    name: name.into(),
+                    currency: "USD".into(),
+                    key_hash: hash_api_key(key),
+                    key_prefix: key.chars().take(6).collect(),
+                },
+                "e2e",
+                now_ms(),
+            )
+            .await
+            .expect("create a customer");
+        if deposit.is_positive() {
+            self.store()
+                .adjust_balance(
+                    customer.id,
+                    LedgerKind::Deposit,
+                    deposit,
+                    "e2e deposit",
+                    "e2e",
+                    now_ms(),
+                )
+                .await
+                .expect("fund the customer");
+        }
+        customer.id
+    }
+
+    pub async fn balance_of(&self, customer: CustomerId) -> Money {
+        self.store()
+            .customer(customer)
+            .await
+            .expect("customer")
+            .balance
+    }
+
+    pub async fn balance(&self) -> Money {
+        self.balance_of(self.customer).await
+    }
+
+    /// Newest first.
+    pub async fn ledger_of(&self, customer: CustomerId) -> Vec<LedgerEntry> {
+        self.store()
+            .ledger(customer, None, 10_000)
+            .await
+            .expect("ledger")
+    }
+
+    /// The balance equals the ledger's sum and is not negative.
+    pub async fn assert_ledger_consistent(&self, customer: CustomerId) {
+        let balance = self.balance_of(customer).await;
+        let sum = self.store().ledger_sum(customer).await.expect("ledger sum");
+        assert_eq!(sum, balance, "ledger sum == balance");
+        assert!(!balance.is_negative(), "balance never negative: {balance}");
+    }
+
+    pub async fn orders_of(&self, customer: CustomerId) -> Vec<Order> {
+        self.store()
+            .list_orders(&OrderFilter {
+                customer_id: Some(customer),
+                limit: 10_000,
+                ..OrderFilter::default()
+            })
+            .await
+            .expect("list orders")
+    }
+
+    pub async fn order(&self, id: OrderId) -> Order {
+        self.store().order(id).await.expect("order exists")
+    }
+
+    /// Waits until the forwarder is done with the order (neither queued nor sending).
+    pub async fn wait_forwarded(&self, id: OrderId) -> Order {
+        wait_until(
+            &format!("order {id} to leave queued/sending"),
+            Duration::from_secs(10),
+            || async move {
+                let order = self.order(id).await;
+                !matches!(
+                    order.forward_state,
+                    ForwardState::Queued | ForwardState::Sending
+                )
+            },
+        )
+        .await;
+        self.order(id).await
+    }
+
+    /// Waits until the order reaches `state`; fails at once if it reaches another final state.
+    pub async fn wait_state(&self, id: OrderId, state: ForwardState) -> Order {
+        let order = self.wait_forwarded(id).await;
+        assert_eq!(
+            order.forward_state, state,
+            "order {id} forward state (error: {:?})",
+            order.forward_error
+        );
+        order
+    }
+
+    // ---- HTTP ------------------------------------------------------------------------------
+
+    async fn reply(response: reqwest::Response) -> (StatusCode, HeaderMap, String) {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("reply body");
+        (status, headers, body)
+    }
+
+    /// A form POST to `/api/v2` (`key` included only when given in `params`).
+    pub async fn post_form(&self, params: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        self.post_form_to(&self.url, params).await
+    }
+
+    pub async fn post_form_to(
+        &self,
+        url: &str,
+        params: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let response = self
+            .http
+            .post(url)
+            .form(params)
+            .send()
+            .await
+            .expect("form POST");
+        Self::reply(response).await
+    }
+
+    /// A form body sent with an explicit `Content-Type` header.
+    pub async fn post_form_typed(
+        &self,
+        content_type: &str,
+        params: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let response = self
+            .http
+            .post(&self.url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("form POST");
+        Self::reply(response).await
+    }
+
+    pub async fn get_query(&self, params: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let response = self
+            .http
+            .get(&self.url)
+            .query(params)
+            .send()
+            .await
+            .expect("GET");
+        Self::reply(response).await
+    }
+
+    pub async fn post_json(&self, body: &Value) -> (StatusCode, HeaderMap, String) {
+        let response = self
+            .http
+            .post(&self.url)
+            .json(body)
+            .send()
+            .await
+            .expect("JSON POST");
+        Self::reply(response).await
+    }
+
+    pub async fn post_multipart(&self, params: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in params {
+            form = form.text((*name).to_owned(), (*value).to_owned());
+        }
+        let response = self
+            .http
+            .post(&self.url)
+            .multipart(form)
+            .send()
+            .await
+            .expect("multipart POST");
+        Self::reply(response).await
+    }
+
+    /// One raw HTTP exchange on a fresh TCP connection that the server must close after the reply
+    /// (`HTTP/1.0`, or `Connection: close`): returns the status line, the header block and the
+    /// body.
+    pub async fn raw_exchange(&self, request: &str) -> (String, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.gateway().addr;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the gateway");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send the request");
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+            .await
+            .expect("the server closes the connection after the reply")
+            .expect("read the reply");
+        let text = String::from_utf8(raw).expect("UTF-8 reply");
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .expect("a header block and a body");
+        let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (status_line.to_owned(), headers.to_owned(), body.to_owned())
+    }
+
+    /// A form POST with `key`, `action` and `extra`: asserts HTTP 200 and a JSON content type,
+    /// returns the parsed reply.
+    pub async fn call(&self, key: &str, action: &str, extra: &[(&str, &str)]) -> Value {
+        let mut params = vec![("key", key), ("action", action)];
+        params.extend_from_slice(extra);
+        let (status, headers, body) = self.post_form(&params).await;
+        assert_eq!(status, StatusCode::OK, "HTTP status of {action}: {body}");
+        assert_json_content_type(&headers);
+        json(&body)
+    }
+
+    /// [`TestGateway::call`] as the funded customer.
+    pub async fn api(&self, action: &str, extra: &[(&str, &str)]) -> Value {
+        self.call(KEY, action, extra).await
+    }
+
+    /// `add` as the funded customer: the raw reply.
+    pub async fn add(&self, extra: &[(&str, &str)]) -> Value {
+        self.api("add", extra).await
+    }
+
+    /// `add` that must succeed with `{"order": <int>}` (and nothing else).
+    pub async fn add_ok(&self, extra: &[(&str, &str)]) -> OrderId {
+        order_id_of(&self.add(extra).await)
+    }
+
+    /// The customer's rate for a local service, from the `services` reply.
+    pub async fn rate(&self, service: u64) -> Decimal {
+        let services = self.api("services", &[]).await;
+        let item = services
+            .as_array()
+            .expect("services is an array")
+            .iter()
+            .find(|s| s["service"].as_u64() == Some(service))
+            .unwrap_or_else(|| panic!("service {service} listed"));
+        decimal(&item["rate"])
+    }
+}
+
+/// `{"order": <int>}` → the id; anything else fails the test.
+pub fn order_id_of(reply: &Value) -> OrderId {
+    let object = reply.as_object().expect("add reply is an object");
+    assert_eq!(object.len(), 1, "add reply has only `order`: {reply}");
+    let id = reply["order"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("add reply is {{\"order\": <int>}}: {reply}"));
+    OrderId(i64::try_from(id).expect("order id fits i64"))
+}
+
+pub fn assert_json_content_type(headers: &HeaderMap) {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "Content-Type is application/json, got {content_type:?}"
+    );
+}
+
+/// Parses a reply body.
+pub fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("reply is JSON ({e}): {body:?}"))
+}
+
+/// A JSON string holding an exact decimal.
+pub fn decimal(value: &Value) -> Decimal {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a decimal string, got {value}"));
+    text.parse()
+        .unwrap_or_else(|e| panic!("a decimal string ({e}), got {text:?}"))
+}
+
+/// `{"error": text}` exactly.
+pub fn error_reply(text: &str) -> Value {
+    serde_json::json!({ "error": text })
+}
+
+/// What `rate × units / 1000` costs, rounded up to whole 0.00001.
+pub fn per_thousand(rate: Decimal, units: u64) -> Money {
+    let amount = rate * Decimal::from(units) / Decimal::from(1000);
+    Money::from_decimal_round_up(amount).expect("charge fits")
+}
+
+/// A flat-priced order's charge.
+pub fn flat(rate: Decimal) -> Money {
+    Money::from_decimal_round_up(rate).expect("charge fits")
+}
+
+/// The markup of the default config: +30 %, rounded up to 4 decimals.
+pub fn marked_up(upstream: Decimal) -> Decimal {
+    (upstream * Decimal::new(130, 2))
+        .round_dp_with_strategy(4, RoundingStrategy::ToPositiveInfinity)
+        .normalize()
+}
+
+pub fn money_sub(a: Money, b: Money) -> Money {
+    a.checked_sub(b).expect("no overflow")
+}
+
+pub fn money_add(a: Money, b: Money) -> Money {
+    a.checked_add(b).expect("no overflow")
+}
+
+/// The `add` requests a simulator received, oldest first.
+pub fn adds(sim: &Sim) -> Vec<RecordedRequest> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.action.as_deref() == Some("add"))
+        .collect()
+}
+
+/// The parameters of an upstream request besides `key`, `action` and `service`.
+pub fn forwarded_params(request: &RecordedRequest) -> BTreeMap<String, String> {
+    request
+        .params
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "key" | "action" | "service"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+pub fn now_ms() -> i64 {
+    smm_server::app::now_ms()
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
