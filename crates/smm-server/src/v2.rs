@@ -301,12 +301,15 @@ fn status_item(order: &Order, currency: &str) -> StatusItem {
     let field = |name: &str| extra.as_ref().and_then(|e| e.get(name));
     let remains = order.remains.or_else(|| {
         // Not started, or canceled before anything was reported: everything remains.
-        order.quantity.and_then(|q| i64::try_from(q).ok()).filter(|_| {
-            matches!(
-                order.status,
-                OrderStatus::Pending | OrderStatus::Canceled | OrderStatus::Refunded
-            )
-        })
+        order
+            .quantity
+            .and_then(|q| i64::try_from(q).ok())
+            .filter(|_| {
+                matches!(
+                    order.status,
+                    OrderStatus::Pending | OrderStatus::Canceled | OrderStatus::Refunded
+                )
+            })
     });
     StatusItem {
         charge: order.net_charge().to_decimal(),
