@@ -109,8 +109,35 @@ impl App {
             .is_some_and(|p| p.enabled && p.health.available())
     }
 
-    /// Fetches every enabled provider's catalog (concurrently) and rebuilds the local catalog.
-    /// A provider that fails keeps its last good catalog. Returns the issues found.
+    /// Serves the catalogs saved by the last successful syncs (used at start-up, so prices are
+    /// there before the first sync answers).
+    pub async fn load_saved_catalogs(&self) -> Vec<String> {
+        let saved = match self.store.provider_catalogs().await {
+            Ok(saved) => saved,
+            Err(e) => return vec![format!("cannot read saved catalogs: {e}")],
+        };
+        let mut messages = Vec::new();
+        {
+            let mut upstream = self
+                .upstream
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (provider, json, _synced_at) in saved {
+                match serde_json::from_str::<Vec<UpstreamService>>(&json) {
+                    Ok(services) => {
+                        upstream.insert(provider, services);
+                    }
+                    Err(e) => messages.push(format!("saved catalog of {provider} unreadable: {e}")),
+                }
+            }
+        }
+        messages.extend(self.rebuild_catalog().await);
+        messages
+    }
+
+    /// Fetches every enabled provider's catalog (concurrently), saves the good ones, and
+    /// rebuilds the local catalog. A provider that fails keeps its last good catalog. Rates that
+    /// moved by more than `sync.price_change_alert_percent` are reported. Returns the issues.
     pub async fn sync_catalog(&self) -> Vec<String> {
         let fetches = self
             .providers
@@ -119,26 +146,112 @@ impl App {
             .map(|(name, p)| async move { (name.clone(), p.client.services().await) });
         let results = futures_util::future::join_all(fetches).await;
         let mut messages = Vec::new();
-        {
-            let mut upstream = self
-                .upstream
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (name, result) in results {
-                match result {
-                    Ok(reply) => {
-                        for (index, why) in &reply.invalid {
-                            messages.push(format!(
-                                "provider {name}: services entry {index} skipped: {why}"
-                            ));
-                        }
-                        upstream.insert(name, reply.services);
+        let mut fresh = Vec::new();
+        for (name, result) in results {
+            match result {
+                Ok(reply) => {
+                    for (index, why) in &reply.invalid {
+                        messages.push(format!(
+                            "provider {name}: services entry {index} skipped: {why}"
+                        ));
                     }
-                    Err(e) => messages.push(format!("provider {name}: services sync failed: {e}")),
+                    fresh.push((name, reply.services));
                 }
+                Err(e) => messages.push(format!("provider {name}: services sync failed: {e}")),
             }
         }
+        for (name, services) in fresh {
+            let previous = self
+                .upstream
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&name)
+                .cloned();
+            if let Some(previous) = previous {
+                messages.extend(self.price_changes(&name, &previous, &services));
+            }
+            match serde_json::to_string(&services) {
+                Ok(json) => {
+                    if let Err(e) = self
+                        .store
+                        .save_provider_catalog(&name, &json, now_ms())
+                        .await
+                    {
+                        messages.push(format!("provider {name}: cannot save its catalog: {e}"));
+                    }
+                }
+                Err(e) => messages.push(format!("provider {name}: cannot encode its catalog: {e}")),
+            }
+            self.upstream
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name, services);
+        }
         messages.extend(self.rebuild_catalog().await);
+        messages
+    }
+
+    /// Rates that moved by more than the configured percentage, and services that vanished.
+    fn price_changes(
+        &self,
+        provider: &str,
+        previous: &[UpstreamService],
+        current: &[UpstreamService],
+    ) -> Vec<String> {
+        let threshold = self.settings.sync.price_change_alert_percent;
+        let mut messages = Vec::new();
+        for old in previous {
+            let Some(new) = current.iter().find(|s| s.service == old.service) else {
+                messages.push(format!(
+                    "provider {provider}: upstream service {} vanished",
+                    old.service
+                ));
+                continue;
+            };
+            if old.rate.is_zero() || new.rate == old.rate {
+                continue;
+            }
+            let change = (new.rate - old.rate)
+                .checked_div(old.rate)
+                .and_then(|r| r.checked_mul(rust_decimal::Decimal::ONE_HUNDRED))
+                .unwrap_or(rust_decimal::Decimal::MAX);
+            if change.abs() > threshold {
+                messages.push(format!(
+                    "provider {provider}: service {} rate moved {change:.2}% ({} → {})",
+                    old.service, old.rate, new.rate
+                ));
+            }
+        }
+        messages
+    }
+
+    /// Asks every enabled provider for the reseller's balance there: warns when low, and lifts
+    /// an out-of-funds pause when money is back.
+    pub async fn check_balances(&self) -> Vec<String> {
+        let mut messages = Vec::new();
+        for (name, provider) in self.providers.iter().filter(|(_, p)| p.enabled) {
+            match provider.client.balance().await {
+                Ok(balance) => {
+                    if balance.balance.is_sign_positive() && !balance.balance.is_zero() {
+                        provider.health.record_balance_positive();
+                    }
+                    let low = self
+                        .settings
+                        .providers
+                        .iter()
+                        .find(|p| &p.name == name)
+                        .and_then(|p| p.low_balance);
+                    if low.is_some_and(|low| balance.balance < low) {
+                        messages.push(format!(
+                            "provider {name}: balance {} {} is below the low-balance threshold",
+                            balance.balance,
+                            balance.currency.unwrap_or_default()
+                        ));
+                    }
+                }
+                Err(e) => messages.push(format!("provider {name}: balance check failed: {e}")),
+            }
+        }
         messages
     }
 

@@ -40,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CustomerCommand,
     },
+    /// Upstream providers.
+    Providers {
+        #[command(subcommand)]
+        command: ProviderCommand,
+    },
     /// Start a self-contained demo: two simulated upstream panels, an embedded database, a
     /// funded demo customer, and ready-to-paste curl lines.
     Demo {
@@ -58,6 +63,12 @@ pub enum ConfigCommand {
     Check,
     /// Print the effective configuration (defaults, file and environment merged).
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Call every configured provider now: reachability, latency, catalog size, balance.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,5 +299,56 @@ pub fn redact_url(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+/// `providers check`: a live health report, one line per provider. Fails when any enabled
+/// provider cannot be reached.
+pub async fn providers_check(settings: &Settings) -> Result<(), String> {
+    let mut failures = 0;
+    for provider in &settings.providers {
+        if !provider.enabled {
+            println!("{}\tdisabled", provider.name);
+            continue;
+        }
+        let client = provider
+            .client_config()
+            .and_then(|c| smm_provider_client::ProviderClient::new(c).map_err(|e| e.to_string()));
+        let client = match client {
+            Ok(client) => client,
+            Err(e) => {
+                failures += 1;
+                println!("{}\tmisconfigured: {e}", provider.name);
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        let services = client.services().await;
+        let latency = started.elapsed().as_millis();
+        let balance = client.balance().await;
+        match (services, balance) {
+            (Ok(services), Ok(balance)) => println!(
+                "{}\tok\t{latency} ms\t{} services ({} unreadable)\tbalance {} {}",
+                provider.name,
+                services.services.len(),
+                services.invalid.len(),
+                balance.balance,
+                balance.currency.unwrap_or_default()
+            ),
+            (services, balance) => {
+                failures += 1;
+                let error = services
+                    .err()
+                    .or(balance.err())
+                    .map(|e| format!("{} ({e})", e.class()))
+                    .unwrap_or_default();
+                println!("{}\tFAILING\t{latency} ms\t{error}", provider.name);
+            }
+        }
+    }
+    if failures == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failures} provider(s) failing"))
     }
 }

@@ -83,6 +83,10 @@ pub struct ReconcilerSettings {
 #[serde(deny_unknown_fields)]
 pub struct SyncSettings {
     pub services_interval_secs: u64,
+    /// How long start-up waits for the first catalog sync before serving what was saved.
+    pub startup_timeout_secs: u64,
+    /// A synced rate that moves by more than this percentage is logged as a warning.
+    pub price_change_alert_percent: Decimal,
 }
 
 /// One upstream panel. The key comes from an environment variable or a file, never from the
@@ -114,6 +118,9 @@ pub struct ProviderSettings {
     /// Calls per second to this provider, all actions together; none = unlimited.
     #[serde(default)]
     pub rate_limit_per_second: Option<u32>,
+    /// Warn when the reseller's balance at this provider falls below this.
+    #[serde(default)]
+    pub low_balance: Option<Decimal>,
 }
 
 impl fmt::Debug for ProviderSettings {
@@ -345,6 +352,7 @@ impl ProviderSettings {
             connect_timeout_secs: default_connect_timeout_secs(),
             format: RequestFormat::Form,
             rate_limit_per_second: None,
+            low_balance: None,
         }
     }
 

@@ -162,6 +162,9 @@ async fn forward(app: &App, order: Order) {
                 }
                 last_refusal = format!("{}: {error}", route.provider);
                 if let ProviderError::Rejected { kind } = error {
+                    if *kind == smm_wire::ErrorKind::NotEnoughFunds {
+                        provider.health.record_out_of_funds();
+                    }
                     last_kind = Some(kind.clone());
                 }
                 ForwardOutcome::Failed {

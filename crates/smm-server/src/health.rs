@@ -14,10 +14,15 @@ pub struct Health {
     state: Mutex<State>,
 }
 
+/// How long a provider that refused an order for lack of funds is skipped, unless a balance
+/// check shows money earlier.
+pub const OUT_OF_FUNDS_PAUSE: Duration = Duration::from_secs(600);
+
 #[derive(Debug, Default, Clone, Copy)]
 struct State {
     consecutive_failures: u32,
     cooldown_until: Option<Instant>,
+    out_of_funds_until: Option<Instant>,
 }
 
 /// A snapshot for the CLI and metrics.
@@ -25,6 +30,7 @@ struct State {
 pub struct HealthView {
     pub consecutive_failures: u32,
     pub cooling_down: bool,
+    pub out_of_funds: bool,
 }
 
 impl Health {
@@ -35,14 +41,29 @@ impl Health {
     }
 
     pub fn available(&self) -> bool {
-        self.state()
-            .cooldown_until
-            .is_none_or(|until| Instant::now() >= until)
+        let state = self.state();
+        let now = Instant::now();
+        state.cooldown_until.is_none_or(|until| now >= until)
+            && state.out_of_funds_until.is_none_or(|until| now >= until)
     }
 
     /// The upstream answered (even with a definitive error): it is alive.
     pub fn record_success(&self) {
-        *self.state() = State::default();
+        let mut state = self.state();
+        state.consecutive_failures = 0;
+        state.cooldown_until = None;
+    }
+
+    /// The upstream refused an order for lack of the reseller's funds there: skip it until a
+    /// balance check shows money, or [`OUT_OF_FUNDS_PAUSE`] passes.
+    pub fn record_out_of_funds(&self) {
+        self.state().out_of_funds_until = Some(Instant::now() + OUT_OF_FUNDS_PAUSE);
+        tracing::warn!("provider out of funds: skipped by routing until its balance recovers");
+    }
+
+    /// A balance check: money there lifts an out-of-funds pause.
+    pub fn record_balance_positive(&self) {
+        self.state().out_of_funds_until = None;
     }
 
     /// The upstream could not be reached or answered garbage.
@@ -65,6 +86,9 @@ impl Health {
             consecutive_failures: state.consecutive_failures,
             cooling_down: state
                 .cooldown_until
+                .is_some_and(|until| Instant::now() < until),
+            out_of_funds: state
+                .out_of_funds_until
                 .is_some_and(|until| Instant::now() < until),
         }
     }

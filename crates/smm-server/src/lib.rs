@@ -48,8 +48,19 @@ impl Gateway {
             .await
             .map_err(|e| format!("database: {e}"))?;
         let app = Arc::new(App::new(settings, store)?);
-        for issue in app.sync_catalog().await {
+        for issue in app.load_saved_catalogs().await {
             tracing::warn!("{issue}");
+        }
+        let startup = Duration::from_secs(app.settings.sync.startup_timeout_secs);
+        match tokio::time::timeout(startup, app.sync_catalog()).await {
+            Ok(issues) => {
+                for issue in issues {
+                    tracing::warn!("{issue}");
+                }
+            }
+            Err(_) => tracing::warn!(
+                "first catalog sync still running after {startup:?}: serving the saved catalog"
+            ),
         }
         tracing::info!(services = app.catalog().len(), "catalog ready");
 
@@ -114,6 +125,9 @@ async fn periodic(app: Arc<App>, mut shutdown: watch::Receiver<bool>, lease: Dur
         tokio::select! {
             _ = sync.tick() => {
                 for issue in app.sync_catalog().await {
+                    tracing::warn!("{issue}");
+                }
+                for issue in app.check_balances().await {
                     tracing::warn!("{issue}");
                 }
             }

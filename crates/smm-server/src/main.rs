@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use smm_server::Gateway;
-use smm_server::cli::{Cli, Command, ConfigCommand};
+use smm_server::cli::{Cli, Command, ConfigCommand, ProviderCommand};
 use smm_server::config::Settings;
 use tracing_subscriber::EnvFilter;
 
@@ -50,6 +50,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             smm_server::cli::open_store(&settings).await?;
             println!("database schema is up to date");
             Ok(())
+        }
+        Command::Providers {
+            command: ProviderCommand::Check,
+        } => {
+            let settings = Settings::load_valid(file).map_err(|e| e.to_string())?;
+            smm_server::cli::providers_check(&settings).await
         }
         Command::Customers { command } => {
             let settings = Settings::load(file).map_err(|e| e.to_string())?;

@@ -409,6 +409,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Keeps `provider`'s last good catalog (opaque JSON), replacing the previous one.
+    async fn save_provider_catalog(
+        &self,
+        provider: &str,
+        services_json: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Every saved catalog: `(provider, services JSON, synced at)`.
+    async fn provider_catalogs(&self) -> StoreResult<Vec<(String, String, Timestamp)>>;
 }
 
 /// What forwarding or polling learned about a refill. `None` fields are left as they are.

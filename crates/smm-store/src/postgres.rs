@@ -1910,4 +1910,33 @@ impl Store for PostgresStore {
         .map_err(db_err)?;
         convert_all(rows)
     }
+
+    async fn save_provider_catalog(
+        &self,
+        provider: &str,
+        services_json: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO provider_catalogs (provider, services, synced_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (provider) DO UPDATE SET services = EXCLUDED.services, \
+             synced_at = EXCLUDED.synced_at",
+        )
+        .bind(provider)
+        .bind(services_json)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn provider_catalogs(&self) -> StoreResult<Vec<(String, String, Timestamp)>> {
+        sqlx::query_as(
+            "SELECT provider, services, synced_at FROM provider_catalogs ORDER BY provider",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)
+    }
 }

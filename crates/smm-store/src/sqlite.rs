@@ -1911,4 +1911,35 @@ impl Store for SqliteStore {
         .map_err(db_err)?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
+
+    async fn save_provider_catalog(
+        &self,
+        provider: &str,
+        services_json: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO provider_catalogs (provider, services, synced_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (provider) DO UPDATE SET services = excluded.services, \
+             synced_at = excluded.synced_at",
+        )
+        .bind(provider)
+        .bind(services_json)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn provider_catalogs(&self) -> StoreResult<Vec<(String, String, Timestamp)>> {
+        sqlx::query_as(
+            "SELECT provider, services, synced_at FROM provider_catalogs ORDER BY provider",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)
+    }
 }

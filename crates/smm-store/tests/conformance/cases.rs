@@ -1366,3 +1366,23 @@ pub async fn audit_log(db: Db) {
     assert_eq!(log[1].actor, "ops");
     assert_eq!(log[1].created_at, T0);
 }
+
+pub async fn provider_catalogs_are_kept(db: Db) {
+    assert!(db.provider_catalogs().await.expect("list").is_empty());
+    db.save_provider_catalog("beta", "[2]", T0)
+        .await
+        .expect("save");
+    db.save_provider_catalog("alpha", "[1]", T0)
+        .await
+        .expect("save");
+    db.save_provider_catalog("alpha", "[1,3]", T0 + 5)
+        .await
+        .expect("replace");
+    assert_eq!(
+        db.provider_catalogs().await.expect("list"),
+        vec![
+            ("alpha".to_owned(), "[1,3]".to_owned(), T0 + 5),
+            ("beta".to_owned(), "[2]".to_owned(), T0),
+        ]
+    );
+}

@@ -50,4 +50,5 @@ conformance!(
     service_ids_are_stable,
     listing_and_counts,
     audit_log,
+    provider_catalogs_are_kept,
 );
