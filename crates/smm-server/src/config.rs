@@ -77,6 +77,12 @@ pub struct ForwarderSettings {
 pub struct ReconcilerSettings {
     /// Pause between reconciliation rounds (status polls, refills, cancels).
     pub interval_ms: u64,
+    /// Shortest time between two polls of one order.
+    pub min_poll_secs: u64,
+    /// How long a claimed poll belongs to its poller (another instance takes it after this).
+    pub poll_lease_secs: u64,
+    /// Wait this long before asking again after an upstream failure.
+    pub failure_backoff_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

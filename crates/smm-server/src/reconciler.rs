@@ -25,10 +25,6 @@ use crate::app::{App, now_ms};
 
 /// Orders claimed per provider per round.
 const POLL_BATCH: u32 = 1_000;
-/// How long a claimed poll is leased to this poller.
-const POLL_LEASE_MS: i64 = 60_000;
-/// Backoff after an upstream failure.
-const FAILURE_BACKOFF_MS: i64 = 60_000;
 
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
@@ -54,15 +50,25 @@ pub async fn round(app: &App) {
     forward_cancels(app).await;
 }
 
-/// When to poll an order next: soon while young, less often as it ages.
-pub fn next_poll(now: Timestamp, created_at: Timestamp, status: &OrderStatus) -> Timestamp {
+/// When to poll an order next: a tenth of its age, between `min_ms` and 30 minutes — soon
+/// while young, less often as it ages. An unknown status is watched every 5 minutes at most.
+pub fn next_poll(
+    now: Timestamp,
+    created_at: Timestamp,
+    status: &OrderStatus,
+    min_ms: i64,
+) -> Timestamp {
     let age = (now - created_at).max(0);
+    let max_ms = (30 * 60_000).max(min_ms);
     let delay = match status {
-        // An unknown spelling: keep watching, not too eagerly.
-        OrderStatus::Unknown(_) => 5 * 60_000,
-        _ => (age / 10).clamp(30_000, 30 * 60_000),
+        OrderStatus::Unknown(_) => (5 * 60_000_i64).clamp(min_ms, max_ms),
+        _ => (age / 10).clamp(min_ms, max_ms),
     };
     now + delay
+}
+
+fn ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 async fn poll_provider(app: &App, provider: &str) {
@@ -72,7 +78,12 @@ async fn poll_provider(app: &App, provider: &str) {
     let now = now_ms();
     let due = match app
         .store
-        .claim_polls(Some(provider), POLL_BATCH, now + POLL_LEASE_MS, now)
+        .claim_polls(
+            Some(provider),
+            POLL_BATCH,
+            now + ms(app.settings.reconciler.poll_lease_secs),
+            now,
+        )
         .await
     {
         Ok(due) => due,
@@ -103,7 +114,12 @@ async fn poll_provider(app: &App, provider: &str) {
             Err(kind) => {
                 // The upstream does not know the order (yet, or any more): keep asking, slowly.
                 tracing::warn!(provider, upstream_order = %id, order = item.order_id.0, error = %kind, "upstream has no status for an order");
-                defer(app, &[item.order_id], now + FAILURE_BACKOFF_MS).await;
+                defer(
+                    app,
+                    &[item.order_id],
+                    now + ms(app.settings.reconciler.failure_backoff_secs),
+                )
+                .await;
             }
         }
     }
@@ -124,7 +140,12 @@ async fn poll_provider(app: &App, provider: &str) {
             .filter_map(|id| by_id.get(id).map(|i| i.order_id)),
     );
     if !failed.is_empty() {
-        defer(app, &failed, now + FAILURE_BACKOFF_MS).await;
+        defer(
+            app,
+            &failed,
+            now + ms(app.settings.reconciler.failure_backoff_secs),
+        )
+        .await;
     }
     tracing::debug!(provider, polled = due.len(), applied, "status poll round");
 }
@@ -137,7 +158,12 @@ async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatu
     let extra = extra_json(&status);
     let now = now_ms();
     let update = StatusUpdate {
-        next_poll_at: next_poll(now, item.created_at, &status.status),
+        next_poll_at: next_poll(
+            now,
+            item.created_at,
+            &status.status,
+            ms(app.settings.reconciler.min_poll_secs),
+        ),
         status: status.status,
         start_count: status.start_count,
         remains: status.remains,
