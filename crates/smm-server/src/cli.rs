@@ -40,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CustomerCommand,
     },
+    /// Inspect orders and resolve ambiguous ones.
+    Orders {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
     /// Upstream providers.
     Providers {
         #[command(subcommand)]
@@ -63,6 +68,31 @@ pub enum ConfigCommand {
     Check,
     /// Print the effective configuration (defaults, file and environment merged).
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Orders whose upstream outcome is unknown (a timeout, a lost reply, a crash mid-call),
+    /// oldest first, with their age and upstream context. They are never re-sent by the gateway.
+    Ambiguous,
+    /// One order with its forwarding attempts.
+    Show { id: i64 },
+    /// An ambiguous order was found upstream: attach its upstream id; it is then polled like any
+    /// other order. Audited.
+    Attach {
+        id: i64,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        upstream: String,
+    },
+    /// An ambiguous order is not upstream (or is to be given up): cancel it with a full refund.
+    /// Audited.
+    CancelAmbiguous {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,4 +381,103 @@ pub async fn providers_check(settings: &Settings) -> Result<(), String> {
     } else {
         Err(format!("{failures} provider(s) failing"))
     }
+}
+
+/// Runs an orders command, printing its result.
+pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), String> {
+    let store = open_store(settings).await?;
+    let now = now_ms();
+    match command {
+        OrderCommand::Ambiguous => {
+            let mut orders = store
+                .list_orders(&smm_store::OrderFilter {
+                    forward_state: Some(smm_store::ForwardState::Ambiguous),
+                    limit: 10_000,
+                    ..smm_store::OrderFilter::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            orders.reverse();
+            if orders.is_empty() {
+                println!("no ambiguous orders");
+            }
+            for order in orders {
+                let age_min = (now - order.created_at).max(0) / 60_000;
+                println!(
+                    "order {}\tcustomer {}\tage {age_min} min\tprovider {}\tupstream service {}\tcharge {}\tlink {}\t{}",
+                    order.id,
+                    order.customer_id,
+                    order.provider.as_deref().unwrap_or("-"),
+                    order.upstream_service.as_deref().unwrap_or("-"),
+                    order.charge,
+                    order.link.as_deref().unwrap_or("-"),
+                    order.forward_error.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        OrderCommand::Show { id } => {
+            let order = store
+                .order(smm_store::OrderId(id))
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "order {}\tcustomer {}\tservice {} ({})\tstatus {}\tforwarding {}\tcharge {} (refunded {})",
+                order.id,
+                order.customer_id,
+                order.service_id,
+                order.service_type,
+                order.status.as_str(),
+                order.forward_state.as_str(),
+                order.charge,
+                order.refunded
+            );
+            println!(
+                "  upstream: provider {} service {} order {}",
+                order.provider.as_deref().unwrap_or("-"),
+                order.upstream_service.as_deref().unwrap_or("-"),
+                order.upstream_order_id.as_deref().unwrap_or("-")
+            );
+            for attempt in store.attempts(order.id).await.map_err(|e| e.to_string())? {
+                println!(
+                    "  attempt at {}: {} service {} → {} {}",
+                    attempt.started_at,
+                    attempt.provider,
+                    attempt.upstream_service,
+                    attempt.outcome,
+                    attempt.detail.unwrap_or_default()
+                );
+            }
+        }
+        OrderCommand::Attach {
+            id,
+            provider,
+            upstream,
+        } => {
+            if !settings.providers.iter().any(|p| p.name == provider) {
+                return Err(format!("no provider named {provider} in the configuration"));
+            }
+            let order = store
+                .attach_upstream_order(
+                    smm_store::OrderId(id),
+                    &provider,
+                    upstream.trim(),
+                    &actor(),
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "order {} attached to {} order {}; it will be polled",
+                order.id, provider, upstream
+            );
+        }
+        OrderCommand::CancelAmbiguous { id, reason } => {
+            let refund = store
+                .cancel_ambiguous(smm_store::OrderId(id), &reason, &actor(), now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("order {id} canceled; refunded {refund}");
+        }
+    }
+    Ok(())
 }

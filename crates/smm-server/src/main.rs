@@ -57,6 +57,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load_valid(file).map_err(|e| e.to_string())?;
             smm_server::cli::providers_check(&settings).await
         }
+        Command::Orders { command } => {
+            let settings = Settings::load(file).map_err(|e| e.to_string())?;
+            smm_server::cli::orders(&settings, command).await
+        }
         Command::Customers { command } => {
             let settings = Settings::load(file).map_err(|e| e.to_string())?;
             smm_server::cli::customers(&settings, command).await

@@ -195,3 +195,178 @@ fn customer_commands_keep_exact_books() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
+    use smm_store::{
+        ForwardOutcome, ForwardState, LedgerKind, NewCustomer, NewOrder, Placed, ServiceId,
+        hash_api_key,
+    };
+    use smm_wire::Money;
+
+    let dir = temp_dir("ambiguous");
+    let url = format!("sqlite://{}/cli.db", dir.display());
+    let store = smm_store::connect(&url).await.expect("store");
+    let customer = store
+        .create_customer(
+            NewCustomer {
+                name: "amb".into(),
+                currency: "USD".into(),
+                key_hash: hash_api_key("amb-key"),
+                key_prefix: "amb-ke".into(),
+            },
+            "test",
+            0,
+        )
+        .await
+        .expect("customer");
+    store
+        .adjust_balance(
+            customer.id,
+            LedgerKind::Deposit,
+            Money::from_units(500_000),
+            "t",
+            "t",
+            0,
+        )
+        .await
+        .expect("deposit");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let placed = store
+            .place_order(
+                NewOrder {
+                    customer_id: customer.id,
+                    service_id: ServiceId(1),
+                    service_type: "Default".into(),
+                    params: "{}".into(),
+                    link: Some("https://x.test/p".into()),
+                    quantity: Some(100),
+                    units: 100,
+                    charge: Money::from_units(100_000),
+                    idempotency_key: None,
+                },
+                1,
+            )
+            .await
+            .expect("place");
+        let Placed::New(order) = placed else {
+            panic!("new order expected")
+        };
+        ids.push(order.id);
+    }
+    store.claim_for_forwarding("w", 10, 2).await.expect("claim");
+    for id in &ids {
+        store
+            .begin_attempt(*id, "alpha", "1", 3)
+            .await
+            .expect("begin");
+        store
+            .finish_attempt(
+                *id,
+                ForwardOutcome::Ambiguous {
+                    detail: "timeout".into(),
+                },
+                4,
+            )
+            .await
+            .expect("ambiguous");
+    }
+    let file = dir.join("gw.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[database]\nurl = \"{url}\"\n\n[[providers]]\nname = \"alpha\"\nurl = \"https://alpha.example/api/v2\"\nkey_env = \"SMM_TEST_ALPHA_KEY\"\n"
+        ),
+    )
+    .expect("config");
+    let config = file.to_str().expect("utf-8");
+    let env = [("SMM_TEST_ALPHA_KEY", "k")];
+
+    let listed = text(&gateway(
+        &dir,
+        &["--config", config, "orders", "ambiguous"],
+        &env,
+    ));
+    assert!(listed.contains(&format!("order {}", ids[0])), "{listed}");
+    assert!(listed.contains(&format!("order {}", ids[1])), "{listed}");
+    assert!(
+        listed.contains("timeout") && listed.contains("provider alpha"),
+        "{listed}"
+    );
+
+    let attach = gateway(
+        &dir,
+        &[
+            "--config",
+            config,
+            "orders",
+            "attach",
+            &ids[0].to_string(),
+            "--provider",
+            "alpha",
+            "--upstream",
+            "777",
+        ],
+        &env,
+    );
+    assert!(attach.status.success(), "{}", text(&attach));
+    let cancel = gateway(
+        &dir,
+        &[
+            "--config",
+            config,
+            "orders",
+            "cancel-ambiguous",
+            &ids[1].to_string(),
+            "--reason",
+            "not upstream",
+        ],
+        &env,
+    );
+    assert!(
+        text(&cancel).contains("refunded 1.00000"),
+        "{}",
+        text(&cancel)
+    );
+    // A second resolution is refused.
+    let again = gateway(
+        &dir,
+        &[
+            "--config",
+            config,
+            "orders",
+            "cancel-ambiguous",
+            &ids[1].to_string(),
+            "--reason",
+            "x",
+        ],
+        &env,
+    );
+    assert!(!again.status.success());
+
+    let attached = store.order(ids[0]).await.expect("order");
+    assert_eq!(attached.forward_state, ForwardState::Sent);
+    assert_eq!(attached.upstream_order_id.as_deref(), Some("777"));
+    let canceled = store.order(ids[1]).await.expect("order");
+    assert_eq!(canceled.forward_state, ForwardState::Rejected);
+    assert_eq!(canceled.refunded, canceled.charge);
+    let after = store.customer(customer.id).await.expect("customer");
+    assert_eq!(
+        after.balance,
+        store.ledger_sum(customer.id).await.expect("sum")
+    );
+    assert_eq!(after.balance, Money::from_units(400_000));
+    let audit = store.audit_log(10).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "order.attach_upstream" && a.actor.starts_with("cli:"))
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "order.cancel_ambiguous" && a.actor.starts_with("cli:"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
