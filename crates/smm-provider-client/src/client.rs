@@ -358,10 +358,19 @@ impl ProviderClient {
         }
         let body = self.read_body(response).await?;
         if status.is_client_error() {
-            // A 4xx is a refusal; keep the upstream's own words when it gave some.
+            // A 4xx is a refusal; keep the upstream's own words when it gave some. A 4xx whose
+            // body reads as a success (an order id) is contradictory: the upstream may have
+            // acted, so it is a protocol error, never a refusal that would allow fail-over.
             let kind = match parse(&body) {
                 Err(ReplyError::Rejected(kind)) => kind,
-                _ => ErrorKind::Other(format!("HTTP {}", status.as_u16())),
+                Ok(_) => {
+                    return Err(ProviderError::Protocol {
+                        reason: format!("HTTP {} with a success body", status.as_u16()),
+                    });
+                }
+                Err(ReplyError::Protocol(_)) => {
+                    ErrorKind::Other(format!("HTTP {}", status.as_u16()))
+                }
             };
             return Err(ProviderError::Rejected { kind });
         }

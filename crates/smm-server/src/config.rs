@@ -300,6 +300,17 @@ impl Settings {
                     "timeouts must be at least 1 second".into(),
                 );
             }
+            let attempt_secs = p.timeout_secs.saturating_add(p.connect_timeout_secs);
+            if self.forwarder.lease_secs <= attempt_secs.saturating_mul(2) {
+                problem(
+                    "forwarder.lease_secs".into(),
+                    format!(
+                        "must exceed twice provider {}'s connect + total timeout ({attempt_secs} s), \
+                         or live calls would be taken for crashed ones",
+                        p.name
+                    ),
+                );
+            }
             if p.rate_limit_per_second == Some(0) {
                 problem(
                     at("rate_limit_per_second"),

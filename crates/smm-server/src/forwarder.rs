@@ -48,9 +48,15 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 /// Claims one batch and forwards it; returns how many orders were handled.
 pub async fn round(app: &App) -> usize {
     let settings = &app.settings.forwarder;
+    // Claim no more than can be sent at once: a claimed order waiting its turn would age
+    // towards the lease and be parked as ambiguous without ever having been sent.
+    let limit = settings
+        .batch
+        .min(u32::try_from(settings.concurrency).unwrap_or(u32::MAX))
+        .max(1);
     let claimed = match app
         .store
-        .claim_for_forwarding(&app.worker_id, settings.batch, now_ms())
+        .claim_for_forwarding(&app.worker_id, limit, now_ms())
         .await
     {
         Ok(claimed) => claimed,
@@ -68,7 +74,7 @@ pub async fn round(app: &App) -> usize {
 
 /// Turns claims older than the lease into `ambiguous` (their worker died mid-call).
 pub async fn recover(app: &App, lease: Duration) {
-    let cutoff = now_ms() - i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
     match app.store.recover_sending(cutoff, now_ms()).await {
         Ok(ids) if !ids.is_empty() => {
             tracing::warn!(
@@ -133,6 +139,10 @@ async fn forward(app: &App, order: Order) {
             return;
         }
         let result = provider.client.add(&route.upstream_service, &request).await;
+        if let Ok(upstream_id) = &result {
+            // Before any database write: should recording fail, the log still links them.
+            tracing::info!(order = id.0, provider = %route.provider, upstream_order = %upstream_id, "upstream accepted the order");
+        }
         let outcome = match &result {
             Ok(upstream_id) => {
                 provider.health.record_success();
@@ -149,8 +159,7 @@ async fn forward(app: &App, order: Order) {
                     upstream_order_id: upstream_id.as_str().to_owned(),
                     upstream_cost: cost,
                     next_poll_at: now_ms()
-                        + i64::try_from(app.settings.forwarder.first_poll_secs * 1000)
-                            .unwrap_or(i64::MAX),
+                        .saturating_add(secs_ms(app.settings.forwarder.first_poll_secs)),
                 }
             }
             Err(error) if error.is_definitive_no() => {
@@ -227,9 +236,12 @@ async fn forward(app: &App, order: Order) {
     }
 }
 
+fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 async fn requeue(app: &App, order: &Order, why: &str) {
-    let later = now_ms()
-        + i64::try_from(app.settings.forwarder.requeue_after_secs * 1000).unwrap_or(i64::MAX);
+    let later = now_ms().saturating_add(secs_ms(app.settings.forwarder.requeue_after_secs));
     match app.store.requeue(order.id, later, why, now_ms()).await {
         Ok(()) => tracing::info!(order = order.id.0, why, "order queued again for later"),
         Err(error) => tracing::error!(order = order.id.0, %error, "cannot requeue"),

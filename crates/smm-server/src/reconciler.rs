@@ -390,11 +390,24 @@ async fn forward_cancels(app: &App) {
         };
         for chunk in requests.chunks(MAX_IDS) {
             // Sending first: never twice, even across a crash.
-            for (_, request) in chunk {
-                let _ = app
+            let mut marked = Vec::new();
+            for (id, request) in chunk {
+                match app
                     .store
                     .update_cancel(*request, ForwardState::Sending, None, now_ms())
-                    .await;
+                    .await
+                {
+                    Ok(_) => marked.push((id.clone(), *request)),
+                    Err(error) => tracing::error!(
+                        cancel = request,
+                        %error,
+                        "cannot mark a cancel as sending; not sending it"
+                    ),
+                }
+            }
+            let chunk = &marked[..];
+            if chunk.is_empty() {
+                continue;
             }
             let ids: Vec<UpstreamId> = chunk.iter().map(|(id, _)| id.clone()).collect();
             let outcome = client.cancels(&ids).await;

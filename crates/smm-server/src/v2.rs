@@ -197,13 +197,20 @@ async fn add(
     let service = enabled_service(app, service_id)?;
     let order = OrderRequest::parse(&service.service_type, params)?;
     smm_routing::check_order(&service, &order)?;
+    if let OrderRequest::Subscriptions { posts: None, .. } = &order {
+        // Unlimited subscriptions would need a charge per new post; until the gateway bills
+        // them that way, a subscription must say how many posts it covers (charged up front).
+        return Err(ErrorKind::IncorrectField("posts"));
+    }
     let pricing = app.pricing(customer).await?;
     let rate = service.price_for(&pricing);
     let billing = order.billing();
     let charge = smm_routing::charge(rate, billing).ok_or(ErrorKind::IncorrectQuantity)?;
+    // What a Partial's `remains` is measured against. A flat-priced order has no such unit:
+    // 0 means a Partial pays no automatic refund (Canceled still refunds in full).
     let units = match billing {
         Billing::PerThousand { units } => units,
-        Billing::Flat => 1,
+        Billing::Flat => 0,
     };
     let new = NewOrder {
         customer_id: customer.id,
@@ -251,7 +258,12 @@ async fn await_first_outcome(app: &App, order: OrderId) -> Result<(), ErrorKind>
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         let state = match app.store.order(order).await {
             Ok(order) => order.forward_state,
-            Err(e) => return Err(unavailable(&e)),
+            // The order is placed and paid for: answer with its id rather than an error a
+            // client might retry into a second order.
+            Err(e) => {
+                tracing::warn!(order = order.0, %e, "cannot follow a placed order; answering with its id");
+                return Ok(());
+            }
         };
         match state {
             ForwardState::Rejected => {

@@ -147,19 +147,21 @@ url = "{url}"
 interval_ms = 20
 concurrency = 4
 batch = 8
-lease_secs = 2
+lease_secs = 5
 first_poll_secs = 0
 
 [reconciler]
 interval_ms = 20
 min_poll_secs = 1
-poll_lease_secs = 2
+poll_lease_secs = 5
 failure_backoff_secs = 1
 
 [[providers]]
 name = "alpha"
 url = "{alpha}"
 key_env = "SMM_CRASH_ALPHA_KEY"
+timeout_secs = 1
+connect_timeout_secs = 1
 
 [[services]]
 id = 1

@@ -239,7 +239,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Vec<Order>>;
 
     /// Durably notes that `order` is about to be sent to `provider` (a `pending` attempt row, the
-    /// order's provider and upstream service set) — committed before the call leaves.
+    /// order's provider and upstream service set) — committed before the call leaves. Renews the
+    /// claim (`claimed_at = now`), so the lease measured by [`Store::recover_sending`] covers
+    /// each attempt, not the whole batch.
     async fn begin_attempt(
         &self,
         order: OrderId,

@@ -200,7 +200,7 @@ pub struct NewOrder {
     /// The quantity the customer asked for (per run for drip-feed), if the type has one.
     pub quantity: Option<u64>,
     /// The units a Partial's `remains` is measured against (quantity × runs, line count, ...);
-    /// 1 for flat-priced types.
+    /// 0 when there is none (flat-priced types): a Partial then pays no automatic refund.
     pub units: u64,
     pub charge: Money,
     pub idempotency_key: Option<String>,

@@ -1148,8 +1148,8 @@ impl Store for PostgresStore {
             .await
             .map_err(db_err)?;
             sqlx::query(
-                "UPDATE orders SET provider = $2, upstream_service = $3, updated_at = $4 \
-                 WHERE id = $1",
+                "UPDATE orders SET provider = $2, upstream_service = $3, updated_at = $4, \
+                 claimed_at = $4 WHERE id = $1",
             )
             .bind(order.0)
             .bind(provider)

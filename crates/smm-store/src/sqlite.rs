@@ -1102,7 +1102,8 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         sqlx::query(
-            "UPDATE orders SET provider = ?, upstream_service = ?, updated_at = ? WHERE id = ?",
+            "UPDATE orders SET provider = ?1, upstream_service = ?2, updated_at = ?3, \
+             claimed_at = ?3 WHERE id = ?4",
         )
         .bind(provider)
         .bind(upstream_service)
