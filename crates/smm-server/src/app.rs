@@ -50,6 +50,11 @@ pub struct App {
     rejections: Mutex<HashMap<OrderId, ErrorKind>>,
     /// Names this process in claims (`host-pid-random`).
     pub worker_id: String,
+    pub metrics: crate::metrics::Metrics,
+    /// The admin bearer token, read once at start.
+    pub admin_token: Option<String>,
+    last_sync: Mutex<BTreeMap<String, Timestamp>>,
+    last_balance: Mutex<BTreeMap<String, rust_decimal::Decimal>>,
 }
 
 impl App {
@@ -76,6 +81,7 @@ impl App {
                 settings.server.key_cache_ttl_secs.max(1),
             ))
             .build();
+        let settings_admin_token = settings.admin.token();
         let worker_id = format!(
             "{}-{}-{:04x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
@@ -93,6 +99,10 @@ impl App {
             forward_wake: Notify::new(),
             rejections: Mutex::new(HashMap::new()),
             worker_id,
+            metrics: crate::metrics::Metrics::default(),
+            admin_token: settings_admin_token,
+            last_sync: Mutex::new(BTreeMap::new()),
+            last_balance: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -100,6 +110,24 @@ impl App {
         self.catalog
             .read()
             .map_or_else(|poisoned| poisoned.into_inner().clone(), |c| c.clone())
+    }
+
+    /// When `provider`'s catalog last synced successfully.
+    pub fn last_sync(&self, provider: &str) -> Option<Timestamp> {
+        self.last_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(provider)
+            .copied()
+    }
+
+    /// The reseller's balance at `provider` at the last check.
+    pub fn last_balance(&self, provider: &str) -> Option<rust_decimal::Decimal> {
+        self.last_balance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(provider)
+            .copied()
     }
 
     /// Is `provider` usable for new orders now (configured, enabled, not cooling down)?
@@ -168,8 +196,18 @@ impl App {
                 .get(&name)
                 .cloned();
             if let Some(previous) = previous {
-                messages.extend(self.price_changes(&name, &previous, &services));
+                let changes = self.price_changes(&name, &previous, &services);
+                self.metrics.add(
+                    "smm_price_change_alerts_total",
+                    vec![("provider", name.clone())],
+                    changes.len() as u64,
+                );
+                messages.extend(changes);
             }
+            self.last_sync
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name.clone(), now_ms());
             match serde_json::to_string(&services) {
                 Ok(json) => {
                     if let Err(e) = self
@@ -232,6 +270,10 @@ impl App {
         for (name, provider) in self.providers.iter().filter(|(_, p)| p.enabled) {
             match provider.client.balance().await {
                 Ok(balance) => {
+                    self.last_balance
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(name.clone(), balance.balance);
                     if balance.balance.is_sign_positive() && !balance.balance.is_zero() {
                         provider.health.record_balance_positive();
                     }

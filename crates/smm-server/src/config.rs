@@ -26,6 +26,7 @@ pub const ENV_PREFIX: &str = "SMM_GATEWAY";
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub admin: AdminSettings,
     pub database: DatabaseSettings,
     pub forwarder: ForwarderSettings,
     pub sync: SyncSettings,
@@ -53,6 +54,31 @@ pub struct ServerSettings {
     /// upstream's error instead of an order id (the order is canceled and refunded).
     #[serde(default)]
     pub add_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// The admin listener: health, readiness, metrics, admin API. Keep it private.
+    pub listen: String,
+    /// Where the bearer token comes from: an environment variable, or a file.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminSettings {
+    /// The token, if configured and readable. Never logged.
+    pub fn token(&self) -> Option<String> {
+        let raw = match (&self.token_env, &self.token_file) {
+            (Some(var), _) => std::env::var(var).ok()?,
+            (None, Some(path)) => std::fs::read_to_string(path).ok()?,
+            (None, None) => return None,
+        };
+        let token = raw.trim().to_owned();
+        (token.len() >= 16).then_some(token)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +269,20 @@ impl Settings {
             problem(
                 "server.listen".into(),
                 format!("not an address:port: {:?}", self.server.listen),
+            );
+        }
+        if self.admin.listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "admin.listen".into(),
+                format!("not an address:port: {:?}", self.admin.listen),
+            );
+        }
+        if (self.admin.token_env.is_some() || self.admin.token_file.is_some())
+            && self.admin.token().is_none()
+        {
+            problem(
+                "admin.token_env".into(),
+                "the admin token is not set, unreadable, or shorter than 16 characters".into(),
             );
         }
         if self.server.currency.trim().is_empty() {

@@ -138,7 +138,28 @@ async fn forward(app: &App, order: Order) {
             tracing::error!(order = id.0, %error, "cannot record a forwarding attempt; not sending");
             return;
         }
+        let call_started = std::time::Instant::now();
         let result = provider.client.add(&route.upstream_service, &request).await;
+        let class = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.class(),
+        };
+        app.metrics.inc(
+            "smm_upstream_calls_total",
+            vec![
+                ("provider", route.provider.clone()),
+                ("action", "add".to_owned()),
+                ("outcome", class.to_owned()),
+            ],
+        );
+        app.metrics.observe(
+            "smm_upstream_call_duration_seconds",
+            vec![
+                ("provider", route.provider.clone()),
+                ("action", "add".to_owned()),
+            ],
+            call_started.elapsed(),
+        );
         if let Ok(upstream_id) = &result {
             // Before any database write: should recording fail, the log still links them.
             tracing::info!(order = id.0, provider = %route.provider, upstream_order = %upstream_id, "upstream accepted the order");
@@ -189,6 +210,15 @@ async fn forward(app: &App, order: Order) {
             }
         };
         let done = !matches!(outcome, ForwardOutcome::Failed { .. });
+        let state = match &outcome {
+            ForwardOutcome::Sent { .. } => "sent",
+            ForwardOutcome::Ambiguous { .. } => "ambiguous",
+            ForwardOutcome::Failed { .. } => "route_failed",
+        };
+        app.metrics.inc(
+            "smm_forward_outcomes_total",
+            vec![("outcome", state.to_owned())],
+        );
         match app.store.finish_attempt(id, outcome, now_ms()).await {
             Ok(updated) => match &result {
                 Ok(upstream_id) => tracing::info!(

@@ -11,12 +11,14 @@
 //! [`Gateway::start`] wires them together on a listener of the caller's choosing, so tests run
 //! the real server on port 0.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod forwarder;
 pub mod health;
+pub mod metrics;
 pub mod reconciler;
 pub mod v2;
 
@@ -36,6 +38,8 @@ use crate::config::Settings;
 pub struct Gateway {
     pub app: Arc<App>,
     pub addr: SocketAddr,
+    /// The admin listener's address, when one was given.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -44,6 +48,15 @@ impl Gateway {
     /// Opens the store (running migrations), syncs the providers' catalogs, recovers orders a
     /// previous process left mid-forwarding, and starts serving on `listener`.
     pub async fn start(settings: Settings, listener: TcpListener) -> Result<Gateway, String> {
+        Gateway::start_with_admin(settings, listener, None).await
+    }
+
+    /// [`Gateway::start`] plus the admin listener (health, metrics, admin API) on `admin`.
+    pub async fn start_with_admin(
+        settings: Settings,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+    ) -> Result<Gateway, String> {
         let store = smm_store::connect(&settings.database.url)
             .await
             .map_err(|e| format!("database: {e}"))?;
@@ -88,6 +101,21 @@ impl Gateway {
                 tracing::error!(%error, "the v2 listener stopped");
             }
         }));
+        let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+        if let Some(admin) = admin {
+            let router = admin::router(app.clone());
+            let mut admin_signal = signal.clone();
+            let admin_addr = admin.local_addr().ok();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(admin, router).with_graceful_shutdown(async move {
+                    let _ = admin_signal.wait_for(|stop| *stop).await;
+                });
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "the admin listener stopped");
+                }
+            }));
+            tracing::info!(addr = ?admin_addr, "admin listener (healthz, readyz, metrics, admin API)");
+        }
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(reconciler::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));
@@ -95,6 +123,7 @@ impl Gateway {
         Ok(Gateway {
             app,
             addr,
+            admin_addr,
             shutdown,
             tasks,
         })

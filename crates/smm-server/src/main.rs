@@ -71,7 +71,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let gateway = Gateway::start(settings, listener).await?;
+            let admin_addr: std::net::SocketAddr = settings
+                .admin
+                .listen
+                .parse()
+                .map_err(|_| "admin.listen is not an address".to_owned())?;
+            let admin = tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
+            let gateway = Gateway::start_with_admin(settings, listener, Some(admin)).await?;
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight work");
             gateway.shutdown().await;

@@ -101,7 +101,37 @@ async fn poll_provider(app: &App, provider: &str) {
         .collect();
     let ids: Vec<UpstreamId> = by_id.keys().cloned().collect();
     // Chunks of 100 inside; chunk failures are reported per chunk.
+    let call_started = std::time::Instant::now();
     let outcome = client.statuses(&ids).await;
+    app.metrics.observe(
+        "smm_upstream_call_duration_seconds",
+        vec![
+            ("provider", provider.to_owned()),
+            ("action", "status".to_owned()),
+        ],
+        call_started.elapsed(),
+    );
+    let chunks = ids.len().div_ceil(MAX_IDS) as u64;
+    let failed_chunks = outcome.failed.len() as u64;
+    app.metrics.add(
+        "smm_upstream_calls_total",
+        vec![
+            ("provider", provider.to_owned()),
+            ("action", "status".to_owned()),
+            ("outcome", "ok".to_owned()),
+        ],
+        chunks.saturating_sub(failed_chunks),
+    );
+    for chunk in &outcome.failed {
+        app.metrics.inc(
+            "smm_upstream_calls_total",
+            vec![
+                ("provider", provider.to_owned()),
+                ("action", "status".to_owned()),
+                ("outcome", chunk.error.class().to_owned()),
+            ],
+        );
+    }
     let mut applied = 0usize;
     for (id, result) in outcome.items {
         let Some(item) = by_id.get(&id) else { continue };
@@ -153,6 +183,10 @@ async fn poll_provider(app: &App, provider: &str) {
 /// Applies one upstream status; returns whether it was recorded.
 async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatus) -> bool {
     if let OrderStatus::Unknown(raw) = &status.status {
+        app.metrics.inc(
+            "smm_unknown_statuses_total",
+            vec![("provider", provider.to_owned())],
+        );
         tracing::warn!(provider, order = item.order_id.0, status = %raw, "unknown upstream status: order kept under watch");
     }
     let extra = extra_json(&status);
@@ -176,6 +210,8 @@ async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatu
     {
         Ok(Some(applied)) => {
             if let Some(refund) = applied.refund {
+                app.metrics
+                    .inc("smm_refunds_total", vec![("reason", "status".to_owned())]);
                 tracing::info!(provider, order = applied.order_id.0, %refund, "refund paid");
             }
             true

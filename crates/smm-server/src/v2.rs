@@ -75,7 +75,28 @@ async fn v2(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let outcome = handle(&app, &headers, query.as_deref(), body).await;
+    let started = std::time::Instant::now();
+    let mut action = "unknown";
+    let outcome = handle(&app, &headers, query.as_deref(), body, &mut action).await;
+    let result = match &outcome {
+        Ok(_) => "ok",
+        Err(ErrorKind::InvalidKey) => "invalid_key",
+        Err(ErrorKind::RateLimited) => "rate_limited",
+        Err(ErrorKind::Unavailable) => "unavailable",
+        Err(_) => "error",
+    };
+    app.metrics.inc(
+        "smm_requests_total",
+        vec![
+            ("action", action.to_owned()),
+            ("outcome", result.to_owned()),
+        ],
+    );
+    app.metrics.observe(
+        "smm_request_duration_seconds",
+        vec![("action", action.to_owned())],
+        started.elapsed(),
+    );
     match outcome {
         Ok(body) => (
             [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -91,6 +112,7 @@ async fn handle(
     headers: &HeaderMap,
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
+    action: &mut &'static str,
 ) -> Reply {
     let body = body.map_err(|rejection| {
         tracing::debug!(%rejection, "request body refused");
@@ -105,6 +127,7 @@ async fn handle(
     let params = Params::merged(query_params, body_params);
 
     let credentials = Credentials::parse(&params)?;
+    *action = credentials.action.as_str();
     let customer = app.authenticate(credentials.key).await?;
     app.rate_limit(customer.id)?;
     let request = ApiRequest::parse(credentials.action, &params)?;

@@ -1,0 +1,214 @@
+//! The admin listener: health and readiness open, metrics and the admin API behind a bearer
+//! token compared in constant time; a missing token configuration closes them (503).
+
+use smm_panel_sim::{Sim, SimConfig};
+use smm_provider_client::SecretKey;
+use smm_routing::{RouteDef, ServiceDef};
+use smm_server::Gateway;
+use smm_server::config::{ProviderSettings, Settings};
+use smm_store::{LedgerKind, NewCustomer, hash_api_key};
+use smm_wire::Money;
+
+const TOKEN: &str = "admin-token-for-tests-0123456789";
+
+async fn start(with_token: bool) -> (Gateway, smm_panel_sim::SimHandle, std::path::PathBuf) {
+    let sim = Sim::spawn(SimConfig::demo()).await.expect("sim");
+    let dir = std::env::temp_dir().join(format!(
+        "smm-admin-{}-{}",
+        std::process::id(),
+        u8::from(with_token)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut settings = Settings::defaults().expect("defaults");
+    settings.database.url = format!("sqlite://{}/admin.db", dir.display());
+    if with_token {
+        let file = dir.join("token");
+        std::fs::write(&file, format!("{TOKEN}\n")).expect("token file");
+        settings.admin.token_file = Some(file);
+    }
+    settings.providers = vec![ProviderSettings::new(
+        "alpha",
+        &sim.api_url(),
+        SecretKey::new(smm_panel_sim::DEMO_KEY),
+    )];
+    settings.services = vec![ServiceDef {
+        id: 1,
+        name: None,
+        category: None,
+        routes: vec![RouteDef {
+            provider: "alpha".into(),
+            service: "1".into(),
+        }],
+        min: None,
+        max: None,
+        markup: None,
+        desc: None,
+        enabled: true,
+    }];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway = Gateway::start_with_admin(settings, listener, Some(admin))
+        .await
+        .expect("gateway");
+    (gateway, sim, dir)
+}
+
+fn admin_url(gateway: &Gateway, path: &str) -> String {
+    let addr = gateway.admin_addr.expect("admin listener");
+    format!("http://{addr}{path}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_open_and_everything_else_needs_the_token() {
+    let (gateway, _sim, dir) = start(true).await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(admin_url(&gateway, "/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = http
+        .get(admin_url(&gateway, "/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(ready["database"], true);
+    assert_eq!(ready["catalog_loaded"], true);
+
+    for path in [
+        "/metrics",
+        "/admin/v1/providers",
+        "/admin/v1/orders/ambiguous",
+    ] {
+        let none = http
+            .get(admin_url(&gateway, path))
+            .send()
+            .await
+            .expect("no token");
+        assert_eq!(none.status(), 401, "{path}");
+        let wrong = http
+            .get(admin_url(&gateway, path))
+            .bearer_auth("admin-token-for-tests-012345678X")
+            .send()
+            .await
+            .expect("wrong token");
+        assert_eq!(wrong.status(), 401, "{path}");
+        let short = http
+            .get(admin_url(&gateway, path))
+            .bearer_auth("admin")
+            .send()
+            .await
+            .expect("short token");
+        assert_eq!(short.status(), 401, "{path}");
+        let right = http
+            .get(admin_url(&gateway, path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("right token");
+        assert_eq!(right.status(), 200, "{path}");
+    }
+
+    // Traffic shows up in the metrics.
+    let store = gateway.app.store.clone();
+    let customer = store
+        .create_customer(
+            NewCustomer {
+                name: "m".into(),
+                currency: "USD".into(),
+                key_hash: hash_api_key("metrics-customer-key"),
+                key_prefix: "metric".into(),
+            },
+            "test",
+            0,
+        )
+        .await
+        .expect("customer");
+    store
+        .adjust_balance(
+            customer.id,
+            LedgerKind::Deposit,
+            Money::from_units(10_000_000),
+            "t",
+            "t",
+            0,
+        )
+        .await
+        .expect("deposit");
+    let api = gateway.api_url();
+    for form in [
+        vec![("key", "metrics-customer-key"), ("action", "balance")],
+        vec![("key", "nope"), ("action", "balance")],
+        vec![
+            ("key", "metrics-customer-key"),
+            ("action", "add"),
+            ("service", "1"),
+            ("link", "https://x.test/p"),
+            ("quantity", "100"),
+        ],
+    ] {
+        http.post(&api).form(&form).send().await.expect("v2");
+    }
+    let metrics = http
+        .get(admin_url(&gateway, "/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for family in [
+        "smm_requests_total{action=\"balance\",outcome=\"ok\"} 1",
+        "smm_requests_total{action=\"balance\",outcome=\"invalid_key\"} 1",
+        "smm_requests_total{action=\"add\",outcome=\"ok\"} 1",
+        "smm_request_duration_seconds_bucket{action=\"add\",le=\"+Inf\"} 1",
+        "smm_orders{forward_state=\"queued\"}",
+        "smm_ambiguous_orders 0",
+        "smm_catalog_services 1",
+        "smm_provider_available{provider=\"alpha\"} 1",
+        "smm_provider_sync_age_seconds{provider=\"alpha\"}",
+    ] {
+        assert!(metrics.contains(family), "missing {family} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("metrics-customer-key"));
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_token_the_admin_api_is_closed() {
+    let (gateway, _sim, dir) = start(false).await;
+    let http = reqwest::Client::new();
+    let closed = http
+        .get(admin_url(&gateway, "/metrics"))
+        .bearer_auth("")
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(closed.status(), 503);
+    let closed = http
+        .get(admin_url(&gateway, "/admin/v1/providers"))
+        .send()
+        .await
+        .expect("providers");
+    assert_eq!(closed.status(), 503);
+    assert_eq!(
+        http.get(admin_url(&gateway, "/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
