@@ -131,6 +131,7 @@ async fn crash_and_restart(backend: &str) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let port = free_port();
+    let admin_port = free_port();
     let config = dir.join("gateway.toml");
     let log = dir.join("gateway.log");
     std::fs::write(
@@ -139,6 +140,9 @@ async fn crash_and_restart(backend: &str) {
             r#"
 [server]
 listen = "127.0.0.1:{port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
 
 [database]
 url = "{url}"
