@@ -139,7 +139,10 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         // One bound for everything together: in-flight requests, the order in hand.
         let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(30), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown: work still running after 30 s; stopping anyway");
         }
     }

@@ -330,7 +330,7 @@ async fn forward_refills(app: &App) {
 
 /// Refreshes the statuses of refills that are upstream and not finished.
 async fn poll_refills(app: &App) {
-    let sent = match app.store.refills_in_state(ForwardState::Sent, 1_000).await {
+    let sent = match app.store.unfinished_refills(1_000).await {
         Ok(sent) => sent,
         Err(error) => {
             tracing::error!(%error, "cannot list sent refills");

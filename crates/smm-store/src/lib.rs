@@ -365,6 +365,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Refills in `state`, oldest first.
     async fn refills_in_state(&self, state: ForwardState, limit: u32) -> StoreResult<Vec<Refill>>;
 
+    /// Refills that are upstream (`sent`) and not finished (not Completed, Rejected or
+    /// Canceled), oldest first: the ones worth polling.
+    async fn unfinished_refills(&self, limit: u32) -> StoreResult<Vec<Refill>>;
+
     /// A customer asks to cancel their order. Still `queued` locally → canceled and fully
     /// refunded at once; already forwarded → a cancel request (one per order) is recorded for
     /// forwarding; terminal or `rejected` → `InvalidState`.

@@ -1732,6 +1732,20 @@ impl Store for SqliteStore {
         convert_all(rows)
     }
 
+    async fn unfinished_refills(&self, limit: u32) -> StoreResult<Vec<Refill>> {
+        let rows: Vec<RefillRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            refill_cols!(),
+            " FROM refills WHERE forward_state = 'sent' \
+             AND status NOT IN ('Completed', 'Rejected', 'Canceled') ORDER BY id LIMIT ?"
+        ))
+        .bind(limit_or_default(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        convert_all(rows)
+    }
+
     async fn request_cancel(
         &self,
         customer: CustomerId,

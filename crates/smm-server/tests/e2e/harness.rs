@@ -13,10 +13,11 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value;
-use smm_panel_sim::{RecordedRequest, Sim, SimConfig, SimHandle};
+use smm_panel_sim::{Outcomes, RecordedRequest, Sim, SimConfig, SimHandle};
 use smm_provider_client::SecretKey;
 use smm_routing::{RouteDef, ServiceDef};
 use smm_server::Gateway;
+use smm_server::app::App;
 use smm_server::config::{ProviderSettings, Settings};
 use smm_store::{
     CustomerId, ForwardState, LedgerEntry, LedgerKind, NewCustomer, Order, OrderFilter, OrderId,
@@ -344,6 +345,24 @@ impl TestGateway {
         gw
     }
 
+    /// Like [`TestGateway::start_with`], for the reconciler's tests: orders are due for their
+    /// first status poll as soon as they are forwarded, the background reconciler waits an hour
+    /// between rounds (after its start-up round, before any order exists) so the test drives
+    /// every round itself ([`TestGateway::reconcile`]), and the per-key request budget is out
+    /// of the way of bulk tests.
+    pub async fn start_polling(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestGateway {
+        TestGateway::start_with(backend, |settings| {
+            settings.forwarder.first_poll_secs = 0;
+            settings.reconciler.interval_ms = 3_600_000;
+            settings.server.rate_limit_per_minute = 1_000_000;
+            adjust(settings);
+        })
+        .await
+    }
+
     /// Stops the gateway (bounded), then the simulators; the database goes with `self`.
     pub async fn finish(mut self) {
         if let Some(gateway) = self.gateway.take() {
@@ -357,6 +376,59 @@ impl TestGateway {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.gateway().app.store
+    }
+
+    /// The gateway's shared state (for `reconciler::round`, `sync_catalog`, ...).
+    pub fn app(&self) -> &Arc<App> {
+        &self.gateway().app
+    }
+
+    /// One reconciliation pass, exactly as the background task runs it.
+    pub async fn reconcile(&self) {
+        smm_server::reconciler::round(self.app()).await;
+    }
+
+    /// Makes every forwarded, non-terminal order (of any customer) due for a status poll now,
+    /// undoing the lease or back-off of earlier polls. Returns those orders, oldest first.
+    pub async fn make_polls_due(&self) -> Vec<Order> {
+        let mut watched: Vec<Order> = self
+            .store()
+            .list_orders(&OrderFilter {
+                forward_state: Some(ForwardState::Sent),
+                limit: 100_000,
+                ..OrderFilter::default()
+            })
+            .await
+            .expect("list orders")
+            .into_iter()
+            .filter(|order| !order.status.is_terminal())
+            .collect();
+        watched.reverse();
+        let ids: Vec<OrderId> = watched.iter().map(|order| order.id).collect();
+        self.store()
+            .defer_polls(&ids, now_ms() - 1)
+            .await
+            .expect("make polls due");
+        watched
+    }
+
+    /// Sets the outcome weights of one upstream service at `provider`'s simulator; orders
+    /// placed from now on draw their plan from them.
+    pub fn set_outcomes(&self, provider: &str, service: u64, outcomes: Outcomes) {
+        let sim = self.sim(provider);
+        let mut services = sim.services();
+        let entry = services
+            .iter_mut()
+            .find(|s| s.id == service)
+            .unwrap_or_else(|| panic!("{provider} has a service {service}"));
+        entry.outcomes = outcomes;
+        sim.set_services(services);
+    }
+
+    /// Moves both simulators' clocks forward.
+    pub fn advance_sims(&self, by: Duration) {
+        self.alpha().advance(by);
+        self.beta().advance(by);
     }
 
     pub fn alpha(&self) -> &Sim {
@@ -715,6 +787,14 @@ pub fn adds(sim: &Sim) -> Vec<RecordedRequest> {
     sim.requests()
         .into_iter()
         .filter(|r| r.action.as_deref() == Some("add"))
+        .collect()
+}
+
+/// The requests of one `action` a simulator received, oldest first.
+pub fn requests_for(sim: &Sim, action: &str) -> Vec<RecordedRequest> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.action.as_deref() == Some(action))
         .collect()
 }
 

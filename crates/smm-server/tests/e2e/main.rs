@@ -6,13 +6,14 @@
 //! database). Outside CI a missing URL skips the PostgreSQL variant with a note; in CI (`CI` set)
 //! it fails.
 //!
-//! The cases follow the conformance list of `docs/v2-protocol.md` section (f): 1–13 and 16, plus
-//! the seed shapes of `refill`, `refill_status` and `cancel`.
+//! The cases follow the conformance list of `docs/v2-protocol.md` section (f): 1–20, plus the
+//! seed shapes of `refill`, `refill_status` and `cancel`.
 
 mod forwarding;
 mod harness;
 mod orders;
 mod protocol;
+mod reconcile;
 
 /// One test per backend for each case: `sqlite::case` and `postgres::case`.
 macro_rules! e2e {
@@ -65,4 +66,15 @@ e2e!(
     forwarding::add_wait_answers_upstream_refusals_in_canonical_words,
     forwarding::same_upstream_id_at_two_providers_is_kept_apart,
     forwarding::canceled_orders_show_everything_remaining,
+    // (f) 14, 15, 16, 17–20: the reconciler
+    reconcile::many_orders_reach_terminal_states_with_exact_refunds,
+    reconcile::equal_upstream_ids_never_cross,
+    reconcile::polling_faults_change_nothing_and_recover,
+    reconcile::spelled_statuses_are_normalised,
+    reconcile::unknown_statuses_stay_watched,
+    reconcile::partial_refunds_are_paid_once,
+    reconcile::refill_round_trip,
+    reconcile::finished_refills_do_not_starve_new_ones,
+    reconcile::cancel_round_trip,
+    reconcile::vanished_upstream_service_is_disabled_not_free,
 );

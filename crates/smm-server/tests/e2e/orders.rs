@@ -486,6 +486,18 @@ enum Units {
 /// unknown extras a client sends along; each is charged by its own rule.
 pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
     let gw = TestGateway::start(backend).await;
+    // An unlimited subscription (no `posts`) would need per-post billing: refused, nothing
+    // charged.
+    let unlimited = gw
+        .add(&[
+            ("service", "19"),
+            ("username", "subscriber"),
+            ("min", "60"),
+            ("max", "80"),
+            ("delay", "0"),
+        ])
+        .await;
+    assert_eq!(unlimited, serde_json::json!({"error": "Incorrect posts"}));
     let ten_lines = "c1\nc2\nc3\nc4\nc5\nc6\nc7\nc8\nc9\nc10";
     let ten_users = "@u1\n@u2\n@u3\n@u4\n@u5\n@u6\n@u7\n@u8\n@u9\n@u10";
     // (service, what the client sends besides key/action/service, what must arrive upstream
@@ -639,11 +651,13 @@ pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
         ),
         (
             19,
+            // One post (unlimited subscriptions are refused: see below).
             vec![
                 ("username", "subscriber2"),
                 ("min", "60"),
                 ("max", "80"),
                 ("delay", "0"),
+                ("posts", "1"),
                 ("expiry", "5/1/2031"),
             ],
             vec![
@@ -651,6 +665,7 @@ pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
                 ("min", "60"),
                 ("max", "80"),
                 ("delay", "0"),
+                ("posts", "1"),
                 ("expiry", "05/01/2031"),
             ],
             Units::PerThousand(80),

@@ -7,6 +7,8 @@ use rust_decimal::Decimal;
 use smm_store::*;
 use smm_wire::{Money, OrderStatus, RefillStatus};
 
+pub use crate::props::random_status_sequences_keep_the_books;
+
 type Db = Arc<dyn Store>;
 
 const T0: Timestamp = 1_700_000_000_000;

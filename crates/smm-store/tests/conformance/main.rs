@@ -6,6 +6,7 @@
 
 mod cases;
 mod harness;
+mod props;
 mod schema;
 
 macro_rules! conformance {
@@ -51,4 +52,5 @@ conformance!(
     listing_and_counts,
     audit_log,
     provider_catalogs_are_kept,
+    random_status_sequences_keep_the_books,
 );
