@@ -70,7 +70,10 @@ impl App {
                 p.name.clone(),
                 Provider {
                     client,
-                    health: Health::default(),
+                    health: Health::new(
+                        p.failures_before_cooldown,
+                        Duration::from_secs(p.cooldown_secs),
+                    ),
                     enabled: p.enabled,
                 },
             );

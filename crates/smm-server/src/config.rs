@@ -153,6 +153,20 @@ pub struct ProviderSettings {
     /// Warn when the reseller's balance at this provider falls below this.
     #[serde(default)]
     pub low_balance: Option<Decimal>,
+    /// This many failed calls in a row (unreachable, timeouts, garbage) put the provider into
+    /// a cooldown during which routing skips it; 0 disables cooldowns.
+    #[serde(default = "default_failures_before_cooldown")]
+    pub failures_before_cooldown: u32,
+    #[serde(default = "default_cooldown_secs")]
+    pub cooldown_secs: u64,
+}
+
+fn default_failures_before_cooldown() -> u32 {
+    crate::health::FAILURES_BEFORE_COOLDOWN
+}
+
+fn default_cooldown_secs() -> u64 {
+    crate::health::COOLDOWN.as_secs()
 }
 
 impl fmt::Debug for ProviderSettings {
@@ -410,6 +424,8 @@ impl ProviderSettings {
             format: RequestFormat::Form,
             rate_limit_per_second: None,
             low_balance: None,
+            failures_before_cooldown: default_failures_before_cooldown(),
+            cooldown_secs: default_cooldown_secs(),
         }
     }
 

@@ -4,14 +4,22 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures in a row that start a cooldown.
+/// Failures in a row that start a cooldown, by default.
 pub const FAILURES_BEFORE_COOLDOWN: u32 = 5;
-/// How long a cooldown lasts.
+/// How long a cooldown lasts, by default.
 pub const COOLDOWN: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     state: Mutex<State>,
+    failures_before_cooldown: u32,
+    cooldown: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new(FAILURES_BEFORE_COOLDOWN, COOLDOWN)
+    }
 }
 
 /// How long a provider that refused an order for lack of funds is skipped, unless a balance
@@ -34,6 +42,16 @@ pub struct HealthView {
 }
 
 impl Health {
+    /// `failures_before_cooldown` failures in a row put the provider into a cooldown of
+    /// `cooldown`; 0 never does.
+    pub fn new(failures_before_cooldown: u32, cooldown: Duration) -> Health {
+        Health {
+            state: Mutex::new(State::default()),
+            failures_before_cooldown,
+            cooldown,
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -70,11 +88,13 @@ impl Health {
     pub fn record_failure(&self) {
         let mut state = self.state();
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-        if state.consecutive_failures >= FAILURES_BEFORE_COOLDOWN {
-            state.cooldown_until = Some(Instant::now() + COOLDOWN);
+        if self.failures_before_cooldown > 0
+            && state.consecutive_failures >= self.failures_before_cooldown
+        {
+            state.cooldown_until = Some(Instant::now() + self.cooldown);
             tracing::warn!(
                 failures = state.consecutive_failures,
-                cooldown_secs = COOLDOWN.as_secs(),
+                cooldown_secs = self.cooldown.as_secs(),
                 "provider put into cooldown"
             );
         }
@@ -91,5 +111,36 @@ impl Health {
                 .out_of_funds_until
                 .is_some_and(|until| Instant::now() < until),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_failures_start_a_cooldown_and_success_ends_the_count() {
+        let health = Health::new(3, Duration::from_secs(60));
+        health.record_failure();
+        health.record_failure();
+        health.record_success();
+        health.record_failure();
+        health.record_failure();
+        assert!(health.available(), "the count restarted after the success");
+        health.record_failure();
+        assert!(!health.available());
+        assert!(health.view().cooling_down);
+        let never = Health::new(0, Duration::from_secs(60));
+        for _ in 0..100 {
+            never.record_failure();
+        }
+        assert!(never.available());
+        let short = Health::new(1, Duration::ZERO);
+        short.record_failure();
+        assert!(short.available(), "a zero cooldown is over at once");
+        health.record_out_of_funds();
+        assert!(health.view().out_of_funds);
+        health.record_balance_positive();
+        assert!(!health.view().out_of_funds);
     }
 }
