@@ -23,6 +23,7 @@
 
 mod model;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

@@ -41,9 +41,11 @@ use smm_wire::{Money, OrderStatus};
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 
-use self::rows::{
-    AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, PollRow, RefillRow,
-    TERMINAL_STATUSES, convert_all, corrupt, forward_state, order_status_text, refill_status_text,
+use self::rows::PollRow;
+use crate::rows::{
+    AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, RefillRow,
+    TERMINAL_STATUSES, convert_all, corrupt, forward_state, order_status_from_text,
+    order_status_text, refill_status_text,
 };
 use crate::*;
 
@@ -1367,7 +1369,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        convert_all(rows)
+        Ok(rows.into_iter().map(ForwardAttempt::from).collect())
     }
 
     async fn attach_upstream_order(
@@ -1754,7 +1756,7 @@ impl Store for PostgresStore {
             .map_err(db_err)?
             .ok_or(StoreError::NotFound("order"))?;
             let state = forward_state(&row.forward_state)?;
-            let status = rows::order_status_from_text(&row.status, row.status_raw.clone())?;
+            let status = order_status_from_text(&row.status, row.status_raw.clone())?;
             let outcome = match state {
                 ForwardState::Queued => {
                     let refund = cancel_and_refund(
@@ -1922,7 +1924,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        convert_all(rows)
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
     async fn save_provider_catalog(

@@ -32,9 +32,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
-use self::rows::{
-    AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, PollRow, RefillRow,
-    convert_all, corrupt, order_status_from_db, order_status_to_db, refill_status_to_db,
+use self::rows::PollRow;
+use crate::rows::{
+    AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, RefillRow, convert_all,
+    corrupt, order_status_from_text, order_status_text, refill_status_text,
 };
 use crate::*;
 
@@ -1580,7 +1581,7 @@ impl Store for SqliteStore {
             None => order.refunded,
         };
 
-        let (status, status_raw) = order_status_to_db(&update.status);
+        let (status, status_raw) = order_status_text(&update.status);
         sqlx::query(
             "UPDATE orders SET status = ?, status_raw = ?, start_count = COALESCE(?, start_count), \
              remains = COALESCE(?, remains), extra = COALESCE(?, extra), next_poll_at = ?, \
@@ -1664,7 +1665,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Refill> {
         let (status, status_raw) = match &update.status {
             Some(status) => {
-                let (text, raw) = refill_status_to_db(status);
+                let (text, raw) = refill_status_text(status);
                 (Some(text), raw)
             }
             None => (None, None),
@@ -1759,7 +1760,7 @@ impl Store for SqliteStore {
         }
         let state = ForwardState::parse(&row.forward_state)
             .ok_or_else(|| corrupt("forward state", &row.forward_state))?;
-        let terminal = order_status_from_db(&row.status, row.status_raw.clone())?.is_terminal();
+        let terminal = order_status_from_text(&row.status, row.status_raw.clone())?.is_terminal();
         let outcome = match state {
             ForwardState::Queued => {
                 let refund = cancel_with_full_refund(

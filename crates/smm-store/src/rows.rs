@@ -1,0 +1,423 @@
+//! One row struct per table, as both SQLite and PostgreSQL return it, and its checked conversion
+//! into the domain type. `#[derive(sqlx::FromRow)]` is generic over the row type, and every field
+//! here is a type both backends decode (`i64`, `String`, `Option` of those).
+//!
+//! Nothing here panics on data: a value the domain cannot hold is
+//! `StoreError::Database("corrupt ...")`.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use smm_wire::{Money, OrderStatus, RefillStatus};
+
+use crate::{
+    AuditEntry, CancelRequest, Customer, CustomerId, CustomerStatus, ForwardAttempt, ForwardState,
+    LedgerEntry, LedgerKind, Order, OrderId, Refill, RefillId, ServiceId, StoreError, StoreResult,
+};
+
+/// The stored text of an order status whose spelling no table knew; the spelling itself is in
+/// `status_raw`.
+pub(crate) const UNKNOWN: &str = "Unknown";
+
+pub(crate) fn corrupt(what: &str, detail: impl Display) -> StoreError {
+    StoreError::Database(format!("corrupt {what}: {detail}"))
+}
+
+/// `(status, status_raw)` as stored: the canonical spelling, or `Unknown` and the raw text.
+pub(crate) fn order_status_text(status: &OrderStatus) -> (&str, Option<&str>) {
+    match status {
+        OrderStatus::Unknown(raw) => (UNKNOWN, Some(raw.as_str())),
+        known => (known.as_str(), None),
+    }
+}
+
+pub(crate) fn order_status_from_text(text: &str, raw: Option<String>) -> StoreResult<OrderStatus> {
+    Ok(match text {
+        "Pending" => OrderStatus::Pending,
+        "In progress" => OrderStatus::InProgress,
+        "Processing" => OrderStatus::Processing,
+        "Completed" => OrderStatus::Completed,
+        "Partial" => OrderStatus::Partial,
+        "Canceled" => OrderStatus::Canceled,
+        "Refunded" => OrderStatus::Refunded,
+        "Active" => OrderStatus::Active,
+        "Paused" => OrderStatus::Paused,
+        "Expired" => OrderStatus::Expired,
+        UNKNOWN => OrderStatus::Unknown(raw.unwrap_or_default()),
+        other => return Err(corrupt("order status", other)),
+    })
+}
+
+/// The stored texts of the terminal order statuses, for SQL filters. Kept in step with
+/// [`OrderStatus::is_terminal`] by a unit test.
+pub(crate) const TERMINAL_STATUSES: [&str; 5] =
+    ["Completed", "Partial", "Canceled", "Refunded", "Expired"];
+
+pub(crate) fn refill_status_text(status: &RefillStatus) -> (&str, Option<&str>) {
+    match status {
+        RefillStatus::Unknown(raw) => (UNKNOWN, Some(raw.as_str())),
+        known => (known.as_str(), None),
+    }
+}
+
+pub(crate) fn refill_status_from_text(
+    text: &str,
+    raw: Option<String>,
+) -> StoreResult<RefillStatus> {
+    Ok(match text {
+        "Pending" => RefillStatus::Pending,
+        "In progress" => RefillStatus::InProgress,
+        "Completed" => RefillStatus::Completed,
+        "Rejected" => RefillStatus::Rejected,
+        "Canceled" => RefillStatus::Canceled,
+        UNKNOWN => RefillStatus::Unknown(raw.unwrap_or_default()),
+        other => return Err(corrupt("refill status", other)),
+    })
+}
+
+pub(crate) fn forward_state(text: &str) -> StoreResult<ForwardState> {
+    ForwardState::parse(text).ok_or_else(|| corrupt("forward state", text))
+}
+
+fn decimal(what: &str, text: &str) -> StoreResult<Decimal> {
+    Decimal::from_str(text).map_err(|_| corrupt(what, text))
+}
+
+fn unsigned<T: TryFrom<i64>>(what: &str, value: i64) -> StoreResult<T> {
+    T::try_from(value).map_err(|_| corrupt(what, value))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct CustomerRow {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub currency: String,
+    pub key_prefix: String,
+    pub balance: i64,
+    pub discount: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<CustomerRow> for Customer {
+    type Error = StoreError;
+
+    fn try_from(row: CustomerRow) -> StoreResult<Customer> {
+        Ok(Customer {
+            id: CustomerId(row.id),
+            status: CustomerStatus::parse(&row.status)
+                .ok_or_else(|| corrupt("customer status", &row.status))?,
+            discount: row
+                .discount
+                .as_deref()
+                .map(|d| decimal("customer discount", d))
+                .transpose()?,
+            name: row.name,
+            currency: row.currency,
+            key_prefix: row.key_prefix,
+            balance: Money::from_units(row.balance),
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct LedgerRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub order_id: Option<i64>,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+impl TryFrom<LedgerRow> for LedgerEntry {
+    type Error = StoreError;
+
+    fn try_from(row: LedgerRow) -> StoreResult<LedgerEntry> {
+        Ok(LedgerEntry {
+            id: row.id,
+            customer_id: CustomerId(row.customer_id),
+            kind: LedgerKind::parse(&row.kind).ok_or_else(|| corrupt("ledger kind", &row.kind))?,
+            amount: Money::from_units(row.amount),
+            balance_after: Money::from_units(row.balance_after),
+            order_id: row.order_id.map(OrderId),
+            reason: row.reason,
+            actor: row.actor,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub service_id: i64,
+    pub service_type: String,
+    pub params: String,
+    pub link: Option<String>,
+    pub quantity: Option<i64>,
+    pub units: i64,
+    pub charge: i64,
+    pub refunded: i64,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    pub extra: Option<String>,
+    pub provider: Option<String>,
+    pub upstream_service: Option<String>,
+    pub upstream_order_id: Option<String>,
+    pub upstream_cost: Option<String>,
+    pub forward_state: String,
+    pub forward_attempts: i64,
+    pub forward_error: Option<String>,
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<i64>,
+    pub forwarded_at: Option<i64>,
+    pub next_poll_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+
+    fn try_from(row: OrderRow) -> StoreResult<Order> {
+        Ok(Order {
+            id: OrderId(row.id),
+            customer_id: CustomerId(row.customer_id),
+            service_id: ServiceId(row.service_id),
+            service_type: row.service_type,
+            params: row.params,
+            link: row.link,
+            quantity: row
+                .quantity
+                .map(|q| unsigned("order quantity", q))
+                .transpose()?,
+            units: unsigned("order units", row.units)?,
+            charge: Money::from_units(row.charge),
+            refunded: Money::from_units(row.refunded),
+            status: order_status_from_text(&row.status, row.status_raw)?,
+            start_count: row.start_count,
+            remains: row.remains,
+            extra: row.extra,
+            provider: row.provider,
+            upstream_service: row.upstream_service,
+            upstream_order_id: row.upstream_order_id,
+            upstream_cost: row
+                .upstream_cost
+                .as_deref()
+                .map(|c| decimal("upstream cost", c))
+                .transpose()?,
+            forward_state: forward_state(&row.forward_state)?,
+            forward_attempts: unsigned("forward attempts", row.forward_attempts)?,
+            forward_error: row.forward_error,
+            claimed_by: row.claimed_by,
+            claimed_at: row.claimed_at,
+            forwarded_at: row.forwarded_at,
+            next_poll_at: row.next_poll_at,
+            idempotency_key: row.idempotency_key,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    pub order_id: i64,
+    pub provider: String,
+    pub upstream_service: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl From<AttemptRow> for ForwardAttempt {
+    fn from(row: AttemptRow) -> ForwardAttempt {
+        ForwardAttempt {
+            order_id: OrderId(row.order_id),
+            provider: row.provider,
+            upstream_service: row.upstream_service,
+            outcome: row.outcome,
+            detail: row.detail,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RefillRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub provider: Option<String>,
+    pub upstream_refill_id: Option<String>,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub forward_state: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<RefillRow> for Refill {
+    type Error = StoreError;
+
+    fn try_from(row: RefillRow) -> StoreResult<Refill> {
+        Ok(Refill {
+            id: RefillId(row.id),
+            order_id: OrderId(row.order_id),
+            customer_id: CustomerId(row.customer_id),
+            provider: row.provider,
+            upstream_refill_id: row.upstream_refill_id,
+            status: refill_status_from_text(&row.status, row.status_raw)?,
+            forward_state: forward_state(&row.forward_state)?,
+            error: row.error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct CancelRow {
+    pub id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub forward_state: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<CancelRow> for CancelRequest {
+    type Error = StoreError;
+
+    fn try_from(row: CancelRow) -> StoreResult<CancelRequest> {
+        Ok(CancelRequest {
+            id: row.id,
+            order_id: OrderId(row.order_id),
+            customer_id: CustomerId(row.customer_id),
+            forward_state: forward_state(&row.forward_state)?,
+            error: row.error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(row: AuditRow) -> AuditEntry {
+        AuditEntry {
+            id: row.id,
+            actor: row.actor,
+            action: row.action,
+            target: row.target,
+            before: row.before,
+            after: row.after,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// Converts every row, failing on the first corrupt one.
+pub(crate) fn convert_all<R, T>(rows: Vec<R>) -> StoreResult<Vec<T>>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_statuses_round_trip_through_their_stored_text() {
+        let all = [
+            OrderStatus::Pending,
+            OrderStatus::InProgress,
+            OrderStatus::Processing,
+            OrderStatus::Completed,
+            OrderStatus::Partial,
+            OrderStatus::Canceled,
+            OrderStatus::Refunded,
+            OrderStatus::Active,
+            OrderStatus::Paused,
+            OrderStatus::Expired,
+            OrderStatus::Unknown("Weird Thing".into()),
+        ];
+        for status in all {
+            let (text, raw) = order_status_text(&status);
+            let back = order_status_from_text(text, raw.map(str::to_owned));
+            assert_eq!(back, Ok(status.clone()));
+            assert_eq!(
+                TERMINAL_STATUSES.contains(&text),
+                status.is_terminal(),
+                "{status:?}"
+            );
+        }
+        assert!(order_status_from_text("Bogus", None).is_err());
+    }
+
+    #[test]
+    fn refill_statuses_round_trip_through_their_stored_text() {
+        let all = [
+            RefillStatus::Pending,
+            RefillStatus::InProgress,
+            RefillStatus::Completed,
+            RefillStatus::Rejected,
+            RefillStatus::Canceled,
+            RefillStatus::Unknown("queued?".into()),
+        ];
+        for status in all {
+            let (text, raw) = refill_status_text(&status);
+            assert_eq!(
+                refill_status_from_text(text, raw.map(str::to_owned)),
+                Ok(status.clone())
+            );
+        }
+        assert!(refill_status_from_text("Bogus", None).is_err());
+    }
+
+    #[test]
+    fn corrupt_rows_are_errors_not_panics() {
+        let row = CustomerRow {
+            id: 1,
+            name: "a".into(),
+            status: "deleted".into(),
+            currency: "USD".into(),
+            key_prefix: "k".into(),
+            balance: 0,
+            discount: None,
+            created_at: 0,
+        };
+        assert!(matches!(
+            Customer::try_from(row),
+            Err(StoreError::Database(_))
+        ));
+        assert!(unsigned::<u64>("units", -1).is_err());
+        assert!(decimal("discount", "five").is_err());
+    }
+}
