@@ -42,6 +42,8 @@ pub struct App {
     upstream: RwLock<BTreeMap<String, Vec<UpstreamService>>>,
     /// Customer by key hash. Only hits are cached, so a new customer works at once.
     keys: moka::sync::Cache<String, Customer>,
+    /// Customer-specific rates, cached like keys (off the request path's database reads).
+    rates: moka::sync::Cache<CustomerId, Arc<BTreeMap<u64, rust_decimal::Decimal>>>,
     limiter: Mutex<HashMap<CustomerId, (u64, u32)>>,
     /// Wakes the forwarder when an order is placed.
     pub forward_wake: Notify,
@@ -78,6 +80,12 @@ impl App {
                 },
             );
         }
+        let rates = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(
+                settings.server.key_cache_ttl_secs.max(1),
+            ))
+            .build();
         let keys = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(Duration::from_secs(
@@ -98,6 +106,7 @@ impl App {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             upstream: RwLock::new(BTreeMap::new()),
             keys,
+            rates,
             limiter: Mutex::new(HashMap::new()),
             forward_wake: Notify::new(),
             rejections: Mutex::new(HashMap::new()),
@@ -372,6 +381,7 @@ impl App {
     /// Forgets cached key lookups (after a rotation or a suspension made by this process).
     pub fn invalidate_keys(&self) {
         self.keys.invalidate_all();
+        self.rates.invalidate_all();
     }
 
     /// Counts a request against the customer's per-minute budget.
@@ -421,17 +431,25 @@ impl App {
 
     /// The customer's price rules.
     pub async fn pricing(&self, customer: &Customer) -> Result<CustomerPricing, ErrorKind> {
-        let rates = self
-            .store
-            .customer_rates(customer.id)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let rates = match self.rates.get(&customer.id) {
+            Some(rates) => rates,
+            None => {
+                let rates: BTreeMap<u64, rust_decimal::Decimal> = self
+                    .store
+                    .customer_rates(customer.id)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .into_iter()
+                    .filter_map(|(service, rate)| u64::try_from(service.0).ok().map(|s| (s, rate)))
+                    .collect();
+                let rates = Arc::new(rates);
+                self.rates.insert(customer.id, rates.clone());
+                rates
+            }
+        };
         Ok(CustomerPricing {
             discount: customer.discount,
-            custom_rates: rates
-                .into_iter()
-                .filter_map(|(service, rate)| u64::try_from(service.0).ok().map(|s| (s, rate)))
-                .collect(),
+            custom_rates: (*rates).clone(),
         })
     }
 }
