@@ -1,8 +1,9 @@
 //! The shared state of a running gateway, and the operations the API, the CLI and the
 //! background tasks all use.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smm_provider_client::ProviderClient;
@@ -26,16 +27,125 @@ pub fn now_ms() -> Timestamp {
 #[derive(Debug)]
 pub struct Provider {
     pub client: ProviderClient,
-    pub health: Health,
+    /// Shared with the provider's next incarnation when a reload keeps its cooldown rules, so a
+    /// reload neither forgets nor resets a cooldown.
+    pub health: Arc<Health>,
     pub enabled: bool,
 }
+
+/// The reloadable part of the state: the settings, one client per provider, the admin token.
+/// A reload builds a new one and swaps it in whole; readers hold an `Arc` snapshot, so work in
+/// flight finishes on the version it started with.
+#[derive(Debug)]
+pub struct Runtime {
+    pub settings: Arc<Settings>,
+    /// Every provider whose orders this process handles: the configured ones, plus providers a
+    /// reload removed (listed in `retired`).
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    /// Providers removed from the configuration by a reload: never routed to or synced, but
+    /// their orders, refills and cancels keep reconciling until the process restarts.
+    pub retired: BTreeSet<String>,
+    /// The admin bearer token (never logged), re-read on every reload.
+    pub admin_token: Option<String>,
+    /// 1 at start, +1 per successful reload.
+    pub version: u64,
+}
+
+impl Runtime {
+    fn build(
+        settings: Settings,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, Vec<smm_routing::ConfigProblem>> {
+        let mut providers = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (index, p) in settings.providers.iter().enumerate() {
+            let client = p
+                .client_config()
+                .and_then(|config| ProviderClient::new(config).map_err(|e| e.to_string()));
+            let client = match client {
+                Ok(client) => client,
+                Err(message) => {
+                    problems.push(smm_routing::ConfigProblem {
+                        path: format!("providers[{index}]"),
+                        message: format!("provider {}: {message}", p.name),
+                    });
+                    continue;
+                }
+            };
+            let cooldown = Duration::from_secs(p.cooldown_secs);
+            let kept_health = previous
+                .and_then(|r| Some((r.providers.get(&p.name)?, r.settings.provider(&p.name)?)))
+                .filter(|(_, old)| {
+                    old.failures_before_cooldown == p.failures_before_cooldown
+                        && old.cooldown_secs == p.cooldown_secs
+                })
+                .map(|(old, _)| old.health.clone());
+            let health = kept_health
+                .unwrap_or_else(|| Arc::new(Health::new(p.failures_before_cooldown, cooldown)));
+            providers.insert(
+                p.name.clone(),
+                Arc::new(Provider {
+                    client,
+                    health,
+                    enabled: p.enabled,
+                }),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut retired = BTreeSet::new();
+        if let Some(previous) = previous {
+            for (name, provider) in &previous.providers {
+                if !providers.contains_key(name) {
+                    providers.insert(name.clone(), provider.clone());
+                    retired.insert(name.clone());
+                }
+            }
+        }
+        Ok(Runtime {
+            admin_token: settings.admin.token(),
+            settings: Arc::new(settings),
+            providers,
+            retired,
+            version: previous.map_or(1, |r| r.version + 1),
+        })
+    }
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub version: u64,
+    /// Top-level sections whose values changed (`pricing`, `providers`, ...).
+    pub changed: Vec<String>,
+    pub providers_added: Vec<String>,
+    /// Removed from the configuration; their open orders keep reconciling until a restart.
+    pub providers_retired: Vec<String>,
+    /// Settings that only take effect after a restart, and other things worth knowing.
+    pub warnings: Vec<String>,
+}
+
+/// Settings a running process cannot change: listeners, the database, the body limit and the
+/// cache lifetime are fixed at start.
+const RESTART_ONLY: [&str; 5] = [
+    "server.listen",
+    "server.body_limit_bytes",
+    "server.key_cache_ttl_secs",
+    "admin.listen",
+    "database.url",
+];
 
 /// Everything a request handler or a background task needs. Shared as `Arc<App>`.
 #[derive(Debug)]
 pub struct App {
-    pub settings: Settings,
+    runtime: RwLock<Arc<Runtime>>,
+    /// Serialises reloads (SIGHUP, the admin API and the file watch may race).
+    reloading: tokio::sync::Mutex<()>,
+    /// Where `reload` reads the configuration from: set by `serve` (the `--config` file, or the
+    /// default lookup); unset for gateways built from in-memory settings (tests, the demo).
+    config_source: OnceLock<Option<PathBuf>>,
     pub store: Arc<dyn Store>,
-    pub providers: BTreeMap<String, Provider>,
     /// The current catalog; replaced whole after every sync.
     catalog: RwLock<Arc<Catalog>>,
     /// Each provider's last good `services` reply.
@@ -53,8 +163,6 @@ pub struct App {
     /// Names this process in claims (`host-pid-random`).
     pub worker_id: String,
     pub metrics: crate::metrics::Metrics,
-    /// The admin bearer token, read once at start.
-    pub admin_token: Option<String>,
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
     last_balance: Mutex<BTreeMap<String, rust_decimal::Decimal>>,
 }
@@ -62,37 +170,22 @@ pub struct App {
 impl App {
     /// Builds the state: one client per provider. No I/O besides what the store did already.
     pub fn new(settings: Settings, store: Arc<dyn Store>) -> Result<App, String> {
-        let mut providers = BTreeMap::new();
-        for p in &settings.providers {
-            let config = p
-                .client_config()
-                .map_err(|e| format!("provider {}: {e}", p.name))?;
-            let client = ProviderClient::new(config).map_err(|e| e.to_string())?;
-            providers.insert(
-                p.name.clone(),
-                Provider {
-                    client,
-                    health: Health::new(
-                        p.failures_before_cooldown,
-                        Duration::from_secs(p.cooldown_secs),
-                    ),
-                    enabled: p.enabled,
-                },
-            );
-        }
+        let ttl = Duration::from_secs(settings.server.key_cache_ttl_secs.max(1));
+        let runtime = Runtime::build(settings, None).map_err(|problems| {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
         let rates = moka::sync::Cache::builder()
             .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(
-                settings.server.key_cache_ttl_secs.max(1),
-            ))
+            .time_to_live(ttl)
             .build();
         let keys = moka::sync::Cache::builder()
             .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(
-                settings.server.key_cache_ttl_secs.max(1),
-            ))
+            .time_to_live(ttl)
             .build();
-        let settings_admin_token = settings.admin.token();
         let worker_id = format!(
             "{}-{}-{:04x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
@@ -100,9 +193,10 @@ impl App {
             fastrand::u16(..)
         );
         Ok(App {
-            settings,
+            runtime: RwLock::new(Arc::new(runtime)),
+            reloading: tokio::sync::Mutex::new(()),
+            config_source: OnceLock::new(),
             store,
-            providers,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             upstream: RwLock::new(BTreeMap::new()),
             keys,
@@ -112,10 +206,174 @@ impl App {
             rejections: Mutex::new(HashMap::new()),
             worker_id,
             metrics: crate::metrics::Metrics::default(),
-            admin_token: settings_admin_token,
             last_sync: Mutex::new(BTreeMap::new()),
             last_balance: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The current settings, providers and admin token (a snapshot: a reload swaps in a new one).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |r| r.clone())
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.runtime().settings.clone()
+    }
+
+    /// The client of `name`, configured or retired.
+    pub fn provider(&self, name: &str) -> Option<Arc<Provider>> {
+        self.runtime().providers.get(name).cloned()
+    }
+
+    /// Tells [`App::reload_from_source`] where the configuration lives (`None`: the default
+    /// lookup, `config/local.toml` if present, plus the environment). Set once, by `serve`.
+    pub fn set_config_source(&self, file: Option<PathBuf>) {
+        let _ = self.config_source.set(file);
+    }
+
+    /// Re-reads the configuration from where `serve` loaded it and applies it with
+    /// [`App::reload`]. Every problem is reported; on any problem nothing changes.
+    pub async fn reload_from_source(
+        self: &Arc<Self>,
+        actor: &str,
+    ) -> Result<ReloadReport, Vec<String>> {
+        let Some(file) = self.config_source.get() else {
+            return Err(vec![
+                "this gateway was started from in-memory settings: there is no file to reload"
+                    .into(),
+            ]);
+        };
+        let candidate = match Settings::load(file.as_deref()) {
+            Ok(candidate) => candidate,
+            Err(e) => {
+                self.count_reload("invalid");
+                return Err(vec![e.to_string()]);
+            }
+        };
+        self.reload(candidate, actor).await
+    }
+
+    /// Validates `candidate` whole and, when it is valid, swaps it in atomically: new provider
+    /// clients (keeping cooldown state), the new pricing and services, rebuilt catalog. Requests
+    /// in flight finish on the old version. Providers that disappeared are retired, not dropped:
+    /// their orders keep reconciling. Settings fixed at start (listeners, database, body limit)
+    /// keep their running values and are reported. An invalid candidate changes nothing and
+    /// every problem comes back. Audited with the changed sections before and after.
+    pub async fn reload(
+        self: &Arc<Self>,
+        mut candidate: Settings,
+        actor: &str,
+    ) -> Result<ReloadReport, Vec<String>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let problems = candidate.validate();
+        if !problems.is_empty() {
+            self.count_reload("invalid");
+            return Err(problems.iter().map(ToString::to_string).collect());
+        }
+        let old = self.runtime();
+        let mut warnings = Vec::new();
+        keep_restart_only(&old.settings, &mut candidate, &mut warnings);
+        let runtime = match Runtime::build(candidate, Some(&old)) {
+            Ok(runtime) => runtime,
+            Err(problems) => {
+                self.count_reload("invalid");
+                return Err(problems.iter().map(ToString::to_string).collect());
+            }
+        };
+        let before = redacted_sections(&old.settings);
+        let after = redacted_sections(&runtime.settings);
+        let changed: Vec<String> = after
+            .iter()
+            .filter(|(section, value)| before.get(*section) != Some(value))
+            .map(|(section, _)| section.clone())
+            .collect();
+        let providers_added: Vec<String> = runtime
+            .settings
+            .providers
+            .iter()
+            .filter(|p| old.settings.provider(&p.name).is_none())
+            .map(|p| p.name.clone())
+            .collect();
+        let providers_retired: Vec<String> = runtime
+            .retired
+            .iter()
+            .filter(|name| !old.retired.contains(*name))
+            .cloned()
+            .collect();
+        for name in &providers_retired {
+            warnings.push(format!(
+                "provider {name} removed: no new orders go there; its open orders keep \
+                 reconciling until this process restarts (keep it with enabled = false to \
+                 reconcile them across restarts)"
+            ));
+        }
+        if runtime.admin_token.is_none() {
+            warnings.push(
+                "no admin token in the new configuration: the admin API answers 503 until one \
+                 is configured (reload with SIGHUP)"
+                    .into(),
+            );
+        }
+        let pick = |map: &BTreeMap<String, serde_json::Value>| {
+            serde_json::Value::Object(
+                changed
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), map.get(k)?.clone())))
+                    .collect(),
+            )
+            .to_string()
+        };
+        if let Err(e) = self
+            .store
+            .audit(
+                actor,
+                "config.reload",
+                "config",
+                Some(&pick(&before)),
+                Some(&pick(&after)),
+                now_ms(),
+            )
+            .await
+        {
+            // The audit row is part of the change: no row, no change.
+            self.count_reload("failed");
+            return Err(vec![format!("cannot write the audit row: {e}")]);
+        }
+        let version = runtime.version;
+        *self
+            .runtime
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(runtime);
+        self.count_reload("ok");
+        tracing::info!(version, ?changed, actor, "configuration reloaded");
+        warnings.extend(self.rebuild_catalog().await);
+        if !providers_added.is_empty() || changed.iter().any(|s| s == "providers") {
+            // New or changed providers need their catalogs: fetch them in the background.
+            let app = self.clone();
+            tokio::spawn(async move {
+                for issue in app.sync_catalog().await {
+                    tracing::warn!("{issue}");
+                }
+            });
+        }
+        Ok(ReloadReport {
+            version,
+            changed,
+            providers_added,
+            providers_retired,
+            warnings,
+        })
+    }
+
+    fn count_reload(&self, outcome: &'static str) {
+        self.metrics.add(
+            "smm_config_reloads_total",
+            vec![("outcome", outcome.to_owned())],
+            1,
+        );
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -144,9 +402,12 @@ impl App {
 
     /// Is `provider` usable for new orders now (configured, enabled, not cooling down)?
     pub fn provider_available(&self, provider: &str) -> bool {
-        self.providers
-            .get(provider)
-            .is_some_and(|p| p.enabled && p.health.available())
+        let runtime = self.runtime();
+        !runtime.retired.contains(provider)
+            && runtime
+                .providers
+                .get(provider)
+                .is_some_and(|p| p.enabled && p.health.available())
     }
 
     /// Serves the catalogs saved by the last successful syncs (used at start-up, so prices are
@@ -179,10 +440,11 @@ impl App {
     /// rebuilds the local catalog. A provider that fails keeps its last good catalog. Rates that
     /// moved by more than `sync.price_change_alert_percent` are reported. Returns the issues.
     pub async fn sync_catalog(&self) -> Vec<String> {
-        let fetches = self
+        let runtime = self.runtime();
+        let fetches = runtime
             .providers
             .iter()
-            .filter(|(_, p)| p.enabled)
+            .filter(|(name, p)| p.enabled && !runtime.retired.contains(*name))
             .map(|(name, p)| async move { (name.clone(), p.client.services().await) });
         let results = futures_util::future::join_all(fetches).await;
         let mut messages = Vec::new();
@@ -248,7 +510,7 @@ impl App {
         previous: &[UpstreamService],
         current: &[UpstreamService],
     ) -> Vec<String> {
-        let threshold = self.settings.sync.price_change_alert_percent;
+        let threshold = self.settings().sync.price_change_alert_percent;
         let mut messages = Vec::new();
         for old in previous {
             let Some(new) = current.iter().find(|s| s.service == old.service) else {
@@ -279,7 +541,12 @@ impl App {
     /// an out-of-funds pause when money is back.
     pub async fn check_balances(&self) -> Vec<String> {
         let mut messages = Vec::new();
-        for (name, provider) in self.providers.iter().filter(|(_, p)| p.enabled) {
+        let runtime = self.runtime();
+        let active = runtime
+            .providers
+            .iter()
+            .filter(|(name, p)| p.enabled && !runtime.retired.contains(*name));
+        for (name, provider) in active {
             match provider.client.balance().await {
                 Ok(balance) => {
                     self.last_balance
@@ -289,12 +556,7 @@ impl App {
                     if balance.balance.is_sign_positive() && !balance.balance.is_zero() {
                         provider.health.record_balance_positive();
                     }
-                    let low = self
-                        .settings
-                        .providers
-                        .iter()
-                        .find(|p| &p.name == name)
-                        .and_then(|p| p.low_balance);
+                    let low = runtime.settings.provider(name).and_then(|p| p.low_balance);
                     if low.is_some_and(|low| balance.balance < low) {
                         messages.push(format!(
                             "provider {name}: balance {} {} is below the low-balance threshold",
@@ -312,7 +574,8 @@ impl App {
     /// Rebuilds the catalog from the last synced upstream catalogs, assigning stable ids to
     /// newly exposed services.
     pub async fn rebuild_catalog(&self) -> Vec<String> {
-        let providers = self.settings.provider_defs();
+        let settings = self.settings();
+        let providers = settings.provider_defs();
         let upstream = self
             .upstream
             .read()
@@ -329,9 +592,9 @@ impl App {
         for _ in 0..2 {
             let build = build_catalog(&CatalogInput {
                 providers: &providers,
-                pricing: &self.settings.pricing,
-                services: &self.settings.services,
-                exposures: &self.settings.exposures,
+                pricing: &settings.pricing,
+                services: &settings.services,
+                exposures: &settings.exposures,
                 upstream: &upstream,
                 exposure_ids: &ids,
             });
@@ -387,7 +650,7 @@ impl App {
     /// Counts a request against the customer's per-minute budget.
     pub fn rate_limit(&self, customer: CustomerId) -> Result<(), ErrorKind> {
         let minute = u64::try_from(now_ms() / 60_000).unwrap_or(0);
-        let limit = self.settings.server.rate_limit_per_minute;
+        let limit = self.settings().server.rate_limit_per_minute;
         let mut windows = self
             .limiter
             .lock()
@@ -408,7 +671,7 @@ impl App {
 
     /// Notes why every route refused `order`, when an `add` may be waiting for it.
     pub fn note_rejection(&self, order: OrderId, kind: ErrorKind) {
-        if self.settings.server.add_wait_ms == 0 {
+        if self.settings().server.add_wait_ms == 0 {
             return;
         }
         let mut rejections = self
@@ -458,4 +721,52 @@ impl App {
 pub fn unavailable(error: &StoreError) -> ErrorKind {
     tracing::error!(%error, "store error on the request path");
     ErrorKind::Unavailable
+}
+
+/// Puts the running values of settings fixed at start back into `candidate`, with a warning for
+/// each one the candidate tried to change.
+fn keep_restart_only(running: &Settings, candidate: &mut Settings, warnings: &mut Vec<String>) {
+    let mut keep = |name: &str, changed: bool| {
+        if changed {
+            warnings.push(format!(
+                "{name} changed: it takes effect after a restart; the running value is kept"
+            ));
+        }
+    };
+    keep(
+        RESTART_ONLY[0],
+        running.server.listen != candidate.server.listen,
+    );
+    keep(
+        RESTART_ONLY[1],
+        running.server.body_limit_bytes != candidate.server.body_limit_bytes,
+    );
+    keep(
+        RESTART_ONLY[2],
+        running.server.key_cache_ttl_secs != candidate.server.key_cache_ttl_secs,
+    );
+    keep(
+        RESTART_ONLY[3],
+        running.admin.listen != candidate.admin.listen,
+    );
+    keep(
+        RESTART_ONLY[4],
+        running.database.url != candidate.database.url,
+    );
+    candidate.server.listen.clone_from(&running.server.listen);
+    candidate.server.body_limit_bytes = running.server.body_limit_bytes;
+    candidate.server.key_cache_ttl_secs = running.server.key_cache_ttl_secs;
+    candidate.admin.listen.clone_from(&running.admin.listen);
+    candidate.database.url.clone_from(&running.database.url);
+}
+
+/// The settings as JSON sections, the database password masked (provider keys are never part of
+/// the settings' serialised form).
+pub fn redacted_sections(settings: &Settings) -> BTreeMap<String, serde_json::Value> {
+    let mut shown = settings.clone();
+    shown.database.url = crate::cli::redact_url(&shown.database.url);
+    match serde_json::to_value(&shown) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
 }

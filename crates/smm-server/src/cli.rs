@@ -4,11 +4,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use smm_store::{CustomerId, LedgerKind, NewCustomer, Store, hash_api_key};
-use smm_wire::Money;
+use smm_store::{CustomerStatus, Store};
 
-use crate::app::now_ms;
 use crate::config::{ConfigError, Settings};
+use crate::ops::{CustomerView, OpError, Ops, OrderSearch};
+
+impl From<OpError> for String {
+    fn from(error: OpError) -> String {
+        error.to_string()
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +82,23 @@ pub enum OrderCommand {
     Ambiguous,
     /// One order with its forwarding attempts.
     Show { id: i64 },
+    /// Orders matching every given criterion, newest first.
+    Search {
+        #[arg(long)]
+        customer: Option<i64>,
+        /// Pending, "In progress", Processing, Completed, Partial, Canceled, Refunded.
+        #[arg(long)]
+        status: Option<String>,
+        /// queued, sending, sent, ambiguous, rejected.
+        #[arg(long)]
+        forward_state: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        link: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// An ambiguous order was found upstream: attach its upstream id; it is then polled like any
     /// other order. Audited.
     Attach {
@@ -137,17 +159,7 @@ pub enum CustomerCommand {
     Activate { id: i64 },
 }
 
-/// A new random API key: 32 hex characters (128 bits) from the OS generator.
-pub fn generate_api_key() -> Result<String, String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
-    Ok(hex::encode(bytes))
-}
-
-/// The display prefix of a key.
-pub fn key_prefix(key: &str) -> String {
-    key.chars().take(6).collect()
-}
+pub use crate::ops::{generate_api_key, key_prefix};
 
 fn actor() -> String {
     format!(
@@ -162,65 +174,44 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, String> {
         .map_err(|e| format!("database: {e}"))
 }
 
-/// Runs a customers command, printing its result.
+fn print_customer(c: &CustomerView) {
+    println!(
+        "{}\t{}\t{}\t{} {}\tkey {}…",
+        c.id, c.name, c.status, c.balance, c.currency, c.key_prefix
+    );
+}
+
+/// Runs a customers command (through [`crate::ops`], like the admin API), printing its result.
 pub async fn customers(settings: &Settings, command: CustomerCommand) -> Result<(), String> {
     let store = open_store(settings).await?;
-    let now = now_ms();
     let actor = actor();
-    let print = |c: &smm_store::Customer| {
-        println!(
-            "{}\t{}\t{}\t{} {}\tkey {}…",
-            c.id,
-            c.name,
-            c.status.as_str(),
-            c.balance,
-            c.currency,
-            c.key_prefix
-        );
+    let ops = Ops {
+        store: store.as_ref(),
+        settings,
+        actor: &actor,
     };
     match command {
         CustomerCommand::Create { name, currency } => {
-            let key = generate_api_key()?;
-            let customer = store
-                .create_customer(
-                    NewCustomer {
-                        name,
-                        currency: currency.unwrap_or_else(|| settings.server.currency.clone()),
-                        key_hash: hash_api_key(&key),
-                        key_prefix: key_prefix(&key),
-                    },
-                    &actor,
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            print(&customer);
-            println!("API key (shown once, store it now): {key}");
+            let created = ops.create_customer(&name, currency.as_deref()).await?;
+            print_customer(&created.customer);
+            println!("API key (shown once, store it now): {}", created.api_key);
         }
         CustomerCommand::List => {
-            for customer in store.list_customers().await.map_err(|e| e.to_string())? {
-                print(&customer);
+            for customer in ops.list_customers().await? {
+                print_customer(&customer);
             }
         }
         CustomerCommand::Show { id } => {
-            let customer = store
-                .customer(CustomerId(id))
-                .await
-                .map_err(|e| e.to_string())?;
-            print(&customer);
-            for entry in store
-                .ledger(customer.id, None, 20)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            print_customer(&ops.customer(id).await?);
+            for entry in ops.ledger(id, None, 20).await? {
                 println!(
                     "  #{}\t{}\t{}\t→ {}\t{}\t{}",
                     entry.id,
-                    entry.kind.as_str(),
+                    entry.kind,
                     entry.amount,
                     entry.balance_after,
                     entry
-                        .order_id
+                        .order
                         .map(|o| format!("order {o}"))
                         .unwrap_or_default(),
                     entry.reason
@@ -228,68 +219,33 @@ pub async fn customers(settings: &Settings, command: CustomerCommand) -> Result<
             }
         }
         CustomerCommand::Credit { id, amount, reason } => {
-            let amount: Money = amount.parse().map_err(|e| format!("{e}"))?;
-            let entry = store
-                .adjust_balance(
-                    CustomerId(id),
-                    LedgerKind::Deposit,
-                    amount,
-                    &reason,
-                    &actor,
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("credited {amount}; balance now {}", entry.balance_after);
+            let entry = ops.change_balance(id, true, &amount, &reason).await?;
+            println!(
+                "credited {}; balance now {}",
+                entry.amount, entry.balance_after
+            );
         }
         CustomerCommand::Debit { id, amount, reason } => {
-            let amount: Money = amount.parse().map_err(|e| format!("{e}"))?;
-            let negative = Money::ZERO
-                .checked_sub(amount.abs())
-                .ok_or("amount out of range")?;
-            let entry = store
-                .adjust_balance(
-                    CustomerId(id),
-                    LedgerKind::Adjustment,
-                    negative,
-                    &reason,
-                    &actor,
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            let entry = ops.change_balance(id, false, &amount, &reason).await?;
             println!(
                 "debited {}; balance now {}",
-                amount.abs(),
+                entry.amount.trim_start_matches('-'),
                 entry.balance_after
             );
         }
         CustomerCommand::RotateKey { id } => {
-            let key = generate_api_key()?;
-            let customer = store
-                .rotate_key(
-                    CustomerId(id),
-                    &hash_api_key(&key),
-                    &key_prefix(&key),
-                    &actor,
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            print(&customer);
-            println!("new API key (shown once, store it now): {key}");
+            let rotated = ops.rotate_key(id).await?;
+            print_customer(&rotated.customer);
+            println!(
+                "new API key (shown once, store it now): {}",
+                rotated.api_key
+            );
         }
-        CustomerCommand::Suspend { id } | CustomerCommand::Activate { id } => {
-            let status = if matches!(command, CustomerCommand::Suspend { .. }) {
-                smm_store::CustomerStatus::Suspended
-            } else {
-                smm_store::CustomerStatus::Active
-            };
-            let customer = store
-                .set_customer_status(CustomerId(id), status, &actor, now)
-                .await
-                .map_err(|e| e.to_string())?;
-            print(&customer);
+        CustomerCommand::Suspend { id } => {
+            print_customer(&ops.set_status(id, CustomerStatus::Suspended).await?);
+        }
+        CustomerCommand::Activate { id } => {
+            print_customer(&ops.set_status(id, CustomerStatus::Active).await?);
         }
     }
     Ok(())
@@ -383,61 +339,96 @@ pub async fn providers_check(settings: &Settings) -> Result<(), String> {
     }
 }
 
-/// Runs an orders command, printing its result.
+/// Runs an orders command (through [`crate::ops`], like the admin API), printing its result.
 pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), String> {
     let store = open_store(settings).await?;
-    let now = now_ms();
+    let actor = actor();
+    let ops = Ops {
+        store: store.as_ref(),
+        settings,
+        actor: &actor,
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     match command {
         OrderCommand::Ambiguous => {
-            let mut orders = store
-                .list_orders(&smm_store::OrderFilter {
-                    forward_state: Some(smm_store::ForwardState::Ambiguous),
-                    limit: 10_000,
-                    ..smm_store::OrderFilter::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            orders.reverse();
+            let orders = ops.ambiguous_orders().await?;
             if orders.is_empty() {
                 println!("no ambiguous orders");
             }
-            for order in orders {
-                let age_min = (now - order.created_at).max(0) / 60_000;
+            for o in orders {
                 println!(
-                    "order {}\tcustomer {}\tage {age_min} min\tprovider {}\tupstream service {}\tcharge {}\tlink {}\t{}",
-                    order.id,
-                    order.customer_id,
-                    order.provider.as_deref().unwrap_or("-"),
-                    order.upstream_service.as_deref().unwrap_or("-"),
-                    order.charge,
-                    order.link.as_deref().unwrap_or("-"),
-                    order.forward_error.as_deref().unwrap_or_default()
+                    "order {}\tcustomer {}\tage {} min\tprovider {}\tupstream service {}\tcharge {}\tlink {}\t{}",
+                    o["id"],
+                    o["customer"],
+                    o["age_seconds"].as_i64().unwrap_or(0) / 60,
+                    text(&o["provider"]),
+                    text(&o["upstream_service"]),
+                    text(&o["charge"]),
+                    text(&o["link"]),
+                    o["forward_error"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        OrderCommand::Search {
+            customer,
+            status,
+            forward_state,
+            provider,
+            link,
+            limit,
+        } => {
+            let orders = ops
+                .search_orders(&OrderSearch {
+                    customer,
+                    status,
+                    forward_state,
+                    provider,
+                    link,
+                    before: None,
+                    limit: Some(limit),
+                })
+                .await?;
+            for o in orders {
+                println!(
+                    "order {}\tcustomer {}\tservice {}\t{}\t{}\tcharge {} (refunded {})\tprovider {}\tupstream {}\tlink {}",
+                    o["id"],
+                    o["customer"],
+                    o["service"],
+                    text(&o["status"]),
+                    text(&o["forward_state"]),
+                    text(&o["charge"]),
+                    text(&o["refunded"]),
+                    text(&o["provider"]),
+                    text(&o["upstream_order"]),
+                    text(&o["link"]),
                 );
             }
         }
         OrderCommand::Show { id } => {
-            let order = store
-                .order(smm_store::OrderId(id))
-                .await
-                .map_err(|e| e.to_string())?;
+            let detail = ops.order(id).await?;
+            let o = &detail.order;
             println!(
                 "order {}\tcustomer {}\tservice {} ({})\tstatus {}\tforwarding {}\tcharge {} (refunded {})",
-                order.id,
-                order.customer_id,
-                order.service_id,
-                order.service_type,
-                order.status.as_str(),
-                order.forward_state.as_str(),
-                order.charge,
-                order.refunded
+                o["id"],
+                o["customer"],
+                o["service"],
+                text(&o["type"]),
+                text(&o["status"]),
+                text(&o["forward_state"]),
+                text(&o["charge"]),
+                text(&o["refunded"]),
             );
             println!(
                 "  upstream: provider {} service {} order {}",
-                order.provider.as_deref().unwrap_or("-"),
-                order.upstream_service.as_deref().unwrap_or("-"),
-                order.upstream_order_id.as_deref().unwrap_or("-")
+                text(&o["provider"]),
+                text(&o["upstream_service"]),
+                text(&o["upstream_order"]),
             );
-            for attempt in store.attempts(order.id).await.map_err(|e| e.to_string())? {
+            for attempt in detail.attempts {
                 println!(
                     "  attempt at {}: {} service {} → {} {}",
                     attempt.started_at,
@@ -453,29 +444,14 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
             provider,
             upstream,
         } => {
-            if !settings.providers.iter().any(|p| p.name == provider) {
-                return Err(format!("no provider named {provider} in the configuration"));
-            }
-            let order = store
-                .attach_upstream_order(
-                    smm_store::OrderId(id),
-                    &provider,
-                    upstream.trim(),
-                    &actor(),
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            ops.attach(id, &provider, &upstream).await?;
             println!(
-                "order {} attached to {} order {}; it will be polled",
-                order.id, provider, upstream
+                "order {id} attached to {provider} order {}; it will be polled",
+                upstream.trim()
             );
         }
         OrderCommand::CancelAmbiguous { id, reason } => {
-            let refund = store
-                .cancel_ambiguous(smm_store::OrderId(id), &reason, &actor(), now)
-                .await
-                .map_err(|e| e.to_string())?;
+            let refund = ops.cancel_ambiguous(id, &reason).await?;
             println!("order {id} canceled; refunded {refund}");
         }
     }

@@ -66,6 +66,10 @@ pub struct AdminSettings {
     pub token_env: Option<String>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Reload the configuration when its file changes, checking every this many seconds
+    /// (0 = only on SIGHUP or `POST /admin/v1/config/reload`).
+    #[serde(default)]
+    pub watch_config_secs: u64,
 }
 
 impl AdminSettings {
@@ -225,6 +229,26 @@ impl Settings {
             .map_err(|e| ConfigError::Load(e.to_string()))
     }
 
+    /// Defaults, then `text` (TOML, as a config file would hold it), then the environment: what
+    /// `load` would make of a file with this content. Not validated. Used to check a candidate
+    /// config sent to the admin API, and by the config-loader fuzz target.
+    pub fn load_str(text: &str) -> Result<Settings, ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_CONFIG,
+                config::FileFormat::Toml,
+            ))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
     /// Defaults, then `file` (or `config/local.toml` if present when `file` is `None`), then the
     /// environment. Not validated: call [`Settings::validate`].
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -379,6 +403,11 @@ impl Settings {
             &self.exposures,
         ));
         problems
+    }
+
+    /// The provider named `name`, if configured.
+    pub fn provider(&self, name: &str) -> Option<&ProviderSettings> {
+        self.providers.iter().find(|p| p.name == name)
     }
 
     /// The routing view of the providers.

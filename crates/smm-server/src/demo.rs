@@ -114,7 +114,7 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
             .create_customer(
                 NewCustomer {
                     name: "demo".into(),
-                    currency: gateway.app.settings.server.currency.clone(),
+                    currency: gateway.app.settings().server.currency.clone(),
                     key_hash: hash_api_key(DEMO_KEY),
                     key_prefix: "demo-k".into(),
                 },
@@ -166,10 +166,10 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
          \n  curl -s -d key={k} -d action=cancel -d orders=2 {url}\
          \n  curl -s '{url}?key={k}&action=balance'\
          \n  curl -s -H 'Content-Type: application/json' -d '{{\"key\":\"{k}\",\"action\":\"balance\"}}' {url}\n",
-        currency = gateway.app.settings.server.currency,
+        currency = gateway.app.settings().server.currency,
         a = alpha.api_url(),
         b = beta.api_url(),
-        db = gateway.app.settings.database.url,
+        db = gateway.app.settings().database.url,
         n = gateway.app.catalog().len(),
     );
     shutdown.await;

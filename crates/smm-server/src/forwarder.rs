@@ -28,8 +28,8 @@ use crate::app::{App, now_ms};
 
 /// Runs until `shutdown` turns true, finishing the order in hand first.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(app.settings.forwarder.interval_ms);
     loop {
+        let interval = Duration::from_millis(app.settings().forwarder.interval_ms);
         if *shutdown.borrow() {
             return;
         }
@@ -47,7 +47,8 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 
 /// Claims one batch and forwards it; returns how many orders were handled.
 pub async fn round(app: &App) -> usize {
-    let settings = &app.settings.forwarder;
+    let settings = app.settings();
+    let settings = &settings.forwarder;
     // Claim no more than can be sent at once: a claimed order waiting its turn would age
     // towards the lease and be parked as ambiguous without ever having been sent.
     let limit = settings
@@ -120,7 +121,7 @@ async fn forward(app: &App, order: Order) {
     let mut last_refusal = String::new();
     let mut last_kind = None;
     for route in routes {
-        let Some(provider) = app.providers.get(&route.provider) else {
+        let Some(provider) = app.provider(&route.provider) else {
             continue;
         };
         if let Err(error) = app
@@ -180,7 +181,7 @@ async fn forward(app: &App, order: Order) {
                     upstream_order_id: upstream_id.as_str().to_owned(),
                     upstream_cost: cost,
                     next_poll_at: now_ms()
-                        .saturating_add(secs_ms(app.settings.forwarder.first_poll_secs)),
+                        .saturating_add(secs_ms(app.settings().forwarder.first_poll_secs)),
                 }
             }
             Err(error) if error.is_definitive_no() => {
@@ -271,7 +272,7 @@ fn secs_ms(secs: u64) -> i64 {
 }
 
 async fn requeue(app: &App, order: &Order, why: &str) {
-    let later = now_ms().saturating_add(secs_ms(app.settings.forwarder.requeue_after_secs));
+    let later = now_ms().saturating_add(secs_ms(app.settings().forwarder.requeue_after_secs));
     match app.store.requeue(order.id, later, why, now_ms()).await {
         Ok(()) => tracing::info!(order = order.id.0, why, "order queued again for later"),
         Err(error) => tracing::error!(order = order.id.0, %error, "cannot requeue"),

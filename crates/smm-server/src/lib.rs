@@ -19,7 +19,9 @@ pub mod demo;
 pub mod forwarder;
 pub mod health;
 pub mod metrics;
+pub mod ops;
 pub mod reconciler;
+pub mod reload;
 pub mod v2;
 
 use std::net::SocketAddr;
@@ -64,7 +66,7 @@ impl Gateway {
         for issue in app.load_saved_catalogs().await {
             tracing::warn!("{issue}");
         }
-        let startup = Duration::from_secs(app.settings.sync.startup_timeout_secs);
+        let startup = Duration::from_secs(app.settings().sync.startup_timeout_secs);
         match tokio::time::timeout(startup, app.sync_catalog()).await {
             Ok(issues) => {
                 for issue in issues {
@@ -80,7 +82,7 @@ impl Gateway {
         // Orders a dead process left in `sending` may have reached the upstream: park them.
         // With SQLite only this process uses the database, so every claim is stale now; with
         // PostgreSQL other instances may be mid-call, so only expired leases are taken.
-        let lease = Duration::from_secs(app.settings.forwarder.lease_secs);
+        let lease = Duration::from_secs(app.settings().forwarder.lease_secs);
         let startup_lease = match app.store.backend() {
             smm_store::Backend::Sqlite => Duration::ZERO,
             smm_store::Backend::Postgres => lease,
@@ -150,7 +152,7 @@ impl Gateway {
 
 /// Catalog re-sync and stale-claim recovery on their intervals.
 async fn periodic(app: Arc<App>, mut shutdown: watch::Receiver<bool>, lease: Duration) {
-    let sync_every = Duration::from_secs(app.settings.sync.services_interval_secs.max(1));
+    let sync_every = Duration::from_secs(app.settings().sync.services_interval_secs.max(1));
     let mut sync = tokio::time::interval(sync_every);
     let mut recover = tokio::time::interval(lease.max(Duration::from_secs(1)));
     sync.tick().await;

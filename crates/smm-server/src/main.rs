@@ -28,7 +28,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let file = cli.config.as_deref();
+    let config_file = cli.config.clone();
+    let file = config_file.as_deref();
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check,
@@ -79,7 +80,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             let admin = tokio::net::TcpListener::bind(admin_addr)
                 .await
                 .map_err(|e| format!("cannot listen on {admin_addr}: {e}"))?;
+            let watch_every = settings.admin.watch_config_secs;
             let gateway = Gateway::start_with_admin(settings, listener, Some(admin)).await?;
+            gateway.app.set_config_source(cli.config.clone());
+            tokio::spawn(smm_server::reload::on_sighup(gateway.app.clone()));
+            let watched = cli
+                .config
+                .clone()
+                .or_else(|| Some(std::path::PathBuf::from(smm_server::config::LOCAL_CONFIG)))
+                .filter(|path| watch_every > 0 && path.exists());
+            if let Some(path) = watched {
+                tokio::spawn(smm_server::reload::watch_file(
+                    gateway.app.clone(),
+                    path,
+                    std::time::Duration::from_secs(watch_every),
+                ));
+            }
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight work");
             gateway.shutdown().await;

@@ -28,9 +28,9 @@ const POLL_BATCH: u32 = 1_000;
 
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_millis(app.settings.reconciler.interval_ms.max(10));
     loop {
         round(&app).await;
+        let every = Duration::from_millis(app.settings().reconciler.interval_ms.max(10));
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
@@ -40,7 +40,9 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 
 /// One pass: polls, refills, cancels.
 pub async fn round(app: &App) {
-    let polls = app
+    // Retired providers included: their orders keep reconciling.
+    let runtime = app.runtime();
+    let polls = runtime
         .providers
         .keys()
         .map(|provider| poll_provider(app, provider));
@@ -72,16 +74,18 @@ fn ms(secs: u64) -> i64 {
 }
 
 async fn poll_provider(app: &App, provider: &str) {
-    let Some(client) = app.providers.get(provider).map(|p| &p.client) else {
+    let Some(provider_state) = app.provider(provider) else {
         return;
     };
+    let client = &provider_state.client;
+    let settings = app.settings();
     let now = now_ms();
     let due = match app
         .store
         .claim_polls(
             Some(provider),
             POLL_BATCH,
-            now + ms(app.settings.reconciler.poll_lease_secs),
+            now + ms(settings.reconciler.poll_lease_secs),
             now,
         )
         .await
@@ -147,7 +151,7 @@ async fn poll_provider(app: &App, provider: &str) {
                 defer(
                     app,
                     &[item.order_id],
-                    now + ms(app.settings.reconciler.failure_backoff_secs),
+                    now + ms(settings.reconciler.failure_backoff_secs),
                 )
                 .await;
             }
@@ -173,7 +177,7 @@ async fn poll_provider(app: &App, provider: &str) {
         defer(
             app,
             &failed,
-            now + ms(app.settings.reconciler.failure_backoff_secs),
+            now + ms(settings.reconciler.failure_backoff_secs),
         )
         .await;
     }
@@ -196,7 +200,7 @@ async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatu
             now,
             item.created_at,
             &status.status,
-            ms(app.settings.reconciler.min_poll_secs),
+            ms(app.settings().reconciler.min_poll_secs),
         ),
         status: status.status,
         start_count: status.start_count,
@@ -286,10 +290,9 @@ async fn forward_refills(app: &App) {
             .await;
             continue;
         };
-        let (Some(client), Some(upstream)) = (
-            app.providers.get(provider).map(|p| &p.client),
-            UpstreamId::new(upstream),
-        ) else {
+        let (Some(provider_state), Some(upstream)) =
+            (app.provider(provider), UpstreamId::new(upstream))
+        else {
             continue; // provider gone from config: leave it queued for an admin
         };
         // Mark it sending first: a crash after the call must not send it twice.
@@ -305,7 +308,7 @@ async fn forward_refills(app: &App) {
         {
             continue;
         }
-        let update = match client.refill(&upstream).await {
+        let update = match provider_state.client.refill(&upstream).await {
             Ok(upstream_refill) => RefillUpdate {
                 provider: Some(provider.to_owned()),
                 upstream_refill_id: Some(upstream_refill.as_str().to_owned()),
@@ -353,9 +356,10 @@ async fn poll_refills(app: &App) {
         }
     }
     for (provider, refills) in by_provider {
-        let Some(client) = app.providers.get(&provider).map(|p| &p.client) else {
+        let Some(provider_state) = app.provider(&provider) else {
             continue;
         };
+        let client = &provider_state.client;
         let ids: Vec<UpstreamId> = refills.iter().map(|(id, _)| id.clone()).collect();
         let outcome = client.refill_statuses(&ids).await;
         for (id, result) in outcome.items {
@@ -421,9 +425,10 @@ async fn forward_cancels(app: &App) {
         }
     }
     for (provider, requests) in by_provider {
-        let Some(client) = app.providers.get(&provider).map(|p| &p.client) else {
+        let Some(provider_state) = app.provider(&provider) else {
             continue;
         };
+        let client = &provider_state.client;
         for chunk in requests.chunks(MAX_IDS) {
             // Sending first: never twice, even across a crash.
             let mut marked = Vec::new();

@@ -31,7 +31,7 @@ use crate::app::{App, now_ms, unavailable};
 
 /// The v2 routes, answered directly (a redirect would lose a POST body).
 pub fn router(app: Arc<App>) -> Router {
-    let limit = app.settings.server.body_limit_bytes;
+    let limit = app.settings().server.body_limit_bytes;
     Router::new()
         .route("/api/v2", any(v2))
         .route("/api/v2/", any(v2))
@@ -260,7 +260,7 @@ async fn add(
     if let Placed::New(order) = &placed {
         tracing::info!(order = order.id.0, service = service.id, charge = %order.charge, "order placed");
         app.forward_wake.notify_one();
-        if app.settings.server.add_wait_ms > 0 {
+        if app.settings().server.add_wait_ms > 0 {
             await_first_outcome(app, order.id).await?;
         }
     }
@@ -276,7 +276,7 @@ async fn add(
 /// upstream (its key, its rate limit), which would mislead and become a generic error.
 async fn await_first_outcome(app: &App, order: OrderId) -> Result<(), ErrorKind> {
     let deadline = tokio::time::Instant::now()
-        + std::time::Duration::from_millis(app.settings.server.add_wait_ms);
+        + std::time::Duration::from_millis(app.settings().server.add_wait_ms);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         let state = match app.store.order(order).await {

@@ -381,6 +381,9 @@ pub struct AuditEntry {
 pub struct OrderFilter {
     pub customer_id: Option<CustomerId>,
     pub forward_state: Option<ForwardState>,
+    /// The order's status (`Pending`, `In progress`, `Partial`, ...; unknown upstream statuses
+    /// are all `Unknown`).
+    pub status: Option<OrderStatus>,
     pub provider: Option<String>,
     pub link: Option<String>,
     /// Only orders with an id below this (for paging backwards from the newest).

@@ -1012,6 +1012,11 @@ impl Store for SqliteStore {
                 .push(" AND forward_state = ")
                 .push_bind(state.as_str());
         }
+        if let Some(status) = &filter.status {
+            query
+                .push(" AND status = ")
+                .push_bind(crate::rows::order_status_text(status).0.to_owned());
+        }
         if let Some(provider) = &filter.provider {
             query.push(" AND provider = ").push_bind(provider.as_str());
         }

@@ -632,8 +632,8 @@ pub async fn polling_faults_change_nothing_and_recover(backend: Backend) {
         let balance = gw.balance().await;
         gw.make_polls_due().await;
         let seq = last_seq(gw.alpha());
-        let backoff_ms =
-            i64::try_from(gw.app().settings.reconciler.failure_backoff_secs * 1000).expect("fits");
+        let backoff_ms = i64::try_from(gw.app().settings().reconciler.failure_backoff_secs * 1000)
+            .expect("fits");
         let polled_at = now_ms();
         gw.reconcile().await;
         let polled_until = now_ms();
@@ -809,7 +809,7 @@ pub async fn unknown_statuses_stay_watched(backend: Backend) {
 
     let unknown = OrderStatus::Unknown("Stuck".into());
     let now = now_ms();
-    let min_ms = i64::try_from(gw.app().settings.reconciler.min_poll_secs * 1000).expect("fits");
+    let min_ms = i64::try_from(gw.app().settings().reconciler.min_poll_secs * 1000).expect("fits");
     let next = smm_server::reconciler::next_poll(now, order.created_at, &unknown, min_ms);
     assert_eq!(
         next,
