@@ -212,3 +212,94 @@ async fn without_a_configured_token_the_admin_api_is_closed() {
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The admin API's OpenAPI document is served as generated, matches the committed snapshot
+/// (`docs/admin-openapi.json`; `UPDATE_SNAPSHOTS=1` rewrites it), and describes the router
+/// exactly: every documented operation exists (never the fallback's 404 or a 405) and refuses
+/// a missing or wrong token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_its_snapshot_and_the_router() {
+    let document = smm_server::admin::openapi_document();
+    let text = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&document).expect("json")
+    );
+    let snapshot =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/admin-openapi.json");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &text).expect("write the snapshot");
+    }
+    let committed = std::fs::read_to_string(&snapshot).expect("docs/admin-openapi.json exists");
+    assert_eq!(
+        committed, text,
+        "the admin API changed: review it, then run with UPDATE_SNAPSHOTS=1"
+    );
+
+    let (gateway, _sim, dir) = start(true).await;
+    let http = reqwest::Client::new();
+    let served: serde_json::Value = http
+        .get(admin_url(&gateway, "/admin/v1/openapi.json"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(served, document);
+
+    let paths = document["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().expect("methods") {
+            operations += 1;
+            let url = admin_url(&gateway, &path.replace("{id}", "1"));
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let call = |token: Option<&str>| {
+                let mut request = http.request(method.clone(), &url);
+                if let Some(token) = token {
+                    request = request.header("Authorization", token);
+                }
+                request.send()
+            };
+            let open = operation.get("security").is_none();
+            for token in [
+                None,
+                Some(String::from("Bearer")),
+                Some(format!("Bearer {}", TOKEN.to_uppercase())),
+                Some(format!("Bearer {TOKEN}x")),
+                Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
+                Some(format!("bearer {TOKEN}")),
+                Some(format!("Basic {TOKEN}")),
+                Some(TOKEN.to_owned()),
+            ] {
+                let response = call(token.as_deref()).await.expect("call");
+                if open {
+                    assert_eq!(response.status(), 200, "{method} {path} is open");
+                    continue;
+                }
+                assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+                let body: serde_json::Value = response.json().await.expect("json error");
+                assert_eq!(body["error"]["code"], "unauthorized", "{method} {path}");
+            }
+            let response = call(Some(&format!("Bearer {TOKEN}"))).await.expect("call");
+            let status = response.status();
+            let body = response.text().await.expect("body");
+            assert_ne!(status, 405, "{method} {path} is routed");
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path} is routed: {body}"
+            );
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&body).is_ok()
+                    || path == "/metrics"
+                    || path == "/healthz",
+                "{method} {path} answers JSON: {body}"
+            );
+        }
+    }
+    assert!(operations >= 24, "{operations} operations documented");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

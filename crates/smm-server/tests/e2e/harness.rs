@@ -260,6 +260,9 @@ pub fn first_route(local: u64) -> (&'static str, u64) {
     }
 }
 
+/// The admin API token of every test gateway.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
+
 /// A running gateway with its two upstream simulators, its database and a funded customer.
 #[derive(Debug)]
 pub struct TestGateway {
@@ -268,6 +271,8 @@ pub struct TestGateway {
     beta: Option<SimHandle>,
     pub http: reqwest::Client,
     pub url: String,
+    /// The admin listener's base URL (`http://127.0.0.1:PORT`); its token is [`ADMIN_TOKEN`].
+    pub admin_url: String,
     /// The funded customer owning [`KEY`].
     pub customer: CustomerId,
     /// Dropped last: removes the database.
@@ -309,6 +314,13 @@ impl TestGateway {
         ];
         settings.exposures = Vec::new();
         settings.services = service_defs();
+        let token_file = std::env::temp_dir().join(format!(
+            "smm-e2e-admin-token-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::write(&token_file, ADMIN_TOKEN).expect("admin token file");
+        settings.admin.token_file = Some(token_file);
         adjust(&mut settings);
         let problems = settings.validate();
         assert!(problems.is_empty(), "test settings invalid: {problems:?}");
@@ -316,10 +328,14 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let gateway = Gateway::start(settings, listener)
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let gateway = Gateway::start_with_admin(settings, listener, Some(admin))
             .await
             .expect("the gateway starts");
         let url = gateway.api_url();
+        let admin_url = format!("http://{}", gateway.admin_addr.expect("admin listener"));
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         assert_eq!(
             gateway.app.catalog().enabled().count(),
@@ -338,6 +354,7 @@ impl TestGateway {
             beta: Some(beta),
             http,
             url,
+            admin_url,
             customer: CustomerId(0),
             _db: db,
         };
@@ -463,6 +480,28 @@ impl TestGateway {
     // ---- customers and money ---------------------------------------------------------------
 
     /// A new customer owning `key`, funded with `deposit` (nothing when zero).
+    /// Calls the admin API with the right token, as `X-Admin-Actor: e2e`; returns the status
+    /// and the JSON body (`Null` when the body is not JSON).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("X-Admin-Actor", "e2e");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("admin call");
+        let status = response.status();
+        let text = response.text().await.expect("admin body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn create_customer(&self, name: &str, key: &str, deposit: Money) -> CustomerId {
         let customer = self
             .store()

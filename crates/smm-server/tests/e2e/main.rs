@@ -11,6 +11,7 @@
 
 mod forwarding;
 mod harness;
+mod operations;
 mod orders;
 mod protocol;
 mod reconcile;
@@ -77,4 +78,8 @@ e2e!(
     reconcile::finished_refills_do_not_starve_new_ones,
     reconcile::cancel_round_trip,
     reconcile::vanished_upstream_service_is_disabled_not_free,
+    // issue #6: the admin API and hot reload
+    operations::admin_api_keeps_exact_books,
+    operations::admin_api_finds_and_resolves_orders,
+    operations::reload_changes_prices_or_nothing,
 );
