@@ -25,8 +25,18 @@ pub struct Cli {
     /// Config file layered over the defaults (default: config/local.toml when present).
     #[arg(long, global = true, env = "SMM_GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log lines as text (for people) or one JSON object per line (for log shippers). The level
+    /// comes from RUST_LOG (default info).
+    #[arg(long, global = true, env = "SMM_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,20 +4,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use smm_server::Gateway;
-use smm_server::cli::{Cli, Command, ConfigCommand, ProviderCommand};
+use smm_server::cli::{Cli, Command, ConfigCommand, LogFormat, ProviderCommand};
 use smm_server::config::Settings;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One JSON object per line, with the current span's fields (request id, action,
+        // customer, outcome) for log shippers.
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -77,7 +77,22 @@ async fn v2(
 ) -> Response {
     let started = std::time::Instant::now();
     let mut action = "unknown";
-    let outcome = handle(&app, &headers, query.as_deref(), body, &mut action).await;
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| format!("{:016x}", fastrand::u64(..)), str::to_owned);
+    // Every log line of the request carries its id, action, customer and outcome; never the key.
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        action = tracing::field::Empty,
+        customer = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let outcome = handle(&app, &headers, query.as_deref(), body, &mut action)
+        .instrument(span.clone())
+        .await;
     let result = match &outcome {
         Ok(_) => "ok",
         Err(ErrorKind::InvalidKey) => "invalid_key",
@@ -85,6 +100,14 @@ async fn v2(
         Err(ErrorKind::Unavailable) => "unavailable",
         Err(_) => "error",
     };
+    span.record("action", action);
+    span.record("outcome", result);
+    span.in_scope(|| {
+        tracing::debug!(
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request done"
+        );
+    });
     app.metrics.inc(
         "smm_requests_total",
         vec![
@@ -97,14 +120,18 @@ async fn v2(
         vec![("action", action.to_owned())],
         started.elapsed(),
     );
-    match outcome {
+    let mut response = match outcome {
         Ok(body) => (
             [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body,
         )
             .into_response(),
         Err(kind) => json(StatusCode::OK, &ErrorReply(kind)),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
     }
+    response
 }
 
 async fn handle(
@@ -128,14 +155,11 @@ async fn handle(
 
     let credentials = Credentials::parse(&params)?;
     *action = credentials.action.as_str();
+    tracing::Span::current().record("action", *action);
     let customer = app.authenticate(credentials.key).await?;
+    tracing::Span::current().record("customer", customer.id.0);
     app.rate_limit(customer.id)?;
     let request = ApiRequest::parse(credentials.action, &params)?;
-    let span = tracing::debug_span!(
-        "v2",
-        action = credentials.action.as_str(),
-        customer = customer.id.0
-    );
     let dispatch = async {
         match request {
             ApiRequest::Services => services(app, &customer).await,
@@ -165,7 +189,7 @@ async fn handle(
             ApiRequest::Cancel(target) => cancel(app, &customer, target).await,
         }
     };
-    dispatch.instrument(span).await
+    dispatch.await
 }
 
 async fn services(app: &App, customer: &Customer) -> Reply {

@@ -116,7 +116,8 @@ async fn reload_by_admin_api_sighup_and_file_watch() {
     let child = Command::new(env!("CARGO_BIN_EXE_smm-gateway"))
         .args(["--config", file.to_str().expect("utf-8"), "serve"])
         .env("SMM_RELOAD_ALPHA_KEY", smm_panel_sim::DEMO_KEY)
-        .env("RUST_LOG", "info")
+        .env("SMM_GATEWAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,smm_server=debug")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -316,6 +317,24 @@ async fn reload_by_admin_api_sighup_and_file_watch() {
     assert!(actors.contains(&"admin:ops"), "{actors:?}");
     assert!(gateway_alive(&pid));
     drop(gateway);
+
+    // JSON logs: one object per line; requests carry their span (id, action, customer,
+    // outcome); the customer's key never appears.
+    let log = std::fs::read_to_string(dir.join("gateway.log")).expect("log");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(lines.len() > 10, "{} log lines", lines.len());
+    let done = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "request done" && l["span"]["action"] == "services")
+        .unwrap_or_else(|| panic!("a services request logged with its span:\n{log}"));
+    assert_eq!(done["span"]["outcome"], "ok");
+    assert!(done["span"]["customer"].is_number() || done["span"]["customer"].is_string());
+    assert!(done["span"]["id"].as_str().is_some_and(|id| id.len() == 16));
+    assert!(!log.contains(&key), "the API key is in the log");
+    assert!(!log.contains(TOKEN), "the admin token is in the log");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
