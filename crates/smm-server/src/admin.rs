@@ -200,6 +200,13 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             "# TYPE smm_ambiguous_orders gauge\nsmm_ambiguous_orders {ambiguous}"
         );
     }
+    if let Ok(counts) = app.store.count_by_status().await {
+        let _ = writeln!(out, "# TYPE smm_orders_by_status gauge");
+        for (status, n) in &counts {
+            let labels = vec![("status", status.clone())];
+            let _ = writeln!(out, "smm_orders_by_status{} {n}", label_text(&labels, None));
+        }
+    }
     let _ = writeln!(
         out,
         "# TYPE smm_catalog_services gauge\nsmm_catalog_services {}",
@@ -508,11 +515,14 @@ async fn cancel_ambiguous(
             Ok(axum::Json(body)) => body,
             Err(rejection) => return bad_json(&rejection),
         };
-        reply(
-            ops.cancel_ambiguous(id, &body.reason)
-                .await
-                .map(|refund| json!({ "order": id, "refunded": refund })),
-        )
+        let result = ops.cancel_ambiguous(id, &body.reason).await;
+        if result.is_ok() {
+            app.metrics.inc(
+                "smm_refunds_total",
+                vec![("reason", "ambiguous_canceled".to_owned())],
+            );
+        }
+        reply(result.map(|refund| json!({ "order": id, "refunded": refund })))
     })
 }
 

@@ -282,7 +282,9 @@ async fn requeue(app: &App, order: &Order, why: &str) {
 async fn reject(app: &App, order: &Order, why: &str) {
     match app.store.reject_order(order.id, why, now_ms()).await {
         Ok(refund) => {
-            tracing::info!(order = order.id.0, why, %refund, "order rejected and refunded")
+            tracing::info!(order = order.id.0, why, %refund, "order rejected and refunded");
+            app.metrics
+                .inc("smm_refunds_total", vec![("reason", "rejected".to_owned())]);
         }
         Err(error) => tracing::error!(order = order.id.0, %error, "cannot reject"),
     }

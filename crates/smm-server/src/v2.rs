@@ -521,6 +521,10 @@ async fn cancel_one(
     {
         Ok(CancelOutcome::CanceledLocally { refund }) => {
             tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
+            app.metrics.inc(
+                "smm_refunds_total",
+                vec![("reason", "canceled_before_forwarding".to_owned())],
+            );
             Ok(())
         }
         Ok(CancelOutcome::Requested(_)) => Ok(()),

@@ -157,16 +157,33 @@ async fn health_is_open_and_everything_else_needs_the_token() {
     ] {
         http.post(&api).form(&form).send().await.expect("v2");
     }
-    let metrics = http
-        .get(admin_url(&gateway, "/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    // The forwarder's call shows up once it has happened.
+    let scrape = || async {
+        http.get(admin_url(&gateway, "/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut metrics = scrape().await;
+    while !metrics.contains("smm_upstream_calls_total{provider=\"alpha\",action=\"add\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the add was never forwarded:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        metrics = scrape().await;
+    }
     for family in [
+        "smm_upstream_calls_total{provider=\"alpha\",action=\"add\",outcome=\"ok\"} 1",
+        "smm_upstream_call_duration_seconds_bucket{provider=\"alpha\",action=\"add\",le=\"+Inf\"} 1",
+        "smm_orders_by_status{status=\"Pending\"} 1",
+        "smm_provider_cooling_down{provider=\"alpha\"} 0",
+        "smm_provider_out_of_funds{provider=\"alpha\"} 0",
         "smm_requests_total{action=\"balance\",outcome=\"ok\"} 1",
         "smm_requests_total{action=\"balance\",outcome=\"invalid_key\"} 1",
         "smm_requests_total{action=\"add\",outcome=\"ok\"} 1",

@@ -230,6 +230,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Counts by forwarding state (for metrics and the admin view).
     async fn count_by_forward_state(&self) -> StoreResult<Vec<(ForwardState, i64)>>;
 
+    /// Counts by order status (`Pending`, `In progress`, ..., unknown upstream statuses as
+    /// `Unknown`), only the statuses that occur; for metrics.
+    async fn count_by_status(&self) -> StoreResult<Vec<(String, i64)>>;
+
     /// Claims up to `limit` queued orders whose `forward_after` has passed, oldest first, and
     /// marks them `sending` by `worker` (attempts + 1). Two workers never get the same order.
     async fn claim_for_forwarding(

@@ -1088,6 +1088,13 @@ impl Store for PostgresStore {
         convert_all(rows)
     }
 
+    async fn count_by_status(&self) -> StoreResult<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
     async fn count_by_forward_state(&self) -> StoreResult<Vec<(ForwardState, i64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT forward_state, COUNT(*) FROM orders GROUP BY forward_state")

@@ -328,6 +328,21 @@ pub async fn admin_api_finds_and_resolves_orders(backend: Backend) {
         balance.checked_add(charge).expect("sum")
     );
     assert_eq!(gw.order(ids[1]).await.status, OrderStatus::Canceled);
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.admin_url))
+        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("smm_refunds_total{reason=\"ambiguous_canceled\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("smm_ambiguous_orders 0"), "{metrics}");
 
     // The price preview agrees with `services`.
     let (status, prices) = gw
