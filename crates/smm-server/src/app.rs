@@ -148,6 +148,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The current catalog; replaced whole after every sync.
     catalog: RwLock<Arc<Catalog>>,
+    /// The serialised `services` reply at list prices, for the catalog it was built from.
+    services_body: RwLock<Option<(Arc<Catalog>, axum::body::Bytes)>>,
     /// Each provider's last good `services` reply.
     upstream: RwLock<BTreeMap<String, Vec<UpstreamService>>>,
     /// Customer by key hash. Only hits are cached, so a new customer works at once.
@@ -199,6 +201,7 @@ impl App {
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             upstream: RwLock::new(BTreeMap::new()),
+            services_body: RwLock::new(None),
             keys,
             rates,
             limiter: Mutex::new(HashMap::new()),
@@ -380,6 +383,27 @@ impl App {
         self.catalog
             .read()
             .map_or_else(|poisoned| poisoned.into_inner().clone(), |c| c.clone())
+    }
+
+    /// The list-price `services` reply built from exactly `catalog`, if cached.
+    pub fn cached_services_body(&self, catalog: &Arc<Catalog>) -> Option<axum::body::Bytes> {
+        let cached = self
+            .services_body
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cached
+            .as_ref()
+            .filter(|(built_from, _)| Arc::ptr_eq(built_from, catalog))
+            .map(|(_, body)| body.clone())
+    }
+
+    /// Keeps the list-price `services` reply of `catalog` (holding the `Arc` keeps the identity
+    /// check sound: a rebuilt catalog is a different allocation while this one lives).
+    pub fn cache_services_body(&self, catalog: &Arc<Catalog>, body: axum::body::Bytes) {
+        *self
+            .services_body
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((catalog.clone(), body));
     }
 
     /// When `provider`'s catalog last synced successfully.

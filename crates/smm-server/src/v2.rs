@@ -60,10 +60,10 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 /// A reply body, already serialised.
-type Reply = Result<Vec<u8>, ErrorKind>;
+type Reply = Result<Bytes, ErrorKind>;
 
 fn to_body(value: &impl Serialize) -> Reply {
-    serde_json::to_vec(value).map_err(|e| {
+    serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
         tracing::error!(%e, "cannot serialise a reply");
         ErrorKind::Unavailable
     })
@@ -195,6 +195,11 @@ async fn handle(
 async fn services(app: &App, customer: &Customer) -> Reply {
     let pricing = app.pricing(customer).await?;
     let catalog = app.catalog();
+    // Most customers pay list prices: their reply is the same bytes until the catalog changes.
+    let list_prices = pricing.discount.is_none() && pricing.custom_rates.is_empty();
+    if list_prices && let Some(body) = app.cached_services_body(&catalog) {
+        return Ok(body);
+    }
     let items: Vec<ServiceItem> = catalog
         .enabled()
         .map(|s| ServiceItem {
@@ -211,7 +216,11 @@ async fn services(app: &App, customer: &Customer) -> Reply {
             desc: s.desc.clone(),
         })
         .collect();
-    to_body(&items)
+    let body = to_body(&items)?;
+    if list_prices {
+        app.cache_services_body(&catalog, body.clone());
+    }
+    Ok(body)
 }
 
 async fn balance(app: &App, customer: &Customer) -> Reply {

@@ -82,4 +82,5 @@ e2e!(
     operations::admin_api_keeps_exact_books,
     operations::admin_api_finds_and_resolves_orders,
     operations::reload_changes_prices_or_nothing,
+    operations::customer_prices_are_their_own,
 );

@@ -527,3 +527,86 @@ async fn settled(gw: &TestGateway, id: OrderId) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Each customer sees their own prices in `services` (the list-price reply is cached per
+/// catalog; discounts and custom rates are never served from it), and the admin preview
+/// agrees with what each one sees.
+pub async fn customer_prices_are_their_own(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let list = gw.api("services", &[]).await;
+    let list_rate = |reply: &Value, service: u64| -> Decimal {
+        reply
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["service"] == service)
+            .and_then(|s| s["rate"].as_str())
+            .expect("rate")
+            .parse()
+            .expect("decimal")
+    };
+    let discounted = gw
+        .create_customer("discounted", "e2e-discount-key-000001", Money::ZERO)
+        .await;
+    gw.store()
+        .set_discount(discounted, Some(Decimal::from(10)), "test", 0)
+        .await
+        .expect("discount");
+    let custom = gw
+        .create_customer("custom", "e2e-custom-key-0000001", Money::ZERO)
+        .await;
+    let special = Decimal::new(12_345, 4);
+    gw.store()
+        .set_customer_rate(custom, smm_store::ServiceId(2), Some(special), "test", 0)
+        .await
+        .expect("custom rate");
+
+    for _ in 0..2 {
+        let mine = gw.api("services", &[]).await;
+        assert_eq!(mine, list, "list prices, cached or not");
+        let theirs = gw.call("e2e-discount-key-000001", "services", &[]).await;
+        for service in [1, 2, 3] {
+            let expected = (list_rate(&list, service) * Decimal::new(9, 1))
+                .round_dp_with_strategy(4, RoundingStrategy::ToPositiveInfinity);
+            assert_eq!(
+                list_rate(&theirs, service),
+                expected,
+                "10 % off service {service}"
+            );
+        }
+        let custom_reply = gw.call("e2e-custom-key-0000001", "services", &[]).await;
+        assert_eq!(list_rate(&custom_reply, 2), special);
+        assert_eq!(list_rate(&custom_reply, 1), list_rate(&list, 1));
+    }
+    for (customer, key) in [
+        (discounted, "e2e-discount-key-000001"),
+        (custom, "e2e-custom-key-0000001"),
+    ] {
+        let seen = gw.call(key, "services", &[]).await;
+        let (status, preview) = gw
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/customers/{customer}/prices"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        for line in preview["services"].as_array().expect("lines") {
+            if line["enabled"] != true {
+                continue;
+            }
+            let service = line["service"].as_u64().expect("id");
+            let rate: Decimal = line["rate"]
+                .as_str()
+                .expect("rate")
+                .parse()
+                .expect("decimal");
+            assert_eq!(
+                rate,
+                list_rate(&seen, service),
+                "preview of {customer}, service {service}"
+            );
+        }
+    }
+    gw.finish().await;
+}
