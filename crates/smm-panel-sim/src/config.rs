@@ -79,6 +79,25 @@ impl SimConfig {
         }
     }
 
+    /// A catalog of `count` services for load tests: the demo catalog repeated, ids `1..=count`,
+    /// each copy named and categorised apart (`... #2`) so a gateway sees `count` distinct
+    /// services of every type with the demo's rates and bounds.
+    pub fn scaled_services(count: usize) -> Vec<SimService> {
+        let demo = demo_services();
+        (0..count)
+            .map(|i| {
+                let base = &demo[i % demo.len()];
+                let copy = i / demo.len() + 1;
+                SimService {
+                    id: i as u64 + 1,
+                    name: format!("{} #{copy}", base.name),
+                    category: format!("{} #{copy}", base.category),
+                    ..base.clone()
+                }
+            })
+            .collect()
+    }
+
     /// Parses a TOML configuration (same shape as this struct; see the crate README).
     /// Missing `services`/`accounts` are taken from [`SimConfig::demo`].
     pub fn from_toml_str(s: &str) -> Result<SimConfig, SimError> {
@@ -429,6 +448,17 @@ impl Fault {
             Fault::Redirect => "redirect",
         }
     }
+}
+
+/// How many `/api/v2` requests arrived, by action, whatever the request log keeps. Cheap to
+/// read while a load test runs (`GET /control/counts`): a benchmark counts upstream calls with it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RequestCounts {
+    /// Requests per `action` parameter (trimmed; `""` when missing), faulted ones included.
+    pub actions: BTreeMap<String, u64>,
+    /// Order ids named by `status` requests (`order` plus every id of `orders`), so a sweep
+    /// can be seen covering its orders.
+    pub status_ids: u64,
 }
 
 /// One `/api/v2` request as it arrived.

@@ -15,8 +15,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::{
-    Dialect, Fault, FaultRule, OrderStatus, Outcomes, RecordedRequest, ServiceType, SimConfig,
-    SimOrder, SimRefill, SimService, Timing,
+    Dialect, Fault, FaultRule, OrderStatus, Outcomes, RecordedRequest, RequestCounts, ServiceType,
+    SimConfig, SimOrder, SimRefill, SimService, Timing,
 };
 use crate::json::J;
 use crate::params::{self, Packed, Params};
@@ -519,6 +519,7 @@ pub(crate) struct State {
     log_dropped: u64,
     next_seq: u64,
     start_unix_ms: u64,
+    counts: RequestCounts,
 }
 
 impl State {
@@ -546,6 +547,7 @@ impl State {
             log_dropped: 0,
             next_seq: 0,
             start_unix_ms,
+            counts: RequestCounts::default(),
         };
         st.set_services(cfg.services.clone());
         st
@@ -723,6 +725,52 @@ impl State {
                 .filter_map(|id| self.order_ref(id).map(|o| o.service)),
         );
         out
+    }
+
+    /// Counts one API request by action (and the ids a `status` names).
+    pub(crate) fn count_request(&mut self, p: &Params) {
+        let action = p.get("action").map_or("", |a| a.trim());
+        if action == "status" {
+            let ids = p.get("order").map_or(0, |_| 1)
+                + p.get("orders").map_or(0, |v| params::csv(v).len());
+            self.counts.status_ids += ids as u64;
+        }
+        match self.counts.actions.get_mut(action) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.actions.insert(action.to_owned(), 1);
+            }
+        }
+    }
+
+    pub(crate) fn request_counts(&self) -> RequestCounts {
+        self.counts.clone()
+    }
+
+    /// `count` `add`s with the same parameters; see [`crate::Sim::add_orders`].
+    pub(crate) fn add_many(
+        &mut self,
+        p: &Params,
+        count: u64,
+        now: u64,
+    ) -> Result<Option<(u64, u64)>, String> {
+        let key = p
+            .get("key")
+            .and_then(|k| self.accounts.get_key_value(k.as_str()))
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| ApiError::InvalidKey.text(false).into_owned())?;
+        let mut range: Option<(u64, u64)> = None;
+        for _ in 0..count {
+            let id = self.next_order_id();
+            self.add(&key, p, now)
+                .map_err(|e| e.text(self.dialect.raw_error_keys).into_owned())?;
+            range = Some((range.map_or(id, |(first, _)| first), id));
+        }
+        Ok(range)
+    }
+
+    fn next_order_id(&self) -> u64 {
+        self.first_order_id.saturating_add(self.orders.len() as u64)
     }
 
     /// Appends a request to the log (built outside the lock; `seq` and `fault` are set here).
@@ -1023,7 +1071,7 @@ impl State {
         }
         *balance -= charge;
 
-        let id = self.first_order_id.saturating_add(self.orders.len() as u64);
+        let id = self.next_order_id();
         let mut plan = make_plan(self.seed, id, &outcomes, &self.timing, total);
         if let Some(s) = &mut sub {
             let mut rng = fastrand::Rng::with_seed(mix(self.seed, id, 3));

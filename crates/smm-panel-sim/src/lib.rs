@@ -34,7 +34,7 @@ use rust_decimal::Decimal;
 
 pub use config::{
     DEFAULT_MAX_LOG, DEMO_KEY, Dialect, Fault, FaultRule, OrderStatus, Outcomes, RecordedRequest,
-    SimAccount, SimConfig, SimError, SimOrder, SimRefill, SimService, Timing,
+    RequestCounts, SimAccount, SimConfig, SimError, SimOrder, SimRefill, SimService, Timing,
 };
 
 use engine::State;
@@ -187,6 +187,27 @@ impl Sim {
     /// How many log entries were dropped because the log was full (`max_log`).
     pub fn log_dropped(&self) -> u64 {
         self.lock().log_dropped()
+    }
+
+    /// Requests received so far, by action (kept even when the request log is off).
+    pub fn counts(&self) -> RequestCounts {
+        self.lock().request_counts()
+    }
+
+    /// Places `count` orders at once with the parameters of one `add` request (without `action`;
+    /// `key` included), exactly as `count` such requests would, but without HTTP or the request
+    /// log: for seeding a benchmark with many upstream orders. Returns the ids of the first and
+    /// the last order. Stops at the first refusal (e.g. `Not enough funds on balance`) and
+    /// reports its text; orders placed before it stay.
+    pub fn add_orders(
+        &self,
+        params: &std::collections::BTreeMap<String, String>,
+        count: u64,
+    ) -> Result<Option<(u64, u64)>, String> {
+        let now = self.now_ms();
+        let mut st = self.lock();
+        st.settle(now);
+        st.add_many(params, count, now)
     }
 
     /// Snapshot of every order at the current sim time (refunds due by now are applied first).

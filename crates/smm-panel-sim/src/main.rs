@@ -26,6 +26,10 @@ struct Args {
     /// Request-log capacity, 0 disables the log (overrides the config file).
     #[arg(long)]
     max_log: Option<usize>,
+    /// Replace the catalog with N services: the demo catalog repeated with ids 1..=N (for load
+    /// tests of `services`; overrides the config file's services).
+    #[arg(long)]
+    services: Option<usize>,
 }
 
 #[tokio::main]
@@ -62,6 +66,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(max_log) = args.max_log {
         config.max_log = max_log;
+    }
+    if let Some(count) = args.services {
+        config.services = SimConfig::scaled_services(count);
     }
     config.validate().map_err(|e| e.to_string())?;
 

@@ -100,7 +100,8 @@ fn router(sim: Sim) -> Router {
             "/control/requests",
             get(get_requests).delete(delete_requests),
         )
-        .route("/control/orders", get(get_orders))
+        .route("/control/orders", get(get_orders).post(post_orders))
+        .route("/control/counts", get(get_counts))
         .route("/control/refills", get(get_refills))
         .route(
             "/control/faults",
@@ -151,6 +152,7 @@ impl Sim {
         let (fault, reply) = {
             let mut st = self.lock();
             let fault = st.take_fault(&p);
+            st.count_request(&p);
             st.record(rec, fault.as_ref());
             let process_now = matches!(
                 fault,
@@ -285,6 +287,34 @@ async fn delete_requests(State(sim): State<Sim>) -> StatusCode {
 
 async fn get_orders(State(sim): State<Sim>) -> Response {
     json_of(&sim.orders())
+}
+
+/// Body of `POST /control/orders`: `count` orders placed as `add` requests with `params`.
+#[derive(Deserialize)]
+struct BulkOrders {
+    count: u64,
+    params: std::collections::BTreeMap<String, String>,
+}
+
+async fn post_orders(State(sim): State<Sim>, body: Bytes) -> Response {
+    let bulk = match parse::<BulkOrders>(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match sim.add_orders(&bulk.params, bulk.count) {
+        Ok(range) => {
+            let (first, last) = range.map_or((J::Null, J::Null), |(f, l)| (J::UInt(f), J::UInt(l)));
+            json_response(
+                StatusCode::OK,
+                J::obj([("first", first), ("last", last)]).to_bytes(),
+            )
+        }
+        Err(text) => control_error(StatusCode::UNPROCESSABLE_ENTITY, &text),
+    }
+}
+
+async fn get_counts(State(sim): State<Sim>) -> Response {
+    json_of(&sim.counts())
 }
 
 async fn get_refills(State(sim): State<Sim>) -> Response {

@@ -359,3 +359,74 @@ fn types_round_trip_through_serde() {
     assert_eq!(back.services, cfg.services);
     assert_eq!(back.accounts, cfg.accounts);
 }
+
+#[tokio::test]
+async fn bulk_orders_and_request_counts() {
+    let e = env().await;
+    let before = e.balance().await;
+    let (code, body) = e
+        .control(
+            Method::POST,
+            "/control/orders",
+            Some(json!({"count": 3, "params": {
+                "key": KEY, "service": "1", "link": "https://ig/bulk", "quantity": "100"}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let range: Value = serde_json::from_str(&body).unwrap();
+    let (first, last) = (
+        range["first"].as_u64().unwrap(),
+        range["last"].as_u64().unwrap(),
+    );
+    assert_eq!(last, first + 2);
+    // Real orders: charged like three `add`s, queryable, and absent from the request log.
+    let orders = e.sim().orders();
+    assert_eq!(
+        orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![first, first + 1, first + 2]
+    );
+    let spent = dec(before["balance"].as_str().unwrap())
+        - dec(e.balance().await["balance"].as_str().unwrap());
+    assert_eq!(spent, dec("0.27"));
+    assert!(
+        e.sim()
+            .requests()
+            .iter()
+            .all(|r| r.action.as_deref() != Some("add"))
+    );
+    // A refusal stops the batch and says why.
+    let (code, body) = e
+        .control(
+            Method::POST,
+            "/control/orders",
+            Some(json!({"count": 2, "params": {"key": KEY, "service": "999", "link": "x"}})),
+        )
+        .await;
+    assert_eq!(code, 422);
+    assert!(body.contains("Incorrect service ID"), "{body}");
+
+    // Counts by action, status ids included; the bulk endpoint is not an API request.
+    let ids = format!("{first},{},{last}", first + 1);
+    e.form(&[("action", "status"), ("orders", &ids)]).await;
+    e.status(first).await;
+    let (code, body) = e.control(Method::GET, "/control/counts", None).await;
+    assert_eq!(code, 200);
+    let counts: smm_panel_sim::RequestCounts = serde_json::from_str(&body).unwrap();
+    assert_eq!(counts.actions.get("status"), Some(&2));
+    assert_eq!(counts.actions.get("add"), None);
+    assert_eq!(counts.status_ids, 4);
+}
+
+#[test]
+fn scaled_catalog_has_distinct_ids_and_names() {
+    let services = SimConfig::scaled_services(2_000);
+    assert_eq!(services.len(), 2_000);
+    assert_eq!(services[1_999].id, 2_000);
+    let names: std::collections::HashSet<_> = services.iter().map(|s| &s.name).collect();
+    assert_eq!(names.len(), 2_000);
+    let cfg = SimConfig {
+        services,
+        ..SimConfig::demo()
+    };
+    cfg.validate().unwrap();
+}
