@@ -29,7 +29,14 @@ const POLL_BATCH: u32 = 1_000;
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        round(&app).await;
+        if round(&app).await {
+            // A full batch was due somewhere: more are probably waiting (a backlog after an
+            // outage, a large sweep). Go on at once, unless asked to stop.
+            if *shutdown.borrow() {
+                return;
+            }
+            continue;
+        }
         let every = Duration::from_millis(app.settings().reconciler.interval_ms.max(10));
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -38,18 +45,19 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One pass: polls, refills, cancels.
-pub async fn round(app: &App) {
+/// One pass: polls, refills, cancels. True when some provider had a full batch of polls due.
+pub async fn round(app: &App) -> bool {
     // Retired providers included: their orders keep reconciling.
     let runtime = app.runtime();
     let polls = runtime
         .providers
         .keys()
         .map(|provider| poll_provider(app, provider));
-    futures_util::future::join_all(polls).await;
+    let claimed = futures_util::future::join_all(polls).await;
     forward_refills(app).await;
     poll_refills(app).await;
     forward_cancels(app).await;
+    claimed.iter().any(|&n| n >= POLL_BATCH as usize)
 }
 
 /// When to poll an order next: a tenth of its age, between `min_ms` and 30 minutes — soon
@@ -73,9 +81,10 @@ fn ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-async fn poll_provider(app: &App, provider: &str) {
+/// Polls `provider`'s due orders; returns how many were claimed.
+async fn poll_provider(app: &App, provider: &str) -> usize {
     let Some(provider_state) = app.provider(provider) else {
-        return;
+        return 0;
     };
     let client = &provider_state.client;
     let settings = app.settings();
@@ -93,11 +102,11 @@ async fn poll_provider(app: &App, provider: &str) {
         Ok(due) => due,
         Err(error) => {
             tracing::error!(provider, %error, "cannot claim orders to poll");
-            return;
+            return 0;
         }
     };
     if due.is_empty() {
-        return;
+        return 0;
     }
     let by_id: BTreeMap<UpstreamId, &PollItem> = due
         .iter()
@@ -136,14 +145,17 @@ async fn poll_provider(app: &App, provider: &str) {
             ],
         );
     }
-    let mut applied = 0usize;
+    let mut updates = Vec::new();
+    let mut polled = Vec::new();
     for (id, result) in outcome.items {
         let Some(item) = by_id.get(&id) else { continue };
         match result {
             Ok(status) => {
-                if apply(app, provider, item, status).await {
-                    applied += 1;
-                }
+                updates.push((
+                    item.upstream_order_id.clone(),
+                    status_update(app, provider, item, status),
+                ));
+                polled.push(*item);
             }
             Err(kind) => {
                 // The upstream does not know the order (yet, or any more): keep asking, slowly.
@@ -157,6 +169,14 @@ async fn poll_provider(app: &App, provider: &str) {
             }
         }
     }
+    // One transaction for the batch; refunds one by one inside the store.
+    let applied = match app.store.apply_statuses(provider, updates, now_ms()).await {
+        Ok(results) => record_applied(provider, &polled, &results, app),
+        Err(error) => {
+            tracing::error!(provider, orders = polled.len(), %error, "cannot apply statuses; they are polled again after the lease");
+            0
+        }
+    };
     let mut failed = Vec::new();
     for chunk in &outcome.failed {
         tracing::warn!(provider, ids = chunk.ids.len(), error = %chunk.error, "status poll failed; backing off");
@@ -182,10 +202,16 @@ async fn poll_provider(app: &App, provider: &str) {
         .await;
     }
     tracing::debug!(provider, polled = due.len(), applied, "status poll round");
+    due.len()
 }
 
-/// Applies one upstream status; returns whether it was recorded.
-async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatus) -> bool {
+/// The store update for one polled status (unknown statuses are counted and logged).
+fn status_update(
+    app: &App,
+    provider: &str,
+    item: &PollItem,
+    status: UpstreamStatus,
+) -> StatusUpdate {
     if let OrderStatus::Unknown(raw) = &status.status {
         app.metrics.inc(
             "smm_unknown_statuses_total",
@@ -194,10 +220,9 @@ async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatu
         tracing::warn!(provider, order = item.order_id.0, status = %raw, "unknown upstream status: order kept under watch");
     }
     let extra = extra_json(&status);
-    let now = now_ms();
-    let update = StatusUpdate {
+    StatusUpdate {
         next_poll_at: next_poll(
-            now,
+            now_ms(),
             item.created_at,
             &status.status,
             ms(app.settings().reconciler.min_poll_secs),
@@ -206,26 +231,34 @@ async fn apply(app: &App, provider: &str, item: &PollItem, status: UpstreamStatu
         start_count: status.start_count,
         remains: status.remains,
         extra,
-    };
-    match app
-        .store
-        .apply_status(provider, &item.upstream_order_id, update, now)
-        .await
-    {
-        Ok(Some(applied)) => {
-            if let Some(refund) = applied.refund {
-                app.metrics
-                    .inc("smm_refunds_total", vec![("reason", "status".to_owned())]);
-                tracing::info!(provider, order = applied.order_id.0, %refund, "refund paid");
-            }
-            true
-        }
-        Ok(None) => false,
-        Err(error) => {
-            tracing::error!(provider, order = item.order_id.0, %error, "cannot apply a status");
-            false
+    }
+}
+
+/// Counts and logs what a batch did; returns how many statuses were recorded.
+fn record_applied(
+    provider: &str,
+    polled: &[&PollItem],
+    results: &[Option<smm_store::StatusApplied>],
+    app: &App,
+) -> usize {
+    let mut applied = 0;
+    for (item, result) in polled.iter().zip(results) {
+        let Some(result) = result else {
+            tracing::warn!(
+                provider,
+                order = item.order_id.0,
+                "polled order no longer matches its upstream id"
+            );
+            continue;
+        };
+        applied += 1;
+        if let Some(refund) = result.refund {
+            app.metrics
+                .inc("smm_refunds_total", vec![("reason", "status".to_owned())]);
+            tracing::info!(provider, order = result.order_id.0, %refund, "refund paid");
         }
     }
+    applied
 }
 
 /// Drip-feed and subscription extras, passed through to the customer's `status`.

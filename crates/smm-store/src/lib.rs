@@ -338,6 +338,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<Option<StatusApplied>>;
 
+    /// [`Store::apply_status`] for many orders of one provider, in the order given. Updates that
+    /// owe no refund (most polls: still in progress, completed) are applied together in one
+    /// transaction; each one that owes a refund goes through [`Store::apply_status`], so its
+    /// exactly-once guarantees are the same code.
+    async fn apply_statuses(
+        &self,
+        provider: &str,
+        updates: Vec<(String, StatusUpdate)>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Option<StatusApplied>>>;
+
     /// Pushes the next poll of `orders` to `next_poll_at` without touching anything else (the
     /// upstream failed; back off).
     async fn defer_polls(&self, orders: &[OrderId], next_poll_at: Timestamp) -> StoreResult<()>;

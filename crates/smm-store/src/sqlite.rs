@@ -1619,6 +1619,103 @@ impl Store for SqliteStore {
         }))
     }
 
+    async fn apply_statuses(
+        &self,
+        provider: &str,
+        updates: Vec<(String, StatusUpdate)>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Option<StatusApplied>>> {
+        const UPDATE_POLLED: &str = "UPDATE orders SET status = ?, status_raw = ?, \
+             start_count = COALESCE(?, start_count), remains = COALESCE(?, remains), \
+             extra = COALESCE(?, extra), next_poll_at = ?, updated_at = ? WHERE id = ?";
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = serde_json::Value::from(
+            updates
+                .iter()
+                .map(|(id, _)| serde_json::Value::from(id.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let mut tx = self.begin().await?;
+        let rows: Vec<OrderRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            order_cols!(),
+            " FROM orders WHERE provider = ? AND upstream_order_id IN \
+             (SELECT value FROM json_each(?))"
+        ))
+        .bind(provider)
+        .bind(&wanted)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let orders: Vec<Order> = convert_all(rows)?;
+        let by_upstream: std::collections::HashMap<&str, &Order> = orders
+            .iter()
+            .filter_map(|o| o.upstream_order_id.as_deref().map(|u| (u, o)))
+            .collect();
+        let mut results: Vec<Option<StatusApplied>> = vec![None; updates.len()];
+        let mut with_refund = Vec::new();
+        for (index, (upstream_order_id, update)) in updates.iter().enumerate() {
+            let Some(order) = by_upstream.get(upstream_order_id.as_str()) else {
+                continue;
+            };
+            if order.status.is_terminal() {
+                results[index] = Some(StatusApplied {
+                    order_id: order.id,
+                    refund: None,
+                    terminal: true,
+                });
+                continue;
+            }
+            let due = refund_due(&update.status, order.charge, order.units, update.remains);
+            if due
+                .checked_sub(order.refunded)
+                .is_some_and(|owed| owed.is_positive())
+            {
+                with_refund.push(index);
+                continue;
+            }
+            if update.status == OrderStatus::Partial && update.remains.is_none() {
+                tracing::warn!(
+                    order = order.id.0,
+                    provider,
+                    upstream_order_id = upstream_order_id.as_str(),
+                    "Partial without remains: no refund computed, check the order by hand"
+                );
+            }
+            let terminal = update.status.is_terminal();
+            let (status, status_raw) = order_status_text(&update.status);
+            sqlx::query(UPDATE_POLLED)
+                .bind(status)
+                .bind(status_raw)
+                .bind(update.start_count)
+                .bind(update.remains)
+                .bind(update.extra.as_deref())
+                .bind((!terminal).then_some(update.next_poll_at))
+                .bind(now)
+                .bind(order.id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            results[index] = Some(StatusApplied {
+                order_id: order.id,
+                refund: None,
+                terminal,
+            });
+        }
+        tx.commit().await.map_err(db_err)?;
+        // Refunds one by one, through the one-refund path.
+        for index in with_refund {
+            let (upstream_order_id, update) = &updates[index];
+            results[index] = self
+                .apply_status(provider, upstream_order_id, update.clone(), now)
+                .await?;
+        }
+        Ok(results)
+    }
+
     async fn defer_polls(&self, orders: &[OrderId], next_poll_at: Timestamp) -> StoreResult<()> {
         if orders.is_empty() {
             return Ok(());

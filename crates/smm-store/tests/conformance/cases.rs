@@ -1030,6 +1030,111 @@ pub async fn polling_and_refunds(db: Db) {
     assert_books_balance(&db, c.id).await;
 }
 
+/// `apply_statuses` applies a poller's whole batch: unchanged and non-refund updates together,
+/// refunds exactly once through the one-refund path, unknown ids as `None`, terminal orders
+/// untouched; applied twice, nothing more is paid.
+pub async fn batched_statuses_pay_each_refund_once(db: Db) {
+    let c = funded(&db, "bea", "10").await;
+    let progress = sent_order(&db, c.id, "1", "alpha", "b1").await;
+    let completed = sent_order(&db, c.id, "1", "alpha", "b2").await;
+    let partial = sent_order(&db, c.id, "0.27819", "alpha", "b3").await;
+    let canceled = sent_order(&db, c.id, "1", "alpha", "b4").await;
+    let finished = sent_order(&db, c.id, "1", "alpha", "b5").await;
+    let elsewhere = sent_order(&db, c.id, "1", "beta", "b1").await;
+    db.apply_status("alpha", "b5", update(OrderStatus::Completed, Some(0)), T0)
+        .await
+        .expect("apply")
+        .expect("known");
+    let batch = vec![
+        ("b1".to_owned(), update(OrderStatus::InProgress, Some(400))),
+        ("b2".to_owned(), update(OrderStatus::Completed, Some(0))),
+        ("b3".to_owned(), update(OrderStatus::Partial, Some(157))),
+        ("nope".to_owned(), update(OrderStatus::Completed, Some(0))),
+        ("b4".to_owned(), update(OrderStatus::Canceled, None)),
+        ("b5".to_owned(), update(OrderStatus::Canceled, None)),
+    ];
+    let results = db
+        .apply_statuses("alpha", batch.clone(), T0 + 2_000)
+        .await
+        .expect("batch");
+    assert_eq!(results.len(), batch.len());
+    let ids: Vec<Option<OrderId>> = results.iter().map(|r| r.map(|a| a.order_id)).collect();
+    assert_eq!(
+        ids,
+        vec![
+            Some(progress.id),
+            Some(completed.id),
+            Some(partial.id),
+            None,
+            Some(canceled.id),
+            Some(finished.id)
+        ]
+    );
+    let refunds: Vec<Option<Money>> = results.iter().map(|r| r.and_then(|a| a.refund)).collect();
+    assert_eq!(
+        refunds,
+        vec![
+            None,
+            None,
+            Some(Money::from_units(4_367)),
+            None,
+            Some(money("1")),
+            None
+        ]
+    );
+    let terminal: Vec<bool> = results.iter().flatten().map(|a| a.terminal).collect();
+    assert_eq!(terminal, vec![false, true, true, true, true]);
+
+    let o = db.order(progress.id).await.expect("get");
+    assert_eq!(
+        (o.status.clone(), o.remains, o.start_count, o.next_poll_at),
+        (
+            OrderStatus::InProgress,
+            Some(400),
+            Some(3572),
+            Some(T0 + 60_000)
+        )
+    );
+    let o = db.order(completed.id).await.expect("get");
+    assert_eq!(
+        (o.status.clone(), o.next_poll_at),
+        (OrderStatus::Completed, None)
+    );
+    assert_eq!(
+        db.order(finished.id).await.expect("get").status,
+        OrderStatus::Completed
+    );
+    let o = db.order(elsewhere.id).await.expect("get");
+    assert_eq!(
+        o.status,
+        OrderStatus::Pending,
+        "same upstream id at beta untouched"
+    );
+
+    // The same batch again: nothing more is paid, terminal orders stay as they are.
+    let again = db
+        .apply_statuses("alpha", batch, T0 + 3_000)
+        .await
+        .expect("batch");
+    assert!(
+        again.iter().flatten().all(|a| a.refund.is_none()),
+        "{again:?}"
+    );
+    assert_eq!(refund_rows(&db, c.id, partial.id).await, 1);
+    assert_eq!(refund_rows(&db, c.id, canceled.id).await, 1);
+    assert_eq!(
+        db.order(partial.id).await.expect("get").refunded,
+        Money::from_units(4_367)
+    );
+    assert!(
+        db.apply_statuses("alpha", Vec::new(), T0)
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
 pub async fn concurrent_partial_pays_one_refund(db: Db) {
     let c = funded(&db, "oscar", "10").await;
     let order = sent_order(&db, c.id, "3", "alpha", "42").await;

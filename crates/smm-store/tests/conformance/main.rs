@@ -44,6 +44,7 @@ conformance!(
     requeue_and_reject,
     crash_recovery_and_ambiguous_resolution,
     polling_and_refunds,
+    batched_statuses_pay_each_refund_once,
     concurrent_partial_pays_one_refund,
     defer_polls_only_moves_the_schedule,
     refills,
