@@ -12,72 +12,18 @@
 
 #![allow(clippy::float_arithmetic)] // ratios and milliseconds for the report only
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod baseline;
 
-use smm_store::{
-    CustomerId, LedgerKind, NewCustomer, NewOrder, Placed, ServiceId, Store, hash_api_key,
-};
+use baseline::{Run, T0, customers, measure};
+use smm_store::{CustomerId, NewOrder, Placed, ServiceId};
 use smm_wire::Money;
 use sqlx::Connection;
-
-const T0: i64 = 1_700_000_000_000;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    per_second: u64,
-    p50_us: u64,
-    p99_us: u64,
-}
-
-fn percentile(sorted: &[u64], pct: usize) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(sorted.len() - 1) * pct / 100]
-}
-
-/// Runs `place` from `concurrency` tasks (task i uses customer i) for `seconds`.
-async fn measure<F, Fut>(concurrency: usize, seconds: u64, place: F) -> Run
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let place = Arc::new(place);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..concurrency {
-        let place = place.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                place(task).await;
-                latencies.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("bench task"));
-    }
-    let elapsed = started.elapsed();
-    all.sort_unstable();
-    let count = u64::try_from(all.len()).unwrap_or(u64::MAX);
-    Run {
-        per_second: count * 1000 / u64::try_from(elapsed.as_millis()).unwrap_or(1).max(1),
-        p50_us: percentile(&all, 50),
-        p99_us: percentile(&all, 99),
-    }
 }
 
 fn new_order(customer: CustomerId) -> NewOrder {
@@ -93,79 +39,6 @@ fn new_order(customer: CustomerId) -> NewOrder {
         charge: Money::from_units(27_819),
         idempotency_key: None,
     }
-}
-
-/// Customers with room for every order the bench can place.
-async fn customers(store: &Arc<dyn Store>, count: usize, tag: &str) -> Vec<CustomerId> {
-    let mut ids = Vec::new();
-    for i in 0..count {
-        let c = store
-            .create_customer(
-                NewCustomer {
-                    name: format!("bench-{tag}-{i}"),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(&format!("bench-{tag}-{i}")),
-                    key_prefix: "bench".into(),
-                },
-                "bench",
-                T0,
-            )
-            .await
-            .expect("customer");
-        store
-            .adjust_balance(
-                c.id,
-                LedgerKind::Deposit,
-                Money::from_units(1_000_000_000_000_000),
-                "bench",
-                "bench",
-                T0,
-            )
-            .await
-            .expect("deposit");
-        ids.push(c.id);
-    }
-    ids
-}
-
-const BASELINE_SQL: [&str; 3] = [
-    "UPDATE customers SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance",
-    "INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, units, \
-     charge, created_at, updated_at) VALUES ($1, 1, 'Default', $2, 'https://x.test/p', 1000, \
-     1000, $3, $4, $4) RETURNING id",
-    "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, actor, \
-     created_at) VALUES ($1, 'charge', $2, $3, $4, 'order', 'customer', $5)",
-];
-
-macro_rules! baseline_place {
-    ($pool:expr, $begin:expr, $customer:expr) => {{
-        let mut tx = $pool.begin_with($begin).await.expect("begin");
-        let charge: i64 = 27_819;
-        let balance: i64 = sqlx::query_scalar(BASELINE_SQL[0])
-            .bind(charge)
-            .bind($customer)
-            .fetch_one(&mut *tx)
-            .await
-            .expect("debit");
-        let order: i64 = sqlx::query_scalar(BASELINE_SQL[1])
-            .bind($customer)
-            .bind(r#"{"type":"default"}"#)
-            .bind(charge)
-            .bind(T0)
-            .fetch_one(&mut *tx)
-            .await
-            .expect("order");
-        sqlx::query(BASELINE_SQL[2])
-            .bind($customer)
-            .bind(-charge)
-            .bind(balance)
-            .bind(order)
-            .bind(T0)
-            .execute(&mut *tx)
-            .await
-            .expect("ledger");
-        tx.commit().await.expect("commit");
-    }};
 }
 
 fn median(runs: &[Run], f: impl Fn(&Run) -> u64) -> u64 {
@@ -191,16 +64,7 @@ async fn main() {
     let store = smm_store::connect(&sqlite_url).await.expect("sqlite store");
     let store_customers = customers(&store, concurrency, "store").await;
     let base_customers = customers(&store, concurrency, "base").await;
-    let options: sqlx::sqlite::SqliteConnectOptions = sqlite_url.parse().expect("url");
-    let options = options
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(30));
-    let lite_pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(u32::try_from(concurrency).unwrap_or(8))
-        .connect_with(options)
-        .await
-        .expect("baseline pool");
+    let lite_pool = baseline::sqlite_pool(&sqlite_url, concurrency).await;
     backends.push((
         "sqlite",
         store,
@@ -208,14 +72,8 @@ async fn main() {
         Box::new(move |concurrency: usize, seconds: u64| {
             let pool = lite_pool.clone();
             let ids = base_customers.clone();
-            Box::pin(async move {
-                measure(concurrency, seconds, move |task| {
-                    let pool = pool.clone();
-                    let customer = ids[task].0;
-                    async move { baseline_place!(pool, "BEGIN IMMEDIATE", customer) }
-                })
-                .await
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
+            Box::pin(async move { baseline::run_sqlite(pool, ids, concurrency, seconds).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
         }) as Box<dyn Fn(usize, u64) -> _>,
     ));
 
@@ -233,11 +91,7 @@ async fn main() {
         let store = smm_store::connect(&url).await.expect("postgres store");
         let store_customers = customers(&store, concurrency, "store").await;
         let base_customers = customers(&store, concurrency, "base").await;
-        let pg_pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(u32::try_from(concurrency).unwrap_or(8))
-            .connect(&url)
-            .await
-            .expect("baseline pool");
+        let pg_pool = baseline::postgres_pool(&url, concurrency).await;
         backends.push((
             "postgres",
             store,
@@ -245,14 +99,9 @@ async fn main() {
             Box::new(move |concurrency: usize, seconds: u64| {
                 let pool = pg_pool.clone();
                 let ids = base_customers.clone();
-                Box::pin(async move {
-                    measure(concurrency, seconds, move |task| {
-                        let pool = pool.clone();
-                        let customer = ids[task].0;
-                        async move { baseline_place!(pool, "BEGIN", customer) }
-                    })
-                    .await
-                }) as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
+                Box::pin(
+                    async move { baseline::run_postgres(pool, ids, concurrency, seconds).await },
+                ) as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
             }) as Box<dyn Fn(usize, u64) -> _>,
         ));
         pg_cleanup = Some((admin, name));
