@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use smm_provider_client::{ProviderConfig, RateLimit, RequestFormat, SecretKey};
 use smm_routing::{ConfigProblem, Exposure, PricingRules, ProviderDef, ServiceDef};
+use smm_wire::{OrderStatus, StatusCodes};
 
 /// The compiled-in defaults (`config/default.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
@@ -163,6 +164,11 @@ pub struct ProviderSettings {
     pub failures_before_cooldown: u32,
     #[serde(default = "default_cooldown_secs")]
     pub cooldown_secs: u64,
+    /// Numeric status codes this panel uses, over the common table (0 Pending, 1 In progress,
+    /// 2 Completed, 3 Partial, 4 Canceled, 5 Processing, 6 Refunded): e.g.
+    /// `status_codes = { "7" = "Completed", "3" = "In progress" }`.
+    #[serde(default)]
+    pub status_codes: std::collections::BTreeMap<String, String>,
 }
 
 fn default_failures_before_cooldown() -> u32 {
@@ -389,6 +395,9 @@ impl Settings {
                     ),
                 );
             }
+            if let Err(message) = p.status_code_table() {
+                problem(at("status_codes"), message);
+            }
             if p.rate_limit_per_second == Some(0) {
                 problem(
                     at("rate_limit_per_second"),
@@ -455,7 +464,28 @@ impl ProviderSettings {
             low_balance: None,
             failures_before_cooldown: default_failures_before_cooldown(),
             cooldown_secs: default_cooldown_secs(),
+            status_codes: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// The common status-code table with this provider's codes over it.
+    pub fn status_code_table(&self) -> Result<StatusCodes, String> {
+        let mut table = StatusCodes::default();
+        for (code, name) in &self.status_codes {
+            let code: i64 = code
+                .trim()
+                .parse()
+                .map_err(|_| format!("status code {code:?} is not an integer"))?;
+            let status = OrderStatus::normalize(name, &table);
+            if matches!(status, OrderStatus::Unknown(_)) {
+                return Err(format!(
+                    "status code {code}: {name:?} is not a status (Pending, In progress, \
+                     Processing, Completed, Partial, Canceled, Refunded)"
+                ));
+            }
+            table.0.insert(code, status);
+        }
+        Ok(table)
     }
 
     /// The provider's key, from exactly one of `key_env`, `key_file` or (code only) inline.
@@ -492,6 +522,7 @@ impl ProviderSettings {
         config.timeout = Duration::from_secs(self.timeout_secs);
         config.connect_timeout = Duration::from_secs(self.connect_timeout_secs);
         config.request_format = self.format;
+        config.status_codes = self.status_code_table()?;
         config.rate_limit = self.rate_limit_per_second.map(|n| RateLimit {
             requests: n,
             per: Duration::from_secs(1),
@@ -504,6 +535,49 @@ impl ProviderSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_status_codes_extend_the_common_table_and_are_validated() {
+        let mut p = ProviderSettings::new("x", "http://127.0.0.1:1/api/v2", SecretKey::new("k"));
+        p.status_codes = [
+            ("7".to_owned(), "Completed".to_owned()),
+            ("3".to_owned(), "in progress".to_owned()),
+        ]
+        .into();
+        let table = p.status_code_table().expect("valid");
+        assert_eq!(table.0.get(&7), Some(&OrderStatus::Completed));
+        assert_eq!(
+            table.0.get(&3),
+            Some(&OrderStatus::InProgress),
+            "overrides the default"
+        );
+        assert_eq!(
+            table.0.get(&4),
+            Some(&OrderStatus::Canceled),
+            "the rest stays"
+        );
+        let config = p.client_config().expect("client config");
+        assert_eq!(config.status_codes, table);
+
+        let mut settings = Settings::defaults().expect("defaults");
+        p.status_codes = [("seven".to_owned(), "Completed".to_owned())].into();
+        settings.providers = vec![p.clone()];
+        let problems = settings.validate();
+        assert!(
+            problems
+                .iter()
+                .any(|pr| pr.path == "providers[0].status_codes"),
+            "{problems:?}"
+        );
+        p.status_codes = [("8".to_owned(), "Done-ish".to_owned())].into();
+        settings.providers = vec![p];
+        assert!(
+            settings
+                .validate()
+                .iter()
+                .any(|pr| pr.path == "providers[0].status_codes" && pr.message.contains("Done-ish"))
+        );
+    }
 
     #[test]
     fn defaults_load_and_validate() {
