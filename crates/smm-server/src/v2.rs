@@ -462,11 +462,10 @@ async fn refill(app: &App, customer: &Customer, target: Target) -> Reply {
         Target::Many(ids) => {
             let orders = orders_of(app, customer, ids.as_slice()).await?;
             let mut items = Vec::with_capacity(ids.len());
+            // Each id answers for itself: a store failure on one id is that id's error, so the
+            // refills already created for earlier ids are still reported (and not asked twice).
             for id in ids.as_slice() {
                 let result = refill_one(app, customer, find(&orders, *id)).await;
-                if result == Err(ErrorKind::Unavailable) {
-                    return Err(ErrorKind::Unavailable);
-                }
                 items.push((*id, result));
             }
             to_body(&MultiRefillReply(items))
