@@ -266,7 +266,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Order>;
 
     /// Every route failed without the request leaving: back to `queued`, not before
-    /// `not_before`.
+    /// `not_before`. `InvalidState` unless the order is `sending` with no attempt pending: a
+    /// pending attempt may have reached the upstream, and queuing it again could send it twice.
     async fn requeue(
         &self,
         order: OrderId,
@@ -276,6 +277,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<()>;
 
     /// Every route definitively rejected: `rejected`, status `Canceled`, full refund (once).
+    /// `InvalidState` unless the order is `queued` or `sending` with no attempt pending (an
+    /// attempt in flight may yet be accepted upstream: finish it first).
     async fn reject_order(
         &self,
         order: OrderId,
@@ -382,8 +385,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn refills_in_state(&self, state: ForwardState, limit: u32) -> StoreResult<Vec<Refill>>;
 
     /// Refills that are upstream (`sent`) and not finished (not Completed, Rejected or
-    /// Canceled), oldest first: the ones worth polling.
+    /// Canceled), oldest first: the ones worth polling. A plain listing: polling only reads
+    /// upstream, so two pollers asking about one refill cost a request, never a second refill.
     async fn unfinished_refills(&self, limit: u32) -> StoreResult<Vec<Refill>>;
+
+    /// Claims up to `limit` queued refills, oldest first, and marks them `sending` by `worker`
+    /// (committed before the call leaves). Two workers, in one process or several, never get
+    /// the same refill. The claimer records the outcome with [`Store::update_refill`]; a
+    /// refill it cannot forward now goes back with `forward_state: Some(Queued)`.
+    async fn claim_refills(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Refill>>;
+
+    /// Refills left in `sending` by a worker that claimed them before `claimed_before` (it died,
+    /// or its lease expired mid-call) become `ambiguous`, with the claimer named in `error`.
+    /// The upstream may have received the refill, so it is never sent again automatically
+    /// (as for orders, see [`Store::recover_sending`]). Returns their ids, ascending.
+    async fn recover_sending_refills(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RefillId>>;
 
     /// A customer asks to cancel their order. Still `queued` locally → canceled and fully
     /// refunded at once; already forwarded → a cancel request (one per order) is recorded for
@@ -408,6 +433,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         state: ForwardState,
         limit: u32,
     ) -> StoreResult<Vec<CancelRequest>>;
+
+    /// Claims up to `limit` queued cancel requests, oldest first, and marks them `sending` by
+    /// `worker`: [`Store::claim_refills`] for cancels. The claimer records the outcome with
+    /// [`Store::update_cancel`].
+    async fn claim_cancels(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<CancelRequest>>;
+
+    /// Cancel requests left in `sending` by a claim older than `claimed_before` become
+    /// `ambiguous`, never re-sent: [`Store::recover_sending_refills`] for cancels. Returns
+    /// their ids, ascending.
+    async fn recover_sending_cancels(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<i64>>;
 
     // ---- catalog and audit -----------------------------------------------------------------
 

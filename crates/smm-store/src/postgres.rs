@@ -11,7 +11,7 @@
 //!   other and the balance can never be spent twice;
 //! * state changes of an order happen under its row lock (`SELECT ... FOR UPDATE`), always taken
 //!   before the customer's, so the two locks are always acquired in the same order;
-//! * queues (forwarding, polling, recovery) are claimed with `FOR UPDATE SKIP LOCKED`, so two
+//! * queues (forwarding, polling, refills, cancel requests, recovery) are claimed with `FOR UPDATE SKIP LOCKED`, so two
 //!   workers never take the same row and never wait for each other. The locking `SELECT` sits in
 //!   a `MATERIALIZED` CTE, which runs exactly once: as a plain `id IN (subquery)` the planner may
 //!   re-run it for every row it updates, each run skipping the rows already taken, and a
@@ -409,6 +409,25 @@ async fn close_pending_attempt(
     .fetch_optional(conn)
     .await
     .map_err(db_err)
+}
+
+/// Refuses to give up on a locked order while one of its attempts is `pending`: that call may
+/// have reached the upstream, so requeuing could send the order twice and rejecting could refund
+/// an order that is in fact running.
+async fn require_no_pending_attempt(conn: &mut PgConnection, order: OrderId) -> StoreResult<()> {
+    let pending: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM forward_attempts WHERE order_id = $1 AND outcome = 'pending')",
+    )
+    .bind(order.0)
+    .fetch_one(conn)
+    .await
+    .map_err(db_err)?;
+    if pending {
+        return Err(StoreError::InvalidState(format!(
+            "order {order} has an attempt in flight; finish it first"
+        )));
+    }
+    Ok(())
 }
 
 impl PostgresStore {
@@ -1286,6 +1305,7 @@ impl Store for PostgresStore {
         let result = async {
             let row = lock_order(&mut tx, order).await?;
             require_state(&row, &[ForwardState::Sending], "requeue")?;
+            require_no_pending_attempt(&mut tx, order).await?;
             sqlx::query(
                 "UPDATE orders SET forward_state = 'queued', forward_after = $2, \
                  forward_error = $3, claimed_by = NULL, claimed_at = NULL, updated_at = $4 \
@@ -1318,6 +1338,7 @@ impl Store for PostgresStore {
                 &[ForwardState::Sending, ForwardState::Queued],
                 "reject",
             )?;
+            require_no_pending_attempt(&mut tx, order).await?;
             let reason = format!("refund: order {order} rejected upstream ({detail})");
             let refund =
                 cancel_and_refund(&mut tx, &row, detail, &reason, "forwarder", now).await?;
@@ -1854,6 +1875,57 @@ impl Store for PostgresStore {
         convert_all(rows)
     }
 
+    async fn claim_refills(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Refill>> {
+        // The same MATERIALIZED + SKIP LOCKED claim as `claim_for_forwarding` (module docs).
+        let mut rows: Vec<RefillRow> = sqlx::query_as(concat!(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT id AS picked_id FROM refills WHERE forward_state = 'queued' \
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE refills SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
+             updated_at = $2 FROM picked WHERE id = picked_id RETURNING ",
+            refill_columns!()
+        ))
+        .bind(worker)
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.sort_by_key(|row| row.id);
+        convert_all(rows)
+    }
+
+    async fn recover_sending_refills(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RefillId>> {
+        // A row marked `sending` before claims were recorded has no `claimed_at`: its
+        // `updated_at` is when it was marked. SKIP LOCKED leaves a live worker's write alone.
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "WITH stale AS MATERIALIZED ( \
+                 SELECT id AS stale_id FROM refills WHERE forward_state = 'sending' \
+                 AND COALESCE(claimed_at, updated_at) < $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE refills SET forward_state = 'ambiguous', \
+             error = 'found in sending after the claim by ' \
+                 || COALESCE(claimed_by, 'an unknown worker') \
+                 || ' expired: the upstream may have it, so it is not sent again', \
+             updated_at = $2 FROM stale WHERE id = stale_id RETURNING id",
+        )
+        .bind(claimed_before)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(RefillId).collect())
+    }
+
     async fn request_cancel(
         &self,
         customer: CustomerId,
@@ -1968,6 +2040,54 @@ impl Store for PostgresStore {
         .await
         .map_err(db_err)?;
         convert_all(rows)
+    }
+
+    async fn claim_cancels(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<CancelRequest>> {
+        let mut rows: Vec<CancelRow> = sqlx::query_as(concat!(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT id AS picked_id FROM cancel_requests WHERE forward_state = 'queued' \
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE cancel_requests SET forward_state = 'sending', claimed_by = $1, \
+             claimed_at = $2, updated_at = $2 FROM picked WHERE id = picked_id RETURNING ",
+            cancel_columns!()
+        ))
+        .bind(worker)
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.sort_by_key(|row| row.id);
+        convert_all(rows)
+    }
+
+    async fn recover_sending_cancels(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<i64>> {
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "WITH stale AS MATERIALIZED ( \
+                 SELECT id AS stale_id FROM cancel_requests WHERE forward_state = 'sending' \
+                 AND COALESCE(claimed_at, updated_at) < $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE cancel_requests SET forward_state = 'ambiguous', \
+             error = 'found in sending after the claim by ' \
+                 || COALESCE(claimed_by, 'an unknown worker') \
+                 || ' expired: the upstream may have it, so it is not sent again', \
+             updated_at = $2 FROM stale WHERE id = stale_id RETURNING id",
+        )
+        .bind(claimed_before)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     // ---- catalog and audit -------------------------------------------------------------------

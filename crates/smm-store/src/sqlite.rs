@@ -1856,6 +1856,58 @@ impl Store for SqliteStore {
         convert_all(rows)
     }
 
+    async fn claim_refills(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Refill>> {
+        // One writer and BEGIN IMMEDIATE: nobody else can claim between the pick and the mark.
+        let mut tx = self.begin().await?;
+        let mut rows: Vec<RefillRow> = sqlx::query_as(concat!(
+            "UPDATE refills SET forward_state = 'sending', claimed_by = ?1, claimed_at = ?2, \
+             updated_at = ?2 WHERE id IN (SELECT id FROM refills WHERE forward_state = 'queued' \
+             ORDER BY id LIMIT ?3) RETURNING ",
+            refill_cols!()
+        ))
+        .bind(worker)
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.sort_by_key(|row| row.id);
+        convert_all(rows)
+    }
+
+    async fn recover_sending_refills(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RefillId>> {
+        // A row marked `sending` before claims were recorded has no `claimed_at`: its
+        // `updated_at` is when it was marked.
+        let mut tx = self.begin().await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE refills SET forward_state = 'ambiguous', \
+             error = 'found in sending after the claim by ' \
+                 || COALESCE(claimed_by, 'an unknown worker') \
+                 || ' expired: the upstream may have it, so it is not sent again', \
+             updated_at = ?2 \
+             WHERE forward_state = 'sending' AND COALESCE(claimed_at, updated_at) < ?1 \
+             RETURNING id",
+        )
+        .bind(claimed_before)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(RefillId).collect())
+    }
+
     async fn request_cancel(
         &self,
         customer: CustomerId,
@@ -1960,6 +2012,55 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         convert_all(rows)
+    }
+
+    async fn claim_cancels(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<CancelRequest>> {
+        let mut tx = self.begin().await?;
+        let mut rows: Vec<CancelRow> = sqlx::query_as(concat!(
+            "UPDATE cancel_requests SET forward_state = 'sending', claimed_by = ?1, \
+             claimed_at = ?2, updated_at = ?2 WHERE id IN (SELECT id FROM cancel_requests \
+             WHERE forward_state = 'queued' ORDER BY id LIMIT ?3) RETURNING ",
+            cancel_cols!()
+        ))
+        .bind(worker)
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.sort_by_key(|row| row.id);
+        convert_all(rows)
+    }
+
+    async fn recover_sending_cancels(
+        &self,
+        claimed_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<i64>> {
+        let mut tx = self.begin().await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE cancel_requests SET forward_state = 'ambiguous', \
+             error = 'found in sending after the claim by ' \
+                 || COALESCE(claimed_by, 'an unknown worker') \
+                 || ' expired: the upstream may have it, so it is not sent again', \
+             updated_at = ?2 \
+             WHERE forward_state = 'sending' AND COALESCE(claimed_at, updated_at) < ?1 \
+             RETURNING id",
+        )
+        .bind(claimed_before)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     // ---- catalog and audit -----------------------------------------------------------------

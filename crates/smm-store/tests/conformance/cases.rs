@@ -1493,3 +1493,442 @@ pub async fn provider_catalogs_are_kept(db: Db) {
         ]
     );
 }
+
+/// Places `n` orders and takes them all to `sent` at `alpha` (upstream ids `up-0`, `up-1`, ...),
+/// without the one-at-a-time claims of [`sent_order`].
+async fn sent_orders(db: &Db, customer: CustomerId, n: usize) -> Vec<Order> {
+    for _ in 0..n {
+        place(db, customer, "0.01").await;
+    }
+    let claimed = db
+        .claim_for_forwarding("setup", u32::try_from(n).expect("n fits"), T0)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), n);
+    let mut sent = Vec::with_capacity(n);
+    for (i, order) in claimed.iter().enumerate() {
+        db.begin_attempt(order.id, "alpha", "svc-1", T0)
+            .await
+            .expect("begin");
+        sent.push(
+            db.finish_attempt(
+                order.id,
+                ForwardOutcome::Sent {
+                    upstream_order_id: format!("up-{i}"),
+                    upstream_cost: None,
+                    next_poll_at: T0 + 1_000,
+                },
+                T0,
+            )
+            .await
+            .expect("sent"),
+        );
+    }
+    sent
+}
+
+/// Two workers claim from one queue at once, in batches of `batch`, until it is empty; each
+/// returns the ids it got. Every claimed row must be `sending`.
+async fn claim_race<F, Fut>(claim: F, batch: u32) -> (Vec<i64>, Vec<i64>)
+where
+    F: Fn(&'static str, u32) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Vec<(i64, ForwardState)>> + Send,
+{
+    let worker = |name: &'static str| {
+        let claim = claim.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(name, batch).await;
+                if got.is_empty() {
+                    return mine;
+                }
+                assert!(
+                    got.len() <= batch as usize,
+                    "a claim took more than its limit"
+                );
+                for (_, state) in &got {
+                    assert_eq!(*state, ForwardState::Sending);
+                }
+                mine.extend(got.into_iter().map(|(id, _)| id));
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    (a.await.expect("worker a"), b.await.expect("worker b"))
+}
+
+/// Asserts that two workers' claims cover `expected` ids, each exactly once.
+fn assert_each_claimed_once(a: &[i64], b: &[i64], expected: usize, what: &str) {
+    let all: HashSet<i64> = a.iter().chain(b).copied().collect();
+    assert_eq!(a.len() + b.len(), expected, "a {what} was claimed twice");
+    assert_eq!(all.len(), expected, "a {what} was never claimed");
+}
+
+pub async fn concurrent_refill_claims_take_each_once(db: Db) {
+    let c = funded(&db, "uma", "100").await;
+    let orders = sent_orders(&db, c.id, 50).await;
+    let mut refills = Vec::new();
+    for order in &orders {
+        for _ in 0..10 {
+            refills.push(db.create_refill(c.id, order.id, T0).await.expect("refill"));
+        }
+    }
+    assert_eq!(refills.len(), 500);
+
+    // A claim takes at most `limit`, oldest first, and marks them sending.
+    let few = db.claim_refills("probe", 3, T0).await.expect("claim");
+    assert_eq!(
+        few.iter().map(|r| r.id).collect::<Vec<_>>(),
+        refills[..3].iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+    assert!(few.iter().all(|r| r.forward_state == ForwardState::Sending));
+    // Handing a claim back (its provider is gone, say) queues it for the next claim.
+    for refill in &few {
+        db.update_refill(
+            refill.id,
+            RefillUpdate {
+                forward_state: Some(ForwardState::Queued),
+                ..RefillUpdate::default()
+            },
+            T0,
+        )
+        .await
+        .expect("hand back");
+    }
+
+    let claim = {
+        let db = db.clone();
+        move |worker: &'static str, limit: u32| {
+            let db = db.clone();
+            async move {
+                db.claim_refills(worker, limit, T0 + 1)
+                    .await
+                    .expect("claim refills")
+                    .into_iter()
+                    .map(|r| (r.id.0, r.forward_state))
+                    .collect::<Vec<_>>()
+            }
+        }
+    };
+    let (a, b) = claim_race(claim, 23).await;
+    assert_each_claimed_once(&a, &b, 500, "refill");
+    assert!(
+        db.claim_refills("c", 10, T0 + 2)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        db.refills_in_state(ForwardState::Queued, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        db.refills_in_state(ForwardState::Sending, 1000)
+            .await
+            .expect("list")
+            .len(),
+        500
+    );
+    // Claims do not touch money.
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn concurrent_cancel_claims_take_each_once(db: Db) {
+    let c = funded(&db, "vic", "100").await;
+    let orders = sent_orders(&db, c.id, 500).await;
+    let balance = db.customer(c.id).await.expect("get").balance;
+    for order in &orders {
+        match db.request_cancel(c.id, order.id, T0).await.expect("cancel") {
+            CancelOutcome::Requested(request) => {
+                assert_eq!(request.forward_state, ForwardState::Queued);
+            }
+            other => panic!("expected a cancel request, got {other:?}"),
+        }
+    }
+    let few = db.claim_cancels("probe", 3, T0).await.expect("claim");
+    assert_eq!(few.len(), 3);
+    assert!(few.iter().all(|r| r.forward_state == ForwardState::Sending));
+    assert_eq!(
+        few.iter().map(|r| r.order_id).collect::<Vec<_>>(),
+        orders[..3].iter().map(|o| o.id).collect::<Vec<_>>(),
+        "oldest first"
+    );
+    for request in &few {
+        db.update_cancel(request.id, ForwardState::Queued, None, T0)
+            .await
+            .expect("hand back");
+    }
+
+    let claim = {
+        let db = db.clone();
+        move |worker: &'static str, limit: u32| {
+            let db = db.clone();
+            async move {
+                db.claim_cancels(worker, limit, T0 + 1)
+                    .await
+                    .expect("claim cancels")
+                    .into_iter()
+                    .map(|r| (r.id, r.forward_state))
+                    .collect::<Vec<_>>()
+            }
+        }
+    };
+    let (a, b) = claim_race(claim, 23).await;
+    assert_each_claimed_once(&a, &b, 500, "cancel request");
+    assert!(
+        db.claim_cancels("c", 10, T0 + 2)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(
+        db.cancels_in_state(ForwardState::Sending, 1000)
+            .await
+            .expect("list")
+            .len(),
+        500
+    );
+    // A claimed (`sending`) request is still the order's one request: asking again returns it.
+    match db
+        .request_cancel(c.id, orders[0].id, T0 + 3)
+        .await
+        .expect("again")
+    {
+        CancelOutcome::Requested(request) => {
+            assert_eq!(request.forward_state, ForwardState::Sending);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(db.customer(c.id).await.expect("get").balance, balance);
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn stale_refill_and_cancel_claims_become_ambiguous(db: Db) {
+    let c = funded(&db, "walt", "10").await;
+    let orders = sent_orders(&db, c.id, 4).await;
+    let refill = |order: OrderId| {
+        let db = db.clone();
+        async move { db.create_refill(c.id, order, T0).await.expect("refill") }
+    };
+    let cancel = |order: OrderId| {
+        let db = db.clone();
+        async move {
+            match db.request_cancel(c.id, order, T0).await.expect("cancel") {
+                CancelOutcome::Requested(request) => request,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+
+    // A worker that dies after claiming, one that is alive, and a row marked `sending` by a
+    // gateway that predates claims (no claimed_at: its updated_at counts).
+    let dead_refill = refill(orders[0].id).await;
+    let dead_cancel = cancel(orders[0].id).await;
+    assert_eq!(
+        db.claim_refills("dead-worker", 1, T0).await.expect("claim")[0].id,
+        dead_refill.id
+    );
+    assert_eq!(
+        db.claim_cancels("dead-worker", 1, T0).await.expect("claim")[0].id,
+        dead_cancel.id
+    );
+    let live_refill = refill(orders[1].id).await;
+    let live_cancel = cancel(orders[1].id).await;
+    db.claim_refills("live-worker", 10, T0 + 10_000)
+        .await
+        .expect("claim");
+    db.claim_cancels("live-worker", 10, T0 + 10_000)
+        .await
+        .expect("claim");
+    let legacy_refill = refill(orders[2].id).await;
+    let legacy_cancel = cancel(orders[2].id).await;
+    db.update_refill(
+        legacy_refill.id,
+        RefillUpdate {
+            forward_state: Some(ForwardState::Sending),
+            ..RefillUpdate::default()
+        },
+        T0 + 1,
+    )
+    .await
+    .expect("mark");
+    db.update_cancel(legacy_cancel.id, ForwardState::Sending, None, T0 + 1)
+        .await
+        .expect("mark");
+    // Queued and finished rows are never touched.
+    let queued_refill = refill(orders[3].id).await;
+    let queued_cancel = cancel(orders[3].id).await;
+
+    let refills = db
+        .recover_sending_refills(T0 + 5_000, T0 + 20_000)
+        .await
+        .expect("recover refills");
+    assert_eq!(refills, vec![dead_refill.id, legacy_refill.id]);
+    let cancels = db
+        .recover_sending_cancels(T0 + 5_000, T0 + 20_000)
+        .await
+        .expect("recover cancels");
+    assert_eq!(cancels, vec![dead_cancel.id, legacy_cancel.id]);
+
+    let mine = db
+        .customer_refills(
+            c.id,
+            &[
+                dead_refill.id,
+                live_refill.id,
+                legacy_refill.id,
+                queued_refill.id,
+            ],
+        )
+        .await
+        .expect("refills");
+    let state = |id: RefillId| {
+        mine.iter()
+            .find(|r| r.id == id)
+            .map(|r| (r.forward_state, r.error.clone()))
+            .expect("listed")
+    };
+    let (dead_state, dead_error) = state(dead_refill.id);
+    assert_eq!(dead_state, ForwardState::Ambiguous);
+    assert!(
+        dead_error
+            .as_deref()
+            .is_some_and(|e| e.contains("dead-worker")),
+        "the error names the worker that died: {dead_error:?}"
+    );
+    assert_eq!(state(live_refill.id).0, ForwardState::Sending);
+    assert_eq!(state(legacy_refill.id).0, ForwardState::Ambiguous);
+    assert_eq!(state(queued_refill.id).0, ForwardState::Queued);
+
+    let ambiguous = db
+        .cancels_in_state(ForwardState::Ambiguous, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        ambiguous.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![dead_cancel.id, legacy_cancel.id]
+    );
+    assert!(
+        ambiguous[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("dead-worker"))
+    );
+    assert_eq!(
+        db.cancels_in_state(ForwardState::Sending, 10)
+            .await
+            .expect("list")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![live_cancel.id]
+    );
+
+    // Never sent again: only the queued ones are claimable, and a second recovery finds nothing.
+    assert_eq!(
+        db.claim_refills("w", 10, T0 + 30_000)
+            .await
+            .expect("claim")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![queued_refill.id]
+    );
+    assert_eq!(
+        db.claim_cancels("w", 10, T0 + 30_000)
+            .await
+            .expect("claim")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![queued_cancel.id]
+    );
+    assert!(
+        db.recover_sending_refills(T0 + 5_000, T0 + 40_000)
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+    assert!(
+        db.recover_sending_cancels(T0 + 5_000, T0 + 40_000)
+            .await
+            .expect("recover")
+            .is_empty()
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn requeue_and_reject_refuse_an_attempt_in_flight(db: Db) {
+    let c = funded(&db, "xena", "10").await;
+    let order = place(&db, c.id, "2").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.begin_attempt(order.id, "alpha", "11", T0)
+        .await
+        .expect("begin");
+
+    // The pending attempt may have reached the upstream: neither queued again nor refunded.
+    assert!(matches!(
+        db.requeue(order.id, T0, "unreachable", T0 + 1).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    assert!(matches!(
+        db.reject_order(order.id, "rejected", T0 + 1).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    let unchanged = db.order(order.id).await.expect("get");
+    assert_eq!(unchanged.forward_state, ForwardState::Sending);
+    assert_eq!(unchanged.refunded, Money::ZERO);
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("8"));
+    assert_eq!(refund_rows(&db, c.id, order.id).await, 0);
+
+    // Once the attempt is closed (the route did not take it), both are allowed.
+    db.finish_attempt(
+        order.id,
+        ForwardOutcome::Failed {
+            not_sent: true,
+            detail: "connection refused".into(),
+        },
+        T0 + 2,
+    )
+    .await
+    .expect("finish");
+    db.requeue(order.id, T0 + 3, "unreachable", T0 + 2)
+        .await
+        .expect("requeue");
+    assert_eq!(
+        db.order(order.id).await.expect("get").forward_state,
+        ForwardState::Queued
+    );
+    db.claim_for_forwarding("w", 10, T0 + 3)
+        .await
+        .expect("claim");
+    db.begin_attempt(order.id, "alpha", "11", T0 + 3)
+        .await
+        .expect("begin");
+    assert!(matches!(
+        db.reject_order(order.id, "rejected", T0 + 4).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    db.finish_attempt(
+        order.id,
+        ForwardOutcome::Failed {
+            not_sent: false,
+            detail: "Incorrect service ID".into(),
+        },
+        T0 + 4,
+    )
+    .await
+    .expect("finish");
+    assert_eq!(
+        db.reject_order(order.id, "rejected by every route", T0 + 5)
+            .await
+            .expect("reject"),
+        money("2")
+    );
+    assert_eq!(refund_rows(&db, c.id, order.id).await, 1);
+    assert_books_balance(&db, c.id).await;
+}

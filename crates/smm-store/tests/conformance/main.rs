@@ -54,4 +54,8 @@ conformance!(
     audit_log,
     provider_catalogs_are_kept,
     random_status_sequences_keep_the_books,
+    concurrent_refill_claims_take_each_once,
+    concurrent_cancel_claims_take_each_once,
+    stale_refill_and_cancel_claims_become_ambiguous,
+    requeue_and_reject_refuse_an_attempt_in_flight,
 );
