@@ -87,6 +87,26 @@ pub async fn recover(app: &App, lease: Duration) {
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "cannot recover stale claims"),
     }
+    // Refills and cancels claimed by a dead worker may have reached the upstream too: flagged,
+    // never re-sent.
+    match app.store.recover_sending_refills(cutoff, now_ms()).await {
+        Ok(ids) if !ids.is_empty() => tracing::warn!(
+            count = ids.len(),
+            ?ids,
+            "refills found in sending after a lost claim: now ambiguous"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot recover stale refill claims"),
+    }
+    match app.store.recover_sending_cancels(cutoff, now_ms()).await {
+        Ok(ids) if !ids.is_empty() => tracing::warn!(
+            count = ids.len(),
+            ?ids,
+            "cancel requests found in sending after a lost claim: now ambiguous"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "cannot recover stale cancel claims"),
+    }
 }
 
 /// Forwards one claimed order through its routes.

@@ -26,6 +26,11 @@ use crate::app::{App, now_ms};
 /// Orders claimed per provider per round.
 const POLL_BATCH: u32 = 1_000;
 
+/// Refills claimed per round. Each is one upstream call, made in turn: a small claim keeps the
+/// last one well inside its lease even when the upstream is slow (a claim that outlives its
+/// lease is flagged ambiguous rather than risk a second send).
+const REFILL_CLAIM: u32 = 10;
+
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -292,10 +297,16 @@ async fn defer(app: &App, orders: &[smm_store::OrderId], until: Timestamp) {
 
 /// Sends queued refills upstream, each exactly once.
 async fn forward_refills(app: &App) {
-    let queued = match app.store.refills_in_state(ForwardState::Queued, 100).await {
+    // Claimed = marked `sending` by this worker, committed before any call leaves: another
+    // instance never gets the same refill, and a crash after the call never sends it twice.
+    let queued = match app
+        .store
+        .claim_refills(&app.worker_id, REFILL_CLAIM, now_ms())
+        .await
+    {
         Ok(queued) => queued,
         Err(error) => {
-            tracing::error!(%error, "cannot list queued refills");
+            tracing::error!(%error, "cannot claim queued refills");
             return;
         }
     };
@@ -326,21 +337,23 @@ async fn forward_refills(app: &App) {
         let (Some(provider_state), Some(upstream)) =
             (app.provider(provider), UpstreamId::new(upstream))
         else {
-            continue; // provider gone from config: leave it queued for an admin
-        };
-        // Mark it sending first: a crash after the call must not send it twice.
-        if !set_refill(
-            app,
-            refill.id,
-            RefillUpdate {
-                forward_state: Some(ForwardState::Sending),
-                ..RefillUpdate::default()
-            },
-        )
-        .await
-        {
+            // Provider gone from the config (after a restart): back in the queue for an admin.
+            tracing::warn!(
+                refill = refill.id.0,
+                provider,
+                "refill for an unconfigured provider stays queued"
+            );
+            set_refill(
+                app,
+                refill.id,
+                RefillUpdate {
+                    forward_state: Some(ForwardState::Queued),
+                    ..RefillUpdate::default()
+                },
+            )
+            .await;
             continue;
-        }
+        };
         let update = match provider_state.client.refill(&upstream).await {
             Ok(upstream_refill) => RefillUpdate {
                 provider: Some(provider.to_owned()),
@@ -424,10 +437,15 @@ async fn set_refill(app: &App, id: smm_store::RefillId, update: RefillUpdate) ->
 
 /// Sends queued cancel requests upstream, each exactly once, grouped per provider.
 async fn forward_cancels(app: &App) {
-    let queued = match app.store.cancels_in_state(ForwardState::Queued, 500).await {
+    // Claimed (`sending`, committed) before any call: never twice, across instances or a crash.
+    let queued = match app
+        .store
+        .claim_cancels(&app.worker_id, MAX_IDS as u32, now_ms())
+        .await
+    {
         Ok(queued) => queued,
         Err(error) => {
-            tracing::error!(%error, "cannot list queued cancels");
+            tracing::error!(%error, "cannot claim queued cancels");
             return;
         }
     };
@@ -459,30 +477,21 @@ async fn forward_cancels(app: &App) {
     }
     for (provider, requests) in by_provider {
         let Some(provider_state) = app.provider(&provider) else {
+            tracing::warn!(
+                provider,
+                cancels = requests.len(),
+                "cancels for an unconfigured provider stay queued"
+            );
+            for (_, request) in &requests {
+                let _ = app
+                    .store
+                    .update_cancel(*request, ForwardState::Queued, None, now_ms())
+                    .await;
+            }
             continue;
         };
         let client = &provider_state.client;
         for chunk in requests.chunks(MAX_IDS) {
-            // Sending first: never twice, even across a crash.
-            let mut marked = Vec::new();
-            for (id, request) in chunk {
-                match app
-                    .store
-                    .update_cancel(*request, ForwardState::Sending, None, now_ms())
-                    .await
-                {
-                    Ok(_) => marked.push((id.clone(), *request)),
-                    Err(error) => tracing::error!(
-                        cancel = request,
-                        %error,
-                        "cannot mark a cancel as sending; not sending it"
-                    ),
-                }
-            }
-            let chunk = &marked[..];
-            if chunk.is_empty() {
-                continue;
-            }
             let ids: Vec<UpstreamId> = chunk.iter().map(|(id, _)| id.clone()).collect();
             let outcome = client.cancels(&ids).await;
             for (id, result) in &outcome.items {
