@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw measurements into its one table (markdown).
+
+results.tsv: db, scenario (A, B, services, status, D, add), req/s, p50 ms, p99 ms, errors; one
+line per measurement (rounds are interleaved). extras.tsv: db, name, value — the sweep's
+`calls= ids= seconds=` line, each round's forwarding lag `seconds=`, and peak RSS in MB.
+Every figure is the median over rounds; ratios are medians of the gateway over medians of its
+baseline measured in the same run.
+"""
+
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+
+def kv(text):
+    return dict(p.split("=", 1) for p in text.split() if "=" in p)
+
+
+def main(results_path, extras_path):
+    runs = defaultdict(list)
+    for line in open(results_path):
+        db, scenario, rps, p50, p99, errors = line.rstrip("\n").split("\t")
+        runs[(db, scenario)].append((float(rps), float(p50), float(p99), int(errors or 0)))
+    extras = defaultdict(list)
+    for line in open(extras_path):
+        db, name, value = line.rstrip("\n").split("\t", 2)
+        extras[(db, name)].append(value)
+
+    def med(db, scenario, i):
+        values = [r[i] for r in runs[(db, scenario)]]
+        return statistics.median(values) if values else None
+
+    def errors(db, scenario):
+        return sum(r[3] for r in runs[(db, scenario)])
+
+    def num(x, digits=0):
+        return "–" if x is None else f"{x:,.{digits}f}"
+
+    def lat(x):
+        return "–" if x is None else (f"{x:.2f} ms" if x < 100 else f"{x:,.0f} ms")
+
+    rows = []
+    dbs = []
+    for db, _ in runs:
+        if db not in dbs:
+            dbs.append(db)
+    closed = int(os.environ.get("CLOSED_ORDERS", "0"))
+    open_orders = int(os.environ.get("OPEN_ORDERS", "0"))
+    services = os.environ.get("SERVICES", "?")
+    conc = os.environ.get("ADD_CONNECTIONS", "?")
+    for db in dbs:
+        rss = lambda name: (lambda v: float(v[-1]) if v else None)(extras[(db, name)])
+        a = med(db, "A", 0)
+        d = med(db, "D", 0)
+
+        def row(label, scenario, rss_mb, baseline, base_rps, target):
+            rps = med(db, scenario, 0)
+            ratio = rps / base_rps if rps is not None and base_rps else None
+            verdict = "–"
+            if target is not None and ratio is not None:
+                verdict = "pass" if ratio >= target else f"miss ({ratio / target:.0%} of target)"
+            err = errors(db, scenario)
+            if err:
+                verdict += f"; {err:,} error replies"
+            rows.append([
+                label, db, num(rps), lat(med(db, scenario, 1)), lat(med(db, scenario, 2)),
+                num(rss_mb, 1) + " MB" if rss_mb is not None else "–", baseline,
+                "–" if ratio is None else f"{ratio:.2f}",
+                "–" if target is None else f"≥ {target:.2f} ×", verdict,
+            ])
+
+        row("A: axum, v2 parse, fixed JSON", "A", rss("rss_A"), "–", None, None)
+        row("B: axum + reqwest pass-through (status, 100 ids)", "B", rss("rss_B"), "A", a, None)
+        row(f"gateway `services` ({services} services)", "services", None, "A", a, 0.6)
+        row("gateway `status` (100 ids)", "status", None, "A", a, 0.25)
+        row(f"D: bare sqlx placement tx, {conc} tasks", "D", None, "–", None, None)
+        lags = [kv(v).get("seconds") for v in extras[(db, "lag")]]
+        lag_text = ", ".join(f"{x} s" for x in lags)
+        row(f"gateway `add`, placements/s ({conc} conns; outbox drained after {lag_text})",
+            "add", None, "D", d, 0.8)
+        for sweep in extras[(db, "sweep")]:
+            s = kv(sweep)
+            calls, secs = int(s.get("calls", 0)), s.get("seconds", "?")
+            want_calls = (open_orders + 99) // 100
+            ok_calls = calls == want_calls
+            ok_time = secs != "timeout" and float(secs) <= 10.0
+            verdict = "pass" if ok_calls and ok_time else "miss"
+            if not ok_time and secs != "timeout":
+                verdict += f" ({float(secs) / 10.0:.1f} × the time)"
+            if not ok_calls:
+                verdict += f" ({calls:,} calls, want {want_calls:,})"
+            rows.append([
+                f"reconciliation sweep: {open_orders:,} open orders, 5 providers", db,
+                f"{calls:,} calls", f"{secs} s wall", "–", "–", "–", "–",
+                f"{want_calls:,} calls, ≤ 10 s", verdict,
+            ])
+        g = rss("rss_gateway")
+        rows.append([
+            f"gateway peak RSS, whole run ({closed + open_orders:,}+ orders in the database)",
+            db, "–", "–", "–", num(g, 1) + " MB" if g is not None else "–", "–", "–",
+            "≤ 150 MB", "–" if g is None else ("pass" if g <= 150 else "miss"),
+        ])
+
+    header = ["scenario", "db", "req/s", "p50", "p99", "peak RSS", "baseline", "ratio",
+              "target", "pass/miss"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

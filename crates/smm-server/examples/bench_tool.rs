@@ -1,0 +1,472 @@
+//! The helper program of `bench/run.sh`: seeds databases and simulators, runs baseline D, and
+//! watches a running gateway's upstream traffic and outbox. Each subcommand prints one
+//! `name=value ...` line for the script to read.
+//!
+//! * `seed` — a customer (through the store, so the key hash and first ledger row are the
+//!   store's own), then with bulk SQL `--closed` finished orders (the "1,000,000 orders in the
+//!   database" of the RSS scenario) and `--open` orders sent upstream and due for a status poll,
+//!   spread evenly over the simulators given, each with its upstream twin placed in that
+//!   simulator through `POST /control/orders`. Every order has its charge row in the ledger, so
+//!   the customer's balance still equals the sum of their ledger.
+//! * `baseline-d` — baseline D: the store's placement transaction in bare sqlx, one per order,
+//!   at a given concurrency (shared with `smm-store`'s placement bench).
+//! * `sweep` — waits until the simulators have been asked for `--ids` order statuses; prints
+//!   the `status` calls made and the wall time from the first to the last.
+//! * `drain` — waits until the gateway's outbox is empty (no order `queued` or `sending`);
+//!   prints how long that took: the forwarding lag.
+//! * `pg-create` / `pg-drop` — a PostgreSQL database for one run.
+//!
+//! ```sh
+//! cargo run --release -p smm-server --example bench_tool -- seed --help
+//! ```
+
+#![allow(clippy::float_arithmetic)] // seconds and milliseconds for the report only; no money
+
+#[path = "../../smm-store/benches/baseline/mod.rs"]
+mod baseline;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use smm_store::{LedgerKind, NewCustomer, hash_api_key};
+use smm_wire::Money;
+use sqlx::Connection;
+
+#[derive(Debug, Parser)]
+#[command(about = "Seeding, baseline D and watchers for bench/run.sh")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A customer with `--closed` finished and `--open` due orders (and their upstream twins).
+    Seed {
+        /// Database URL (migrated first).
+        #[arg(long)]
+        db: String,
+        /// The customer's API key (stored hashed).
+        #[arg(long)]
+        key: String,
+        /// Finished orders (Completed, never polled again).
+        #[arg(long, default_value_t = 0)]
+        closed: u64,
+        /// Orders sent upstream and due for a status poll, spread over `--sims`.
+        #[arg(long, default_value_t = 0)]
+        open: u64,
+        /// Simulator API URLs, one per provider `p1`, `p2`, ... (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        sims: Vec<String>,
+        /// The gateway's key at the simulators.
+        #[arg(long, default_value = smm_panel_sim::DEMO_KEY)]
+        sim_key: String,
+        /// Local service id of the seeded orders (routed to each provider's service 1).
+        #[arg(long, default_value_t = 100_001)]
+        service: i64,
+    },
+    /// Baseline D: bare sqlx placement transactions at `--concurrency` for `--seconds`.
+    BaselineD {
+        /// A database of its own (migrated first); never the gateway's, whose forwarder would
+        /// pick up the rows.
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        seconds: u64,
+    },
+    /// Waits until the simulators were asked for `ids` statuses in all.
+    Sweep {
+        #[arg(long, value_delimiter = ',')]
+        sims: Vec<String>,
+        #[arg(long)]
+        ids: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Waits until no order is `queued` or `sending`.
+    Drain {
+        #[arg(long)]
+        db: String,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Creates database `name` on the server of `admin` and prints its URL.
+    PgCreate {
+        #[arg(long)]
+        admin: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Drops database `name` on the server of `admin`.
+    PgDrop {
+        #[arg(long)]
+        admin: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    match Args::parse().command {
+        Command::Seed {
+            db,
+            key,
+            closed,
+            open,
+            sims,
+            sim_key,
+            service,
+        } => seed(&db, &key, closed, open, &sims, &sim_key, service).await,
+        Command::BaselineD {
+            db,
+            concurrency,
+            seconds,
+        } => baseline_d(&db, concurrency.max(1), seconds).await,
+        Command::Sweep {
+            sims,
+            ids,
+            timeout_secs,
+        } => sweep(&sims, ids, Duration::from_secs(timeout_secs)).await,
+        Command::Drain { db, timeout_secs } => drain(&db, Duration::from_secs(timeout_secs)).await,
+        Command::PgCreate { admin, name } => {
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await?;
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            println!("{base}/{name}");
+            Ok(())
+        }
+        Command::PgDrop { admin, name } => {
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What every seeded order costs (0.09 USD: 100 units at 0.90 per 1000).
+const CHARGE: i64 = 9_000;
+/// The first deposit: room for every seeded order and any benchmark's placements.
+const DEPOSIT: i64 = 1_000_000_000_000_000;
+
+/// Inserts `count` orders numbered by `n` = 1..=count in one statement: finished ones
+/// (`status` Completed, no poll) or open ones due now (upstream id `offset + n`).
+const INSERT_ORDERS: &str = "\
+WITH RECURSIVE s(n) AS (
+    SELECT CAST(1 AS BIGINT) UNION ALL SELECT n + 1 FROM s WHERE n < CAST($1 AS BIGINT)
+)
+INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, units, charge,
+    status, start_count, remains, provider, upstream_service, upstream_order_id, forward_state,
+    forward_attempts, forwarded_at, next_poll_at, created_at, updated_at)
+SELECT $2, $3, 'Default',
+    '{\"type\":\"default\",\"link\":\"https://x.test/p\",\"quantity\":100,\"drip_feed\":null}',
+    'https://x.test/p', 100, 100, $4, $5, 0, $6, $7, '1', $8 || CAST(n + $9 AS TEXT), 'sent', 1,
+    $10, $11, $10, $10
+FROM s";
+
+/// The charge row of every order above `$2` of customer `$1`, with the running balance after
+/// each (`$3` = the balance before the first).
+const INSERT_CHARGES: &str = "\
+INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, actor, created_at)
+SELECT customer_id, 'charge', -charge,
+    CAST($3 AS BIGINT) - CAST($4 AS BIGINT) * ROW_NUMBER() OVER (ORDER BY id),
+    id, 'order', 'customer', created_at
+FROM orders WHERE customer_id = $1 AND id > $2";
+
+/// Runs the same statements on either database (`$n` placeholders work on both).
+macro_rules! bulk {
+    ($pool:expr, $customer:expr, $service:expr, $batches:expr) => {{
+        let pool = $pool;
+        let mut tx = pool.begin().await?;
+        let mut balance: i64 = sqlx::query_scalar("SELECT balance FROM customers WHERE id = $1")
+            .bind($customer)
+            .fetch_one(&mut *tx)
+            .await?;
+        for b in $batches {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(id) FROM orders WHERE customer_id = $1")
+                    .bind($customer)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            sqlx::query(INSERT_ORDERS)
+                .bind(b.count)
+                .bind($customer)
+                .bind($service)
+                .bind(CHARGE)
+                .bind(b.status)
+                .bind(b.remains)
+                .bind(b.provider.as_str())
+                .bind(b.prefix)
+                .bind(b.offset)
+                .bind(b.created_at)
+                .bind(b.next_poll_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_CHARGES)
+                .bind($customer)
+                .bind(last.unwrap_or(0))
+                .bind(balance)
+                .bind(CHARGE)
+                .execute(&mut *tx)
+                .await?;
+            balance -= CHARGE * b.count;
+            sqlx::query("UPDATE customers SET balance = $1 WHERE id = $2")
+                .bind(balance)
+                .bind($customer)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Sanity: the books still balance.
+        let ledger: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger WHERE customer_id = $1",
+        )
+        .bind($customer)
+        .fetch_one(&mut *tx)
+        .await?;
+        if ledger != balance {
+            return Err(format!("ledger {ledger} != balance {balance}").into());
+        }
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE customer_id = $1 ORDER BY id LIMIT 100",
+        )
+        .bind($customer)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ids
+    }};
+}
+
+/// One bulk insert: `count` orders alike.
+struct Batch {
+    count: i64,
+    status: &'static str,
+    remains: Option<i64>,
+    provider: String,
+    prefix: &'static str,
+    offset: i64,
+    created_at: i64,
+    next_poll_at: Option<i64>,
+}
+
+async fn seed(
+    db: &str,
+    key: &str,
+    closed: u64,
+    open: u64,
+    sims: &[String],
+    sim_key: &str,
+    service: i64,
+) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let store = smm_store::connect(db).await?;
+    let now = now_ms();
+    let customer = store
+        .create_customer(
+            NewCustomer {
+                name: "bench".into(),
+                currency: "USD".into(),
+                key_hash: hash_api_key(key),
+                key_prefix: key.chars().take(6).collect(),
+            },
+            "bench",
+            now,
+        )
+        .await?;
+    store
+        .adjust_balance(
+            customer.id,
+            LedgerKind::Deposit,
+            Money::from_units(DEPOSIT),
+            "bench seed",
+            "bench",
+            now,
+        )
+        .await?;
+    drop(store);
+
+    let mut batches = Vec::new();
+    if closed > 0 {
+        batches.push(Batch {
+            count: i64::try_from(closed)?,
+            status: "Completed",
+            remains: Some(0),
+            provider: "p1".into(),
+            prefix: "seed-",
+            offset: 0,
+            created_at: now - 86_400_000,
+            next_poll_at: None,
+        });
+    }
+    if open > 0 {
+        if sims.is_empty() {
+            return Err("--open needs --sims".into());
+        }
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let per_sim = open / sims.len() as u64;
+        for (i, sim) in sims.iter().enumerate() {
+            let count = per_sim + u64::from((i as u64) < open % sims.len() as u64);
+            let base = sim.trim_end_matches("/api/v2");
+            http.put(format!("{base}/control/balance"))
+                .json(&serde_json::json!({"key": sim_key, "balance": "1000000000"}))
+                .send()
+                .await?
+                .error_for_status()?;
+            let range: serde_json::Value = http
+                .post(format!("{base}/control/orders"))
+                .json(&serde_json::json!({"count": count, "params": {
+                    "key": sim_key, "service": "1", "link": "https://x.test/p", "quantity": "100"}}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let first = range["first"].as_i64().ok_or("no first order id")?;
+            batches.push(Batch {
+                count: i64::try_from(count)?,
+                status: "Pending",
+                remains: Some(100),
+                provider: format!("p{}", i + 1),
+                prefix: "",
+                offset: first - 1,
+                // Old enough that, once polled, an order is not due again for 30 minutes.
+                created_at: now - 36_000_000,
+                next_poll_at: Some(0),
+            });
+        }
+    }
+
+    let ids = if db.starts_with("sqlite:") {
+        let options: sqlx::sqlite::SqliteConnectOptions = db.parse()?;
+        let pool = sqlx::SqlitePool::connect_with(
+            options.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal),
+        )
+        .await?;
+        bulk!(&pool, customer.id.0, service, batches)
+    } else {
+        let pool = sqlx::PgPool::connect(db).await?;
+        let ids = bulk!(&pool, customer.id.0, service, batches);
+        sqlx::query("ANALYZE").execute(&pool).await?;
+        ids
+    };
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    println!(
+        "customer={} closed={closed} open={open} seconds={:.1} status_ids={}",
+        customer.id.0,
+        started.elapsed().as_secs_f64(),
+        ids.join(",")
+    );
+    Ok(())
+}
+
+async fn baseline_d(db: &str, concurrency: usize, seconds: u64) -> Result<(), BoxError> {
+    let store = smm_store::connect(db).await?;
+    let ids = baseline::customers(&store, concurrency, &format!("d{}", std::process::id())).await;
+    drop(store);
+    let run = if db.starts_with("sqlite:") {
+        let pool = baseline::sqlite_pool(db, concurrency).await;
+        baseline::run_sqlite(pool, ids, concurrency, seconds).await
+    } else {
+        let pool = baseline::postgres_pool(db, concurrency).await;
+        baseline::run_postgres(pool, ids, concurrency, seconds).await
+    };
+    println!(
+        "rps={} p50_ms={:.2} p99_ms={:.2}",
+        run.per_second,
+        run.p50_us as f64 / 1000.0,
+        run.p99_us as f64 / 1000.0
+    );
+    Ok(())
+}
+
+async fn sweep(sims: &[String], ids: u64, timeout: Duration) -> Result<(), BoxError> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let deadline = Instant::now() + timeout;
+    let mut first_call: Option<Instant> = None;
+    loop {
+        let (calls, asked) = status_counts(&http, sims).await?;
+        if calls > 0 && first_call.is_none() {
+            first_call = Some(Instant::now());
+        }
+        if asked >= ids {
+            let seconds = first_call.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            // Anything asked twice would show up as extra calls shortly after.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (calls, asked) = status_counts(&http, sims).await?;
+            println!("calls={calls} ids={asked} seconds={seconds:.2}");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            println!("calls={calls} ids={asked} seconds=timeout");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `status` calls and order ids asked, summed over the simulators.
+async fn status_counts(http: &reqwest::Client, sims: &[String]) -> Result<(u64, u64), BoxError> {
+    let (mut calls, mut asked) = (0, 0);
+    for sim in sims {
+        let base = sim.trim_end_matches("/api/v2");
+        let counts: smm_panel_sim::RequestCounts = http
+            .get(format!("{base}/control/counts"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        calls += counts.actions.get("status").copied().unwrap_or(0);
+        asked += counts.status_ids;
+    }
+    Ok((calls, asked))
+}
+
+const OUTBOX: &str = "SELECT COUNT(*) FROM orders WHERE forward_state IN ('queued', 'sending')";
+
+async fn drain(db: &str, timeout: Duration) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let lite;
+    let pg;
+    if db.starts_with("sqlite:") {
+        let options: sqlx::sqlite::SqliteConnectOptions = db.parse()?;
+        lite = Some(sqlx::SqlitePool::connect_with(options.read_only(true)).await?);
+        pg = None;
+    } else {
+        lite = None;
+        pg = Some(sqlx::PgPool::connect(db).await?);
+    }
+    loop {
+        let left: i64 = match (&lite, &pg) {
+            (Some(pool), _) => sqlx::query_scalar(OUTBOX).fetch_one(pool).await?,
+            (_, Some(pool)) => sqlx::query_scalar(OUTBOX).fetch_one(pool).await?,
+            _ => unreachable!("one pool is open"),
+        };
+        if left == 0 {
+            println!("seconds={:.2}", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            println!("seconds=timeout left={left}");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
