@@ -55,6 +55,23 @@ pub struct ServerSettings {
     /// upstream's error instead of an order id (the order is canceled and refunded).
     #[serde(default)]
     pub add_wait_ms: u64,
+    /// How long a client may take to send a whole request head (from connecting, or from the
+    /// previous reply on a kept-alive connection) before the connection is closed: the bound on
+    /// slow-header clients. Both listeners; takes effect at restart.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// How long a client may take to send a request body once its head arrived; after that the
+    /// request fails (a v2 error) and the connection is closed. Takes effect at restart.
+    #[serde(default = "default_body_read_timeout_secs")]
+    pub body_read_timeout_secs: u64,
+}
+
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+
+fn default_body_read_timeout_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

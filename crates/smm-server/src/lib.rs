@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ops;
 pub mod reconciler;
 pub mod reload;
+pub mod serve;
 pub mod v2;
 
 use std::net::SocketAddr;
@@ -94,28 +95,29 @@ impl Gateway {
         let mut tasks = Vec::new();
 
         let router = v2::router(app.clone());
+        let timeouts = serve::Timeouts::from_settings(&app.settings().server);
         let mut http_signal = signal.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        tasks.push(tokio::spawn(serve::serve(
+            listener,
+            router,
+            async move {
                 let _ = http_signal.wait_for(|stop| *stop).await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "the v2 listener stopped");
-            }
-        }));
+            },
+            timeouts,
+        )));
         let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
         if let Some(admin) = admin {
             let router = admin::router(app.clone());
             let mut admin_signal = signal.clone();
             let admin_addr = admin.local_addr().ok();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(admin, router).with_graceful_shutdown(async move {
+            tasks.push(tokio::spawn(serve::serve(
+                admin,
+                router,
+                async move {
                     let _ = admin_signal.wait_for(|stop| *stop).await;
-                });
-                if let Err(error) = serve.await {
-                    tracing::error!(%error, "the admin listener stopped");
-                }
-            }));
+                },
+                timeouts,
+            )));
             tracing::info!(addr = ?admin_addr, "admin listener (healthz, readyz, metrics, admin API)");
         }
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
