@@ -3,96 +3,22 @@
 //! order is either upstream or flagged ambiguous, every refund was paid exactly once and is
 //! exactly what the upstream's final status owes, and the books balance.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smm_panel_sim::{Outcomes, Sim, SimConfig};
 use smm_store::{
     CustomerId, ForwardState, LedgerKind, NewCustomer, OrderFilter, Store, hash_api_key, refund_due,
 };
 use smm_wire::{Money, OrderStatus};
+use support::{GatewayProcess, TestDb, free_port, wait_for};
 
 const KEY: &str = "crash-test-customer-key";
 const ORDERS: usize = 240;
-
-struct Db {
-    url: String,
-    cleanup: Option<(String, String)>,
-}
-
-async fn database(backend: &str) -> Option<Db> {
-    match backend {
-        "sqlite" => {
-            let dir = std::env::temp_dir().join(format!("smm-crash-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            Some(Db {
-                url: format!("sqlite://{}/gateway.db", dir.display()),
-                cleanup: None,
-            })
-        }
-        _ => {
-            let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "TEST_DATABASE_URL must be set in CI"
-                );
-                eprintln!("skipping the PostgreSQL crash test: TEST_DATABASE_URL is not set");
-                return None;
-            };
-            use sqlx::Connection;
-            let name = format!("smm_crash_{}", std::process::id());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            Some(Db {
-                url: format!("{base}/{name}"),
-                cleanup: Some((admin, name)),
-            })
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn spawn_gateway(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_smm-gateway"))
-        .args(["--config", config.to_str().expect("utf-8"), "serve"])
-        .env("SMM_CRASH_ALPHA_KEY", smm_panel_sim::DEMO_KEY)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start smm-gateway")
-}
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+const ENV: [(&str, &str); 1] = [("SMM_CRASH_ALPHA_KEY", smm_panel_sim::DEMO_KEY)];
 
 async fn count(store: &Arc<dyn Store>, state: Option<ForwardState>) -> usize {
     store
@@ -117,7 +43,7 @@ async fn refunds(store: &Arc<dyn Store>, customer: CustomerId) -> usize {
 }
 
 async fn crash_and_restart(backend: &str) {
-    let Some(db) = database(backend).await else {
+    let Some(db) = TestDb::create(backend, "crash").await else {
         return;
     };
     // Every order ends Partial upstream, so every order is owed a refund.
@@ -200,7 +126,7 @@ routes = [{{ provider = "alpha", service = "1" }}]
 
     let api = format!("http://127.0.0.1:{port}/api/v2");
     let http = reqwest::Client::new();
-    let mut gateway = spawn_gateway(&config, &log);
+    let mut gateway = GatewayProcess::start(&config, &log, &ENV);
     wait_for("the gateway to answer", Duration::from_secs(30), || async {
         http.post(&api)
             .form(&[("key", KEY), ("action", "balance")])
@@ -231,9 +157,7 @@ routes = [{{ provider = "alpha", service = "1" }}]
             .expect("json");
         placed.push(reply["order"].as_i64().expect("an order id"));
         if i == ORDERS / 2 {
-            gateway.kill().expect("SIGKILL");
-            let _ = gateway.wait();
-            gateway = spawn_gateway(&config, &log);
+            gateway.restart();
             wait_for("the restarted gateway", Duration::from_secs(30), || async {
                 http.post(&api)
                     .form(&[("key", KEY), ("action", "balance")])
@@ -261,18 +185,16 @@ routes = [{{ provider = "alpha", service = "1" }}]
         refunds(&store, customer.id).await > 0
     })
     .await;
-    gateway.kill().expect("SIGKILL");
-    let _ = gateway.wait();
+    gateway.kill();
     let paid_before_restart = refunds(&store, customer.id).await;
-    gateway = spawn_gateway(&config, &log);
+    gateway.restart();
     wait_for(
         "every sent order to be refunded",
         Duration::from_secs(60),
         || async { refunds(&store, customer.id).await == sent },
     )
     .await;
-    gateway.kill().expect("stop");
-    let _ = gateway.wait();
+    gateway.kill();
 
     // No order was forwarded twice; every local order is upstream once or flagged.
     let upstream = alpha.sim.orders();
@@ -344,16 +266,7 @@ routes = [{{ provider = "alpha", service = "1" }}]
     );
 
     drop(store);
-    if let Some((admin, name)) = db.cleanup {
-        use sqlx::Connection;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-        }
-    }
+    drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
