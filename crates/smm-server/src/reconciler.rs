@@ -310,71 +310,78 @@ async fn forward_refills(app: &App) {
             return;
         }
     };
-    for refill in queued {
-        let order = match app.store.order(refill.order_id).await {
-            Ok(order) => order,
-            Err(error) => {
-                tracing::error!(refill = refill.id.0, %error, "refill of an unreadable order");
-                continue;
-            }
-        };
-        let (Some(provider), Some(upstream)) = (
-            order.provider.as_deref(),
-            order.upstream_order_id.as_deref(),
-        ) else {
-            let _ = set_refill(
-                app,
-                refill.id,
-                RefillUpdate {
-                    forward_state: Some(ForwardState::Rejected),
-                    error: Some("the order was never accepted upstream".into()),
-                    ..RefillUpdate::default()
-                },
-            )
-            .await;
-            continue;
-        };
-        let (Some(provider_state), Some(upstream)) =
-            (app.provider(provider), UpstreamId::new(upstream))
-        else {
-            // Provider gone from the config (after a restart): back in the queue for an admin.
-            tracing::warn!(
-                refill = refill.id.0,
-                provider,
-                "refill for an unconfigured provider stays queued"
-            );
-            set_refill(
-                app,
-                refill.id,
-                RefillUpdate {
-                    forward_state: Some(ForwardState::Queued),
-                    ..RefillUpdate::default()
-                },
-            )
-            .await;
-            continue;
-        };
-        let update = match provider_state.client.refill(&upstream).await {
-            Ok(upstream_refill) => RefillUpdate {
-                provider: Some(provider.to_owned()),
-                upstream_refill_id: Some(upstream_refill.as_str().to_owned()),
-                forward_state: Some(ForwardState::Sent),
+    // Sent concurrently: the whole claim finishes within one call's timeout, well inside its
+    // lease (config validation keeps the lease above twice a call's timeouts).
+    futures_util::future::join_all(queued.into_iter().map(|refill| forward_refill(app, refill)))
+        .await;
+}
+
+/// Sends one claimed refill, or settles it without a call when it cannot be sent.
+async fn forward_refill(app: &App, refill: smm_store::Refill) {
+    let settle = |state: ForwardState, error: String| RefillUpdate {
+        forward_state: Some(state),
+        status: (state == ForwardState::Rejected).then_some(smm_wire::RefillStatus::Rejected),
+        error: Some(error),
+        ..RefillUpdate::default()
+    };
+    let order = match app.store.order(refill.order_id).await {
+        Ok(order) => order,
+        Err(error) => {
+            // Not sent: back in the queue for the next round.
+            tracing::error!(refill = refill.id.0, %error, "refill of an unreadable order");
+            let back = RefillUpdate {
+                forward_state: Some(ForwardState::Queued),
                 ..RefillUpdate::default()
-            },
-            Err(error) if error.is_definitive_no() => RefillUpdate {
-                forward_state: Some(ForwardState::Rejected),
-                status: Some(smm_wire::RefillStatus::Rejected),
-                error: Some(error.to_string()),
-                ..RefillUpdate::default()
-            },
-            Err(error) => RefillUpdate {
-                forward_state: Some(ForwardState::Ambiguous),
-                error: Some(error.to_string()),
-                ..RefillUpdate::default()
-            },
-        };
+            };
+            set_refill(app, refill.id, back).await;
+            return;
+        }
+    };
+    let (Some(provider), Some(upstream)) = (
+        order.provider.as_deref(),
+        order.upstream_order_id.as_deref(),
+    ) else {
+        let update = settle(
+            ForwardState::Rejected,
+            "the order was never accepted upstream".into(),
+        );
         set_refill(app, refill.id, update).await;
-    }
+        return;
+    };
+    let Some(upstream) = UpstreamId::new(upstream) else {
+        let update = settle(
+            ForwardState::Rejected,
+            format!("the upstream order id {upstream:?} cannot be sent"),
+        );
+        set_refill(app, refill.id, update).await;
+        return;
+    };
+    let Some(provider_state) = app.provider(provider) else {
+        // Provider gone from the config (after a restart without it): refused rather than
+        // queued forever ahead of every newer refill.
+        tracing::warn!(
+            refill = refill.id.0,
+            provider,
+            "refill for an unconfigured provider refused"
+        );
+        let update = settle(
+            ForwardState::Rejected,
+            format!("provider {provider} is no longer configured"),
+        );
+        set_refill(app, refill.id, update).await;
+        return;
+    };
+    let update = match provider_state.client.refill(&upstream).await {
+        Ok(upstream_refill) => RefillUpdate {
+            provider: Some(provider.to_owned()),
+            upstream_refill_id: Some(upstream_refill.as_str().to_owned()),
+            forward_state: Some(ForwardState::Sent),
+            ..RefillUpdate::default()
+        },
+        Err(error) if error.is_definitive_no() => settle(ForwardState::Rejected, error.to_string()),
+        Err(error) => settle(ForwardState::Ambiguous, error.to_string()),
+    };
+    set_refill(app, refill.id, update).await;
 }
 
 /// Refreshes the statuses of refills that are upstream and not finished.
@@ -451,8 +458,17 @@ async fn forward_cancels(app: &App) {
     };
     let mut by_provider: BTreeMap<String, Vec<(UpstreamId, i64)>> = BTreeMap::new();
     for request in queued {
-        let Ok(order) = app.store.order(request.order_id).await else {
-            continue;
+        let order = match app.store.order(request.order_id).await {
+            Ok(order) => order,
+            Err(error) => {
+                // Not sent: back in the queue for the next round.
+                tracing::error!(cancel = request.id, %error, "cancel of an unreadable order");
+                let _ = app
+                    .store
+                    .update_cancel(request.id, ForwardState::Queued, None, now_ms())
+                    .await;
+                continue;
+            }
         };
         match (
             order.provider,
@@ -475,70 +491,76 @@ async fn forward_cancels(app: &App) {
             }
         }
     }
-    for (provider, requests) in by_provider {
-        let Some(provider_state) = app.provider(&provider) else {
-            tracing::warn!(
-                provider,
-                cancels = requests.len(),
-                "cancels for an unconfigured provider stay queued"
-            );
-            for (_, request) in &requests {
-                let _ = app
-                    .store
-                    .update_cancel(*request, ForwardState::Queued, None, now_ms())
-                    .await;
-            }
-            continue;
-        };
-        let client = &provider_state.client;
-        for chunk in requests.chunks(MAX_IDS) {
-            let ids: Vec<UpstreamId> = chunk.iter().map(|(id, _)| id.clone()).collect();
-            let outcome = client.cancels(&ids).await;
-            for (id, result) in &outcome.items {
-                let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) else {
-                    continue;
-                };
-                let (state, error) = match result {
-                    Ok(()) => (ForwardState::Sent, None),
-                    Err(kind) => (ForwardState::Rejected, Some(kind.to_string())),
-                };
-                let _ = app
-                    .store
-                    .update_cancel(*request, state, error.as_deref(), now_ms())
-                    .await;
-            }
-            for failure in &outcome.failed {
-                let state = if failure.error.is_definitive_no() {
-                    ForwardState::Rejected
-                } else {
-                    ForwardState::Ambiguous
-                };
-                for id in &failure.ids {
-                    if let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) {
-                        let _ = app
-                            .store
-                            .update_cancel(
-                                *request,
-                                state,
-                                Some(&failure.error.to_string()),
-                                now_ms(),
-                            )
-                            .await;
-                    }
-                }
-            }
-            for id in &outcome.missing {
+    // One call per provider (a claim is at most one chunk), all at once: the claim ends within
+    // one call's timeout, inside its lease.
+    let sends = by_provider
+        .into_iter()
+        .map(|(provider, requests)| send_cancels(app, provider, requests));
+    futures_util::future::join_all(sends).await;
+}
+
+/// Sends one provider's claimed cancel requests and records each outcome.
+async fn send_cancels(app: &App, provider: String, requests: Vec<(UpstreamId, i64)>) {
+    let Some(provider_state) = app.provider(&provider) else {
+        // Provider gone from the config (after a restart without it): refused rather than
+        // queued forever ahead of every newer cancel.
+        tracing::warn!(
+            provider,
+            cancels = requests.len(),
+            "cancels for an unconfigured provider refused"
+        );
+        let why = format!("provider {provider} is no longer configured");
+        for (_, request) in &requests {
+            let _ = app
+                .store
+                .update_cancel(*request, ForwardState::Rejected, Some(&why), now_ms())
+                .await;
+        }
+        return;
+    };
+    let client = &provider_state.client;
+    for chunk in requests.chunks(MAX_IDS) {
+        let ids: Vec<UpstreamId> = chunk.iter().map(|(id, _)| id.clone()).collect();
+        let outcome = client.cancels(&ids).await;
+        for (id, result) in &outcome.items {
+            let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) else {
+                continue;
+            };
+            let (state, error) = match result {
+                Ok(()) => (ForwardState::Sent, None),
+                Err(kind) => (ForwardState::Rejected, Some(kind.to_string())),
+            };
+            let _ = app
+                .store
+                .update_cancel(*request, state, error.as_deref(), now_ms())
+                .await;
+        }
+        for failure in &outcome.failed {
+            let state = if failure.error.is_definitive_no() {
+                ForwardState::Rejected
+            } else {
+                ForwardState::Ambiguous
+            };
+            for id in &failure.ids {
                 if let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) {
                     let _ = app
                         .store
-                        .update_cancel(
-                            *request,
-                            ForwardState::Ambiguous,
-                            Some("no answer for this order"),
-                            now_ms(),
-                        )
+                        .update_cancel(*request, state, Some(&failure.error.to_string()), now_ms())
                         .await;
                 }
+            }
+        }
+        for id in &outcome.missing {
+            if let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) {
+                let _ = app
+                    .store
+                    .update_cancel(
+                        *request,
+                        ForwardState::Ambiguous,
+                        Some("no answer for this order"),
+                        now_ms(),
+                    )
+                    .await;
             }
         }
     }

@@ -1319,7 +1319,8 @@ impl Store for SqliteStore {
             "UPDATE orders SET forward_state = 'ambiguous', \
              forward_error = 'found in sending after claim by ' \
                  || COALESCE(claimed_by, 'an unknown worker') || ' expired', \
-             updated_at = ? WHERE forward_state = 'sending' AND claimed_at < ? RETURNING id",
+             updated_at = ? WHERE forward_state = 'sending' \
+             AND (claimed_at IS NULL OR claimed_at < ?) RETURNING id",
         )
         .bind(now)
         .bind(claimed_before)
