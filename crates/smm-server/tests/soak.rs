@@ -165,7 +165,8 @@ struct Load {
     seed: u64,
     accounts: Vec<Account>,
     next: AtomicUsize,
-    /// `add` requests on the wire now: a kill waits for one, so that it cuts a request short.
+    /// Keyed `add` requests on the wire now: a kill waits for one, so that it cuts short a
+    /// request its client will retry.
     in_flight: AtomicUsize,
     start: Instant,
 }
@@ -385,7 +386,7 @@ async fn soak(backend: &str) {
         "soak {backend} seed={seed} orders={} requests={} clients={} customers={} kills={kills} \
          forwarded={} ambiguous={} attached={attached} canceled_ambiguous={given_up} \
          rejected={} refused={} unacked={} keyed={} retries={} replays={} cancels={} faults={faults_added} \
-         faulted_requests={} refunds={} refunded={} load={load_secs}s elapsed={}s",
+         faulted_requests={} refunds={} refunded={} refund_policy_differs={} load={load_secs}s elapsed={}s",
         report.orders,
         requests.len(),
         size.clients,
@@ -402,9 +403,19 @@ async fn soak(backend: &str) {
         report.faulted_requests,
         report.refunds,
         report.refunded,
+        report.policy_differs.len(),
         started.elapsed().as_secs(),
     );
     println!("{summary}");
+    let mut by_type: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for (service_type, note) in &report.policy_differs {
+        by_type.entry(service_type).or_insert((0, note)).0 += 1;
+    }
+    for (service_type, (count, example)) in by_type {
+        println!(
+            "  refund differs from the upstream's: {count} {service_type} order(s), e.g. {example}"
+        );
+    }
     if !report.problems.is_empty() || !refunds_seen {
         panic!(
             "{} problem(s){}; gateway log kept in {}\n{summary}\n{}",
@@ -672,9 +683,10 @@ async fn send_add(
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut retries = 0;
     loop {
-        load.in_flight.fetch_add(1, Ordering::Relaxed);
+        let watched = if keyed { 1 } else { 0 };
+        load.in_flight.fetch_add(watched, Ordering::Relaxed);
         let reply = post(http, &load.api, params, header).await;
-        load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        load.in_flight.fetch_sub(watched, Ordering::Relaxed);
         match reply {
             Ok(reply) => {
                 let outcome = if let Some(id) = reply.get("order").and_then(Value::as_i64) {
@@ -993,6 +1005,8 @@ struct Report {
     faulted_requests: usize,
     refunds: usize,
     refunded: Money,
+    /// Forwarded orders whose refund share differs from the upstream's own refund share.
+    policy_differs: Vec<(String, String)>,
     problems: Vec<String>,
 }
 
@@ -1225,6 +1239,29 @@ async fn check(
                         "order {} ({tag}): refunded {}, owed {owed} ({status:?}, charge {}, \
                          units {}, remains {remains})",
                         order.id, order.refunded, order.charge, order.units
+                    ));
+                }
+                // The upstream's refund to the reseller as a share of its charge, against the
+                // customer's refund as a share of theirs. Noted, not failed: `refund_due` is the
+                // gateway's policy, and where it departs from the upstream's, the reseller gains
+                // or loses the difference (the summary counts such orders).
+                let ours = order.refunded.to_decimal() * sim_order.charge;
+                let theirs = sim_order.refunded * order.charge.to_decimal();
+                let tolerance = order.charge.to_decimal() * sim_order.charge / Decimal::from(100);
+                if (ours - theirs).abs() > tolerance {
+                    report.policy_differs.push((
+                        order.service_type.clone(),
+                        format!(
+                            "order {} ({tag}, {}): {status:?}, customer refunded {} of {}, \
+                         upstream refunded {} of {} (posts {:?})",
+                            order.id,
+                            order.service_type,
+                            order.refunded,
+                            order.charge,
+                            sim_order.refunded,
+                            sim_order.charge,
+                            sim_order.posts
+                        ),
                     ));
                 }
             }
