@@ -262,11 +262,16 @@ async fn add(
     let rate = service.price_for(&pricing);
     let billing = order.billing();
     let charge = smm_routing::charge(rate, billing).ok_or(ErrorKind::IncorrectQuantity)?;
-    // What a Partial's `remains` is measured against. A flat-priced order has no such unit:
-    // 0 means a Partial pays no automatic refund (Canceled still refunds in full).
-    let units = match billing {
-        Billing::PerThousand { units } => units,
-        Billing::Flat => 0,
+    // What a Partial's `remains` is measured against. A Custom Comments Package is priced flat
+    // but delivered (and reported) line by line, so a Partial refunds the undelivered lines'
+    // share. A plain Package has no such unit: 0 means a Partial pays no automatic refund
+    // (Canceled still refunds in full).
+    let units = match (&order, billing) {
+        (OrderRequest::CustomCommentsPackage { comments, .. }, _) => {
+            u64::try_from(comments.len()).unwrap_or(u64::MAX)
+        }
+        (_, Billing::PerThousand { units }) => units,
+        (_, Billing::Flat) => 0,
     };
     let new = NewOrder {
         customer_id: customer.id,

@@ -83,4 +83,5 @@ e2e!(
     operations::admin_api_finds_and_resolves_orders,
     operations::reload_changes_prices_or_nothing,
     operations::customer_prices_are_their_own,
+    operations::comment_packages_refund_undelivered_lines,
 );

@@ -610,3 +610,37 @@ pub async fn customer_prices_are_their_own(backend: Backend) {
     }
     gw.finish().await;
 }
+
+/// A Custom Comments Package is priced flat but delivered line by line: a Partial refunds the
+/// undelivered lines' share of the charge (as the upstream refunds the reseller), once.
+pub async fn comment_packages_refund_undelivered_lines(backend: Backend) {
+    let gw = TestGateway::start_polling(backend, |_| {}).await;
+    gw.set_outcomes("alpha", 7, Outcomes::always_partial());
+    let lines: Vec<String> = (1..=10).map(|n| format!("comment number {n}")).collect();
+    let id = gw
+        .add_ok(&[
+            ("service", "7"),
+            ("link", LINK),
+            ("comments", &lines.join("\n")),
+        ])
+        .await;
+    let order = gw.wait_forwarded(id).await;
+    assert_eq!(order.units, 10, "measured in comment lines");
+    gw.advance_sims(Duration::from_secs(30 * 24 * 3600));
+    gw.make_polls_due().await;
+    gw.reconcile().await;
+    let order = gw.order(id).await;
+    assert_eq!(order.status, OrderStatus::Partial);
+    let remains = u64::try_from(order.remains.expect("remains reported")).expect("positive");
+    assert!(
+        (1..10).contains(&remains),
+        "a real Partial: {remains} of 10 left"
+    );
+    let owed = order.charge.mul_div_floor(remains, 10).expect("refund");
+    assert_eq!(order.refunded, owed);
+    gw.make_polls_due().await;
+    gw.reconcile().await;
+    assert_eq!(gw.order(id).await.refunded, owed, "once");
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
