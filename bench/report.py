@@ -73,7 +73,14 @@ def main(results_path, extras_path):
 
         row("A: axum, v2 parse, fixed JSON", "A", rss("rss_A"), "–", None, None)
         row("B: axum + reqwest pass-through (status, 100 ids)", "B", rss("rss_B"), "A", a, None)
+        size = (lambda v: int(v[-1]) if v else 0)(extras[(db, "services_bytes")])
+        row(f"A2: as A, replying the gateway's services bytes ({size:,} B)", "A2",
+            rss("rss_A2"), "A", a, None)
         row(f"gateway `services` ({services} services)", "services", None, "A", a, 0.6)
+        a2 = med(db, "A2", 0)
+        s_rps = med(db, "services", 0)
+        if a2 and s_rps is not None:
+            rows[-1][-1] += f"; {s_rps / a2:.2f} × A2"
         row("gateway `status` (100 ids)", "status", None, "A", a, 0.25)
         row(f"D: bare sqlx placement tx, {conc} tasks", "D", None, "–", None, None)
         lags = [kv(v).get("seconds") for v in extras[(db, "lag")]]

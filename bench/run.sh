@@ -11,7 +11,8 @@
 # 100,000), SERVICES (catalog size, 2,000), DATABASES ("sqlite postgres"). PostgreSQL comes from
 # TEST_DATABASE_URL, or a throwaway server started by scripts/with-postgres.sh.
 #
-# Baselines: A = axum server parsing the v2 body, fixed JSON reply (examples/bench_baseline_v2);
+# Baselines: A = axum server parsing the v2 body, fixed JSON reply (examples/bench_baseline_v2;
+# A2 = the same answering with a copy of the gateway's `services` reply, for scale);
 # B = axum + reqwest pass-through to the simulator (examples/bench_passthrough); D = bare sqlx
 # placement transaction at ADD_CONNECTIONS concurrency (examples/bench_tool baseline-d, the code
 # of smm-store's placement bench). Everything listens on 127.0.0.1; nothing is pinned (free
@@ -210,12 +211,21 @@ TOML
     fi
   done
 
+  # A2: baseline A answering with the gateway's own services reply (same bytes on the wire).
+  curl -s -d "$(lua_body services)" "$gw_url" >"$dir/services.json"
+  local a2_url a2_pid
+  port=$(free_port); a2_url="http://127.0.0.1:$port/api/v2"
+  start "a2-$db" $BIN/examples/bench_baseline_v2 "$port" "$dir/services.json"; a2_pid=$started_pid
+  wait_reply "$a2_url" "$(lua_body services)" '\['
+  printf '%s\tservices_bytes\t%s\n' "$db" "$(wc -c <"$dir/services.json")" >>"$extras"
+
   echo "== $db: services, status ($ROUNDS rounds of ${SECONDS_PER_RUN}s)" >&2
   wrk -t1 -c"$CONNECTIONS" -d2s -s "$work/services.lua" "$gw_url" >/dev/null # warm-up
   local r
   for r in $(seq "$ROUNDS"); do
     wrk_run "$db" A status "$a_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
     wrk_run "$db" B passthrough "$b_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
+    wrk_run "$db" A2 services "$a2_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
     wrk_run "$db" services services "$gw_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
     wrk_run "$db" status status "$gw_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
   done
@@ -234,9 +244,10 @@ TOML
   printf '%s\trss_gateway\t%s\n' "$db" "$(hwm_mb "$gw_pid")" >>"$extras"
   printf '%s\trss_A\t%s\n' "$db" "$(hwm_mb "$a_pid")" >>"$extras"
   printf '%s\trss_B\t%s\n' "$db" "$(hwm_mb "$b_pid")" >>"$extras"
+  printf '%s\trss_A2\t%s\n' "$db" "$(hwm_mb "$a2_pid")" >>"$extras"
   local pid
-  for pid in "$gw_pid" "$a_pid" "$b_pid" "${sim_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "$gw_pid" "$a_pid" "$b_pid" "${sim_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "$gw_pid" "$a_pid" "$a2_pid" "$b_pid" "${sim_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$gw_pid" "$a_pid" "$a2_pid" "$b_pid" "${sim_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ $db == postgres ]]; then
     $TOOL pg-drop --admin "$TEST_DATABASE_URL" --name "smm_bench_$$_gw"
     $TOOL pg-drop --admin "$TEST_DATABASE_URL" --name "smm_bench_$$_d"
