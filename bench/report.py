@@ -85,8 +85,16 @@ def main(results_path, extras_path):
         row(f"D: bare sqlx placement tx, {conc} tasks", "D", None, "–", None, None)
         lags = [kv(v).get("seconds") for v in extras[(db, "lag")]]
         lag_text = ", ".join(f"{x} s" for x in lags)
-        row(f"gateway `add`, placements/s ({conc} conns; outbox drained after {lag_text})",
-            "add", None, "D", d, 0.8)
+        commits = []
+        for before, after in zip(extras[(db, "stats_before")], extras[(db, "stats_after")]):
+            b, a_ = kv(before), kv(after)
+            placed = int(a_["orders"]) - int(b["orders"])
+            if placed > 0 and a_.get("commits", "na") != "na":
+                commits.append((int(a_["commits"]) - int(b["commits"])) / placed)
+        per_order = (f"; {statistics.median(commits):.1f} commits per order, forwarding included"
+                     if commits else "")
+        row(f"gateway `add`, placements/s ({conc} conns; outbox drained after {lag_text}"
+            f"{per_order})", "add", None, "D", d, 0.8)
         for sweep in extras[(db, "sweep")]:
             s = kv(sweep)
             calls, secs = int(s.get("calls", 0)), s.get("seconds", "?")

@@ -236,9 +236,12 @@ TOML
     d_out=$($TOOL baseline-d --db "$d_db" --concurrency "$ADD_CONNECTIONS" --seconds "$SECONDS_PER_RUN")
     awk -v db="$db" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
       END { printf "%s\tD\t%s\t%s\t%s\t0\n", db, v["rps"], v["p50_ms"], v["p99_ms"] }' <<<"$d_out" >>"$results"
+    printf '%s\tstats_before\t%s\n' "$db" "$($TOOL db-stats --db "$gw_db")" >>"$extras"
     wrk_run "$db" add add "$gw_url" "$ADD_CONNECTIONS" "$SECONDS_PER_RUN"
     lag=$($TOOL drain --db "$gw_db")
     printf '%s\tlag\t%s\n' "$db" "$lag" >>"$extras"
+    sleep 1 # PostgreSQL's statistics are reported at most every second
+    printf '%s\tstats_after\t%s\n' "$db" "$($TOOL db-stats --db "$gw_db")" >>"$extras"
   done
 
   printf '%s\trss_gateway\t%s\n' "$db" "$(hwm_mb "$gw_pid")" >>"$extras"

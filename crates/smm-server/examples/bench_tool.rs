@@ -92,6 +92,13 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Prints `orders=N commits=N`: orders in the database and, on PostgreSQL, transactions
+    /// committed in it so far (`pg_stat_database`; `commits=na` on SQLite). Two readings around
+    /// a run give the commits each placed order cost, forwarding included.
+    DbStats {
+        #[arg(long)]
+        db: String,
+    },
     /// Creates database `name` on the server of `admin` and prints its URL.
     PgCreate {
         #[arg(long)]
@@ -133,6 +140,7 @@ async fn main() -> Result<(), BoxError> {
             timeout_secs,
         } => sweep(&sims, ids, Duration::from_secs(timeout_secs)).await,
         Command::Drain { db, timeout_secs } => drain(&db, Duration::from_secs(timeout_secs)).await,
+        Command::DbStats { db } => db_stats(&db).await,
         Command::PgCreate { admin, name } => {
             let mut conn = sqlx::PgConnection::connect(&admin).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -436,6 +444,30 @@ async fn status_counts(http: &reqwest::Client, sims: &[String]) -> Result<(u64, 
         asked += counts.status_ids;
     }
     Ok((calls, asked))
+}
+
+async fn db_stats(db: &str) -> Result<(), BoxError> {
+    const ORDERS: &str = "SELECT COUNT(*) FROM orders";
+    if db.starts_with("sqlite:") {
+        let options: sqlx::sqlite::SqliteConnectOptions = db.parse()?;
+        let mut conn = sqlx::SqliteConnection::connect_with(&options.read_only(true)).await?;
+        let orders: i64 = sqlx::query_scalar(ORDERS).fetch_one(&mut conn).await?;
+        println!("orders={orders} commits=na");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(db).await?;
+        let orders: i64 = sqlx::query_scalar(ORDERS).fetch_one(&mut conn).await?;
+        // The statistics collector lags: ask for a fresh snapshot first.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut conn)
+            .await?;
+        let commits: i64 = sqlx::query_scalar(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        println!("orders={orders} commits={commits}");
+    }
+    Ok(())
 }
 
 const OUTBOX: &str = "SELECT COUNT(*) FROM orders WHERE forward_state IN ('queued', 'sending')";
