@@ -126,12 +126,14 @@ pub struct ReloadReport {
     pub warnings: Vec<String>,
 }
 
-/// Settings a running process cannot change: listeners, the database, the body limit and the
-/// cache lifetime are fixed at start.
-const RESTART_ONLY: [&str; 5] = [
+/// Settings a running process cannot change: listeners, the database, the body limit, the client
+/// timeouts and the cache lifetime are fixed at start (`Settings` field paths).
+const RESTART_ONLY: [&str; 7] = [
     "server.listen",
     "server.body_limit_bytes",
     "server.key_cache_ttl_secs",
+    "server.header_read_timeout_secs",
+    "server.body_read_timeout_secs",
     "admin.listen",
     "database.url",
 ];
@@ -154,6 +156,9 @@ pub struct App {
     upstream: RwLock<BTreeMap<String, Vec<UpstreamService>>>,
     /// Customer by key hash. Only hits are cached, so a new customer works at once.
     keys: moka::sync::Cache<String, Customer>,
+    /// Key hashes that matched no customer, briefly: a flood of wrong keys costs no database
+    /// reads. Keys are random 128-bit tokens, so a new customer's key is never in here.
+    unknown_keys: moka::sync::Cache<String, ()>,
     /// Customer-specific rates, cached like keys (off the request path's database reads).
     rates: moka::sync::Cache<CustomerId, Arc<BTreeMap<u64, rust_decimal::Decimal>>>,
     limiter: Mutex<HashMap<CustomerId, (u64, u32)>>,
@@ -184,6 +189,10 @@ impl App {
             .max_capacity(100_000)
             .time_to_live(ttl)
             .build();
+        let unknown_keys = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(ttl)
+            .build();
         let keys = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(ttl)
@@ -203,6 +212,7 @@ impl App {
             upstream: RwLock::new(BTreeMap::new()),
             services_body: RwLock::new(None),
             keys,
+            unknown_keys,
             rates,
             limiter: Mutex::new(HashMap::new()),
             forward_wake: Notify::new(),
@@ -648,6 +658,9 @@ impl App {
     /// The customer owning `key`, if active. Errors are v2 error kinds.
     pub async fn authenticate(&self, key: &str) -> Result<Customer, ErrorKind> {
         let hash = hash_api_key(key);
+        if self.unknown_keys.contains_key(&hash) {
+            return Err(ErrorKind::InvalidKey);
+        }
         let customer = match self.keys.get(&hash) {
             Some(customer) => customer,
             None => match self.store.customer_by_key_hash(&hash).await {
@@ -655,7 +668,10 @@ impl App {
                     self.keys.insert(hash, customer.clone());
                     customer
                 }
-                Ok(None) => return Err(ErrorKind::InvalidKey),
+                Ok(None) => {
+                    self.unknown_keys.insert(hash, ());
+                    return Err(ErrorKind::InvalidKey);
+                }
                 Err(e) => return Err(unavailable(&e)),
             },
         };
@@ -668,6 +684,7 @@ impl App {
     /// Forgets cached key lookups (after a rotation or a suspension made by this process).
     pub fn invalidate_keys(&self) {
         self.keys.invalidate_all();
+        self.unknown_keys.invalidate_all();
         self.rates.invalidate_all();
     }
 
@@ -750,36 +767,26 @@ pub fn unavailable(error: &StoreError) -> ErrorKind {
 /// Puts the running values of settings fixed at start back into `candidate`, with a warning for
 /// each one the candidate tried to change.
 fn keep_restart_only(running: &Settings, candidate: &mut Settings, warnings: &mut Vec<String>) {
-    let mut keep = |name: &str, changed: bool| {
+    for (name, changed) in RESTART_ONLY.into_iter().zip([
+        running.server.listen != candidate.server.listen,
+        running.server.body_limit_bytes != candidate.server.body_limit_bytes,
+        running.server.key_cache_ttl_secs != candidate.server.key_cache_ttl_secs,
+        running.server.header_read_timeout_secs != candidate.server.header_read_timeout_secs,
+        running.server.body_read_timeout_secs != candidate.server.body_read_timeout_secs,
+        running.admin.listen != candidate.admin.listen,
+        running.database.url != candidate.database.url,
+    ]) {
         if changed {
             warnings.push(format!(
                 "{name} changed: it takes effect after a restart; the running value is kept"
             ));
         }
-    };
-    keep(
-        RESTART_ONLY[0],
-        running.server.listen != candidate.server.listen,
-    );
-    keep(
-        RESTART_ONLY[1],
-        running.server.body_limit_bytes != candidate.server.body_limit_bytes,
-    );
-    keep(
-        RESTART_ONLY[2],
-        running.server.key_cache_ttl_secs != candidate.server.key_cache_ttl_secs,
-    );
-    keep(
-        RESTART_ONLY[3],
-        running.admin.listen != candidate.admin.listen,
-    );
-    keep(
-        RESTART_ONLY[4],
-        running.database.url != candidate.database.url,
-    );
+    }
     candidate.server.listen.clone_from(&running.server.listen);
     candidate.server.body_limit_bytes = running.server.body_limit_bytes;
     candidate.server.key_cache_ttl_secs = running.server.key_cache_ttl_secs;
+    candidate.server.header_read_timeout_secs = running.server.header_read_timeout_secs;
+    candidate.server.body_read_timeout_secs = running.server.body_read_timeout_secs;
     candidate.admin.listen.clone_from(&running.admin.listen);
     candidate.database.url.clone_from(&running.database.url);
 }

@@ -361,6 +361,17 @@ impl Settings {
                 "must be at least 1".into(),
             );
         }
+        for (name, secs) in [
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", self.server.body_read_timeout_secs),
+        ] {
+            if secs == 0 {
+                problem(format!("server.{name}"), "must be at least 1".into());
+            }
+        }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres:")
@@ -593,6 +604,22 @@ mod tests {
                 .validate()
                 .iter()
                 .any(|pr| pr.path == "providers[0].status_codes" && pr.message.contains("Done-ish"))
+        );
+    }
+
+    #[test]
+    fn client_timeouts_must_be_positive() {
+        let mut settings = Settings::defaults().expect("defaults");
+        settings.server.header_read_timeout_secs = 0;
+        settings.server.body_read_timeout_secs = 0;
+        let paths: Vec<String> = settings.validate().into_iter().map(|p| p.path).collect();
+        assert!(
+            paths.contains(&"server.header_read_timeout_secs".to_owned()),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"server.body_read_timeout_secs".to_owned()),
+            "{paths:?}"
         );
     }
 

@@ -37,7 +37,30 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v2/", any(v2))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        // Only on the v2 routes: other paths keep their 404.
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                if announced_too_large(request.headers(), limit) {
+                    // Refused before any byte of the body is awaited.
+                    return json(StatusCode::OK, &ErrorReply(body_refused()));
+                }
+                next.run(request).await
+            },
+        ))
         .with_state(app)
+}
+
+/// A `Content-Length` above the limit: no point waiting for that body.
+fn announced_too_large(headers: &HeaderMap, limit: usize) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+}
+
+fn body_refused() -> ErrorKind {
+    ErrorKind::Other("Request body too large or unreadable".into())
 }
 
 async fn not_found() -> Response {
@@ -143,7 +166,7 @@ async fn handle(
 ) -> Reply {
     let body = body.map_err(|rejection| {
         tracing::debug!(%rejection, "request body refused");
-        ErrorKind::Other("Request body too large or unreadable".into())
+        body_refused()
     })?;
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let body_params = Params::from_body(content_type, &body).map_err(|e| {
