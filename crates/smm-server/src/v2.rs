@@ -14,8 +14,8 @@ use axum::routing::any;
 use serde::Serialize;
 use smm_routing::LocalService;
 use smm_store::{
-    CancelOutcome, Customer, ForwardState, NewOrder, Order, OrderId, Placed, Refill, RefillId,
-    ServiceId, StoreError,
+    CancelOutcome, Customer, ForwardState, NewOrder, Order, OrderId, OrderStatusView, Placed,
+    Refill, RefillId, ServiceId, StoreError,
 };
 use smm_wire::order::Billing;
 use smm_wire::request::Credentials;
@@ -389,7 +389,7 @@ fn find(orders: &[Order], id: u64) -> Option<&Order> {
         .find(|o| u64::try_from(o.id.0).ok() == Some(id))
 }
 
-fn status_item(order: &Order, currency: &str) -> StatusItem {
+fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem {
     let extra: Option<serde_json::Value> = order
         .extra
         .as_deref()
@@ -425,20 +425,42 @@ fn status_item(order: &Order, currency: &str) -> StatusItem {
     }
 }
 
+/// The customer's orders among `ids`, as `status` shows them (others' and unknown ids are
+/// absent), sorted by id.
+async fn statuses_of(
+    app: &App,
+    customer: &Customer,
+    ids: &[u64],
+) -> Result<Vec<OrderStatusView>, ErrorKind> {
+    let ids: Vec<OrderId> = ids
+        .iter()
+        .filter_map(|id| i64::try_from(*id).ok().map(OrderId))
+        .collect();
+    app.store
+        .customer_order_statuses(customer.id, &ids)
+        .await
+        .map_err(|e| unavailable(&e))
+}
+
 async fn status(app: &App, customer: &Customer, target: Target) -> Reply {
+    let find = |orders: &[OrderStatusView], id: u64| -> Option<usize> {
+        let id = i64::try_from(id).ok()?;
+        orders.binary_search_by_key(&id, |o| o.id.0).ok()
+    };
     match target {
         Target::One(id) => {
-            let orders = orders_of(app, customer, &[id]).await?;
+            let orders = statuses_of(app, customer, &[id]).await?;
             let order = find(&orders, id).ok_or(ErrorKind::IncorrectOrderId)?;
-            to_body(&status_item(order, &customer.currency))
+            to_body(&status_item(&orders[order], &customer.currency))
         }
         Target::Many(ids) => {
-            let orders = orders_of(app, customer, ids.as_slice()).await?;
+            let orders = statuses_of(app, customer, ids.as_slice()).await?;
             let items = ids
                 .as_slice()
                 .iter()
                 .map(|id| {
                     let item = find(&orders, *id)
+                        .map(|i| &orders[i])
                         .map(|o| status_item(o, &customer.currency))
                         .ok_or(ErrorKind::IncorrectOrderId);
                     (*id, item)

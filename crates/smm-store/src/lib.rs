@@ -224,6 +224,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ids: &[OrderId],
     ) -> StoreResult<Vec<Order>>;
 
+    /// [`Store::customer_orders`] for `status`: the same orders, only the columns the reply
+    /// shows, ascending by id.
+    async fn customer_order_statuses(
+        &self,
+        customer: CustomerId,
+        ids: &[OrderId],
+    ) -> StoreResult<Vec<OrderStatusView>>;
+
     /// Newest first.
     async fn list_orders(&self, filter: &OrderFilter) -> StoreResult<Vec<Order>>;
 

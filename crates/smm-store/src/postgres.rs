@@ -1068,6 +1068,27 @@ impl Store for PostgresStore {
         convert_all(rows)
     }
 
+    async fn customer_order_statuses(
+        &self,
+        customer: CustomerId,
+        ids: &[OrderId],
+    ) -> StoreResult<Vec<OrderStatusView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        let rows: Vec<crate::rows::OrderStatusRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM orders WHERE customer_id = $1 AND id = ANY($2) ORDER BY id",
+            crate::rows::ORDER_STATUS_COLUMNS
+        )))
+        .bind(customer.0)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        convert_all(rows)
+    }
+
     async fn list_orders(&self, filter: &OrderFilter) -> StoreResult<Vec<Order>> {
         let mut query = QueryBuilder::<Postgres>::new(concat!(
             "SELECT ",

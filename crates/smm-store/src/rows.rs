@@ -153,6 +153,44 @@ impl TryFrom<LedgerRow> for LedgerEntry {
     }
 }
 
+/// The narrow row behind [`crate::OrderStatusView`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OrderStatusRow {
+    pub id: i64,
+    pub quantity: Option<i64>,
+    pub charge: i64,
+    pub refunded: i64,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    pub extra: Option<String>,
+}
+
+/// The columns of [`OrderStatusRow`], in order.
+pub(crate) const ORDER_STATUS_COLUMNS: &str =
+    "id, quantity, charge, refunded, status, status_raw, start_count, remains, extra";
+
+impl TryFrom<OrderStatusRow> for crate::OrderStatusView {
+    type Error = StoreError;
+
+    fn try_from(row: OrderStatusRow) -> StoreResult<crate::OrderStatusView> {
+        Ok(crate::OrderStatusView {
+            id: OrderId(row.id),
+            quantity: row
+                .quantity
+                .map(|q| unsigned("order quantity", q))
+                .transpose()?,
+            charge: Money::from_units(row.charge),
+            refunded: Money::from_units(row.refunded),
+            status: order_status_from_text(&row.status, row.status_raw)?,
+            start_count: row.start_count,
+            remains: row.remains,
+            extra: row.extra,
+        })
+    }
+}
+
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct OrderRow {
     pub id: i64,

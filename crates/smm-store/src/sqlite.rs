@@ -1001,6 +1001,27 @@ impl Store for SqliteStore {
         convert_all(rows)
     }
 
+    async fn customer_order_statuses(
+        &self,
+        customer: CustomerId,
+        ids: &[OrderId],
+    ) -> StoreResult<Vec<OrderStatusView>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<crate::rows::OrderStatusRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM orders WHERE customer_id = ? AND id IN (SELECT value FROM json_each(?)) \
+             ORDER BY id",
+            crate::rows::ORDER_STATUS_COLUMNS
+        )))
+        .bind(customer.0)
+        .bind(id_array(ids.iter().map(|id| id.0)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        convert_all(rows)
+    }
+
     async fn list_orders(&self, filter: &OrderFilter) -> StoreResult<Vec<Order>> {
         let mut query =
             QueryBuilder::<Sqlite>::new(concat!("SELECT ", order_cols!(), " FROM orders WHERE 1"));

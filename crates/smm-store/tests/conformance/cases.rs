@@ -1132,6 +1132,37 @@ pub async fn batched_statuses_pay_each_refund_once(db: Db) {
             .expect("empty")
             .is_empty()
     );
+
+    // `status` reads the narrow view: the same values as the full order, sorted, the customer's
+    // only.
+    let views = db
+        .customer_order_statuses(c.id, &[partial.id, progress.id, OrderId(i64::MAX)])
+        .await
+        .expect("views");
+    assert_eq!(
+        views.iter().map(|v| v.id).collect::<Vec<_>>(),
+        vec![progress.id, partial.id]
+    );
+    for view in &views {
+        let full = db.order(view.id).await.expect("get");
+        assert_eq!(
+            (view.quantity, view.charge, view.refunded, &view.status),
+            (full.quantity, full.charge, full.refunded, &full.status)
+        );
+        assert_eq!(
+            (view.start_count, view.remains, &view.extra),
+            (full.start_count, full.remains, &full.extra)
+        );
+        assert_eq!(view.net_charge(), full.net_charge());
+    }
+    let other = funded(&db, "other", "1").await;
+    assert!(
+        db.customer_order_statuses(other.id, &[partial.id])
+            .await
+            .expect("views")
+            .is_empty(),
+        "never another customer's"
+    );
     assert_books_balance(&db, c.id).await;
 }
 
