@@ -20,11 +20,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use smm_provider_client::ProviderError;
-use smm_store::{ForwardOutcome, Order};
+use smm_store::{AttemptStart, ForwardOutcome, Order};
 use smm_wire::OrderRequest;
 use tokio::sync::watch;
 
-use crate::app::{App, now_ms};
+use crate::app::{App, Provider, now_ms};
 
 /// Runs until `shutdown` turns true, finishing the order in hand first.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
@@ -67,10 +67,84 @@ pub async fn round(app: &App) -> usize {
         }
     };
     let count = claimed.len();
-    futures_util::stream::iter(claimed)
-        .for_each_concurrent(settings.concurrency, |order| forward(app, order))
+    let planned: Vec<(Order, Plan)> = claimed
+        .into_iter()
+        .map(|order| {
+            let plan = plan(app, &order);
+            (order, plan)
+        })
+        .collect();
+    // The first attempt of every order in the batch is noted in one commit, before any call.
+    let firsts: Vec<AttemptStart> = planned
+        .iter()
+        .filter_map(|(order, plan)| match plan {
+            Plan::Send { routes, .. } => routes.first().map(|(route, _)| AttemptStart {
+                order: order.id,
+                provider: route.provider.clone(),
+                upstream_service: route.upstream_service.as_str().to_owned(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let first_noted = match app.store.begin_attempts(&firsts, now_ms()).await {
+        Ok(()) => true,
+        Err(error) => {
+            // Nothing was noted: each order notes its own attempt before its call instead.
+            tracing::error!(%error, orders = firsts.len(), "cannot note the batch's attempts; noting them one by one");
+            false
+        }
+    };
+    futures_util::stream::iter(planned)
+        .for_each_concurrent(settings.concurrency, |(order, plan)| {
+            forward(app, order, plan, first_noted)
+        })
         .await;
     count
+}
+
+/// What to do with a claimed order.
+enum Plan {
+    Reject(&'static str),
+    Requeue(&'static str),
+    /// Send through these routes in turn (each with its provider's client).
+    Send {
+        request: OrderRequest,
+        routes: Vec<(smm_routing::Route, Arc<Provider>)>,
+        flat_priced: bool,
+    },
+}
+
+/// Decides, from the order and the current catalog, whether and where to send it.
+fn plan(app: &App, order: &Order) -> Plan {
+    let request: OrderRequest = match serde_json::from_str(&order.params) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::error!(order = order.id.0, %error, "stored order parameters unreadable; rejecting");
+            return Plan::Reject("stored order parameters unreadable");
+        }
+    };
+    let catalog = app.catalog();
+    let Some(service) = u64::try_from(order.service_id.0)
+        .ok()
+        .and_then(|s| catalog.get(s))
+    else {
+        return Plan::Reject("the service no longer exists");
+    };
+    if !service.enabled {
+        return Plan::Reject("the service is disabled");
+    }
+    let routes: Vec<_> = smm_routing::candidate_routes(service, |p| app.provider_available(p))
+        .into_iter()
+        .filter_map(|route| app.provider(&route.provider).map(|p| (route.clone(), p)))
+        .collect();
+    if routes.is_empty() {
+        return Plan::Requeue("no provider available");
+    }
+    Plan::Send {
+        request,
+        routes,
+        flat_priced: service.service_type.is_flat_priced(),
+    }
 }
 
 /// Turns claims older than the lease into `ambiguous` (their worker died mid-call).
@@ -109,51 +183,42 @@ pub async fn recover(app: &App, lease: Duration) {
     }
 }
 
-/// Forwards one claimed order through its routes.
-async fn forward(app: &App, order: Order) {
+/// Forwards one claimed order through its routes. `first_noted`: the first route's attempt is
+/// already durably noted (by the batch), so it is not noted again.
+async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
     let id = order.id;
-    let request: OrderRequest = match serde_json::from_str(&order.params) {
-        Ok(request) => request,
-        Err(error) => {
-            tracing::error!(order = id.0, %error, "stored order parameters unreadable; rejecting");
-            reject(app, &order, "stored order parameters unreadable").await;
+    let (request, routes, flat_priced) = match plan {
+        Plan::Reject(why) => {
+            reject(app, &order, why).await;
             return;
         }
+        Plan::Requeue(why) => {
+            requeue(app, &order, why).await;
+            return;
+        }
+        Plan::Send {
+            request,
+            routes,
+            flat_priced,
+        } => (request, routes, flat_priced),
     };
-    let catalog = app.catalog();
-    let Some(service) = u64::try_from(order.service_id.0)
-        .ok()
-        .and_then(|s| catalog.get(s))
-    else {
-        reject(app, &order, "the service no longer exists").await;
-        return;
-    };
-    if !service.enabled {
-        reject(app, &order, "the service is disabled").await;
-        return;
-    }
-    let routes = smm_routing::candidate_routes(service, |p| app.provider_available(p));
-    if routes.is_empty() {
-        requeue(app, &order, "no provider available").await;
-        return;
-    }
     let mut unreachable = false;
     let mut last_refusal = String::new();
     let mut last_kind = None;
-    for route in routes {
-        let Some(provider) = app.provider(&route.provider) else {
-            continue;
+    for (index, (route, provider)) in routes.into_iter().enumerate() {
+        let noted = if index == 0 && first_noted {
+            Ok(())
+        } else {
+            app.store
+                .begin_attempt(
+                    id,
+                    &route.provider,
+                    route.upstream_service.as_str(),
+                    now_ms(),
+                )
+                .await
         };
-        if let Err(error) = app
-            .store
-            .begin_attempt(
-                id,
-                &route.provider,
-                route.upstream_service.as_str(),
-                now_ms(),
-            )
-            .await
-        {
+        if let Err(error) = noted {
             // Not durably noted: do not send. The claim's lease turns it ambiguous if we are
             // the ones who lost track; otherwise it is still `sending` and safe.
             tracing::error!(order = id.0, %error, "cannot record a forwarding attempt; not sending");
@@ -189,7 +254,7 @@ async fn forward(app: &App, order: Order) {
             Ok(upstream_id) => {
                 provider.health.record_success();
                 let units = Decimal::from(order.units);
-                let cost = if service.service_type.is_flat_priced() {
+                let cost = if flat_priced {
                     Some(route.upstream_rate)
                 } else {
                     route

@@ -263,6 +263,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// [`Store::begin_attempt`] for several orders in one transaction (the forwarder notes the
+    /// first route of a whole claimed batch with one commit). All or nothing: on any error no
+    /// attempt is noted and nothing may be sent.
+    async fn begin_attempts(&self, attempts: &[AttemptStart], now: Timestamp) -> StoreResult<()>;
+
     /// Records the outcome of the pending attempt. `Sent` → `sent` with the upstream id (unique
     /// per provider: a clash is `Conflict` and the order becomes `ambiguous`);
     /// `Ambiguous` → `ambiguous`; `Failed` → the order stays `sending` for the next route.

@@ -306,6 +306,14 @@ pub struct ForwardAttempt {
     pub finished_at: Option<Timestamp>,
 }
 
+/// One attempt about to be made: the order, and the route it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptStart {
+    pub order: OrderId,
+    pub provider: String,
+    pub upstream_service: String,
+}
+
 /// What the forwarder learned from the upstream about one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardOutcome {

@@ -654,6 +654,41 @@ async fn find_by_idempotency_key(
     .map_err(db_err)
 }
 
+/// A pending attempt row for a `sending` order (locked), and the claim renewed.
+async fn note_attempt(
+    tx: &mut Transaction<'static, Postgres>,
+    order: OrderId,
+    provider: &str,
+    upstream_service: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let row = lock_order(tx, order).await?;
+    require_state(&row, &[ForwardState::Sending], "begin an attempt for")?;
+    sqlx::query(
+        "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
+         started_at) VALUES ($1, $2, $3, 'pending', $4)",
+    )
+    .bind(order.0)
+    .bind(provider)
+    .bind(upstream_service)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    sqlx::query(
+        "UPDATE orders SET provider = $2, upstream_service = $3, updated_at = $4, \
+         claimed_at = $4 WHERE id = $1",
+    )
+    .bind(order.0)
+    .bind(provider)
+    .bind(upstream_service)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> Backend {
@@ -1187,31 +1222,22 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        let result = note_attempt(&mut tx, order, provider, upstream_service, now).await;
+        settle(tx, result).await
+    }
+
+    async fn begin_attempts(&self, attempts: &[AttemptStart], now: Timestamp) -> StoreResult<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        // Locked in id order, like every multi-row lock here: no deadlock with another batch.
+        let mut sorted: Vec<&AttemptStart> = attempts.iter().collect();
+        sorted.sort_by_key(|a| a.order);
+        let mut tx = self.begin().await?;
         let result = async {
-            let row = lock_order(&mut tx, order).await?;
-            require_state(&row, &[ForwardState::Sending], "begin an attempt for")?;
-            sqlx::query(
-                "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
-                 started_at) VALUES ($1, $2, $3, 'pending', $4)",
-            )
-            .bind(order.0)
-            .bind(provider)
-            .bind(upstream_service)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            sqlx::query(
-                "UPDATE orders SET provider = $2, upstream_service = $3, updated_at = $4, \
-                 claimed_at = $4 WHERE id = $1",
-            )
-            .bind(order.0)
-            .bind(provider)
-            .bind(upstream_service)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            for a in sorted {
+                note_attempt(&mut tx, a.order, &a.provider, &a.upstream_service, now).await?;
+            }
             Ok(())
         }
         .await;

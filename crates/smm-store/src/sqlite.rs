@@ -325,6 +325,46 @@ async fn order_by_key(
     .map_err(db_err)
 }
 
+/// A pending attempt row for a `sending` order, and the claim renewed.
+async fn note_attempt(
+    conn: &mut SqliteConnection,
+    order: OrderId,
+    provider: &str,
+    upstream_service: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let row = order_row(conn, order).await?;
+    if row.forward_state != ForwardState::Sending.as_str() {
+        return Err(StoreError::InvalidState(format!(
+            "order {order} is {}, not sending",
+            row.forward_state
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
+         started_at) VALUES (?, ?, ?, 'pending', ?)",
+    )
+    .bind(order.0)
+    .bind(provider)
+    .bind(upstream_service)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    sqlx::query(
+        "UPDATE orders SET provider = ?1, upstream_service = ?2, updated_at = ?3, \
+         claimed_at = ?3 WHERE id = ?4",
+    )
+    .bind(provider)
+    .bind(upstream_service)
+    .bind(now)
+    .bind(order.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 async fn write_audit(
     conn: &mut SqliteConnection,
     actor: &str,
@@ -1117,35 +1157,19 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let row = order_row(&mut tx, order).await?;
-        if row.forward_state != ForwardState::Sending.as_str() {
-            return Err(StoreError::InvalidState(format!(
-                "order {order} is {}, not sending",
-                row.forward_state
-            )));
+        note_attempt(&mut tx, order, provider, upstream_service, now).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn begin_attempts(&self, attempts: &[AttemptStart], now: Timestamp) -> StoreResult<()> {
+        if attempts.is_empty() {
+            return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
-             started_at) VALUES (?, ?, ?, 'pending', ?)",
-        )
-        .bind(order.0)
-        .bind(provider)
-        .bind(upstream_service)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        sqlx::query(
-            "UPDATE orders SET provider = ?1, upstream_service = ?2, updated_at = ?3, \
-             claimed_at = ?3 WHERE id = ?4",
-        )
-        .bind(provider)
-        .bind(upstream_service)
-        .bind(now)
-        .bind(order.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let mut tx = self.begin().await?;
+        for a in attempts {
+            note_attempt(&mut tx, a.order, &a.provider, &a.upstream_service, now).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }

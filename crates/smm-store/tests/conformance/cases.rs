@@ -1030,6 +1030,66 @@ pub async fn polling_and_refunds(db: Db) {
     assert_books_balance(&db, c.id).await;
 }
 
+/// `begin_attempts` notes a claimed batch's first attempts in one transaction, all or
+/// nothing: one order not `sending` and no attempt is noted for any of them.
+pub async fn batch_attempts_are_all_or_nothing(db: Db) {
+    let c = funded(&db, "ada", "10").await;
+    let first = place(&db, c.id, "1").await;
+    let second = place(&db, c.id, "1").await;
+    let queued = place(&db, c.id, "1").await;
+    let claimed = db.claim_for_forwarding("w", 2, T0).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![first.id, second.id]
+    );
+    let start = |order: OrderId, provider: &str| AttemptStart {
+        order,
+        provider: provider.into(),
+        upstream_service: "7".into(),
+    };
+    // The third is still queued: the whole batch is refused.
+    let refused = db
+        .begin_attempts(
+            &[
+                start(first.id, "alpha"),
+                start(queued.id, "alpha"),
+                start(second.id, "beta"),
+            ],
+            T0 + 10,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidState(_))),
+        "{refused:?}"
+    );
+    for id in [first.id, second.id, queued.id] {
+        assert!(
+            db.attempts(id).await.expect("attempts").is_empty(),
+            "order {id}"
+        );
+    }
+    db.begin_attempts(
+        &[start(second.id, "beta"), start(first.id, "alpha")],
+        T0 + 20,
+    )
+    .await
+    .expect("batch");
+    for (id, provider) in [(first.id, "alpha"), (second.id, "beta")] {
+        let attempts = db.attempts(id).await.expect("attempts");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            (attempts[0].provider.as_str(), attempts[0].outcome.as_str()),
+            (provider, "pending")
+        );
+        let order = db.order(id).await.expect("order");
+        assert_eq!(order.provider.as_deref(), Some(provider));
+        assert_eq!(order.claimed_at, Some(T0 + 20), "the claim is renewed");
+    }
+    // A pending attempt blocks requeue, as for a single begin.
+    assert!(db.requeue(first.id, T0, "x", T0).await.is_err());
+    db.begin_attempts(&[], T0).await.expect("empty batch");
+}
+
 /// `apply_statuses` applies a poller's whole batch: unchanged and non-refund updates together,
 /// refunds exactly once through the one-refund path, unknown ids as `None`, terminal orders
 /// untouched; applied twice, nothing more is paid.

@@ -45,6 +45,7 @@ conformance!(
     crash_recovery_and_ambiguous_resolution,
     polling_and_refunds,
     batched_statuses_pay_each_refund_once,
+    batch_attempts_are_all_or_nothing,
     concurrent_partial_pays_one_refund,
     defer_polls_only_moves_the_schedule,
     refills,
