@@ -20,7 +20,11 @@ async fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         // One JSON object per line, with the current span's fields (request id, action,
         // customer, outcome) for log shippers.
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
