@@ -108,6 +108,35 @@ end
 LUA
 }
 
+lua_add() { # $1 name, $2 form body without the key, rest: keys. Each request takes the next key,
+  # so `add` spreads over as many customers as baseline D has tasks (one customer each): the
+  # same contention on the customers' balance rows.
+  local name=$1 body=$2; shift 2
+  local keys="" k
+  for k in "$@"; do keys+="\"$k\","; done
+  cat >"$work/$name.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "key=$1&$body"
+local keys = { $keys }
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) errors = 0; n = 0 end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, "key=" .. keys[(n % #keys) + 1] .. "&$body")
+end
+function response(status, headers, body)
+  if status ~= 200 or string.sub(body, 1, 9) == '{"error":' then errors = errors + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("errors") end
+  io.write(string.format("ERRORS %d\n", total))
+end
+LUA
+}
+
 wrk_run() { # $1 db, $2 scenario, $3 lua name, $4 url, $5 connections, $6 seconds
   wrk -t1 -c"$5" -d"$6s" --latency -s "$work/$3.lua" "$4" >"$work/wrk.out" 2>&1 || {
     cat "$work/wrk.out" >&2; exit 1; }
@@ -204,7 +233,16 @@ TOML
   lua services "key=bench-key&action=services"
   lua status "key=bench-key&action=status&orders=${status_ids//,/%2C}"
   lua passthrough "key=sim-key&action=status&orders=${sim_ids//,/%2C}"
-  lua add "key=bench-key&action=add&service=100001&link=https%3A%2F%2Fx.test%2Fp&quantity=100"
+  # One funded customer per `add` connection (baseline D's tasks each have their own), created
+  # through the gateway's own CLI.
+  local add_keys=() out cid
+  for i in $(seq "$ADD_CONNECTIONS"); do
+    out=$(BENCH_SIM_KEY=sim-key $BIN/smm-gateway --config "$dir/gateway.toml" customers create --name "add-$i")
+    add_keys+=("$(sed -n 's/^API key (shown once, store it now): //p' <<<"$out")")
+    cid=$(head -n1 <<<"$out" | cut -f1)
+    BENCH_SIM_KEY=sim-key $BIN/smm-gateway --config "$dir/gateway.toml" customers credit "$cid" 100000000 --reason bench >/dev/null
+  done
+  lua_add add "action=add&service=100001&link=https%3A%2F%2Fx.test%2Fp&quantity=100" "${add_keys[@]}"
   for name in services status add; do # each body answers without an error before it is timed
     if curl -s -d "$(lua_body "$name")" "$gw_url" | grep -q '^{"error"'; then
       echo "gateway refuses the $name body: $(curl -s -d "$(lua_body "$name")" "$gw_url" | head -c 300)" >&2; exit 1
