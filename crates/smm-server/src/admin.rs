@@ -86,12 +86,21 @@ fn reply<T: serde::Serialize>(result: Result<T, OpError>) -> Response {
     }
 }
 
-fn bad_json(rejection: &JsonRejection) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        &rejection.body_text(),
-    )
+/// The extracted value, or a return with the envelope's 400 for a body or query that does not
+/// parse (unknown fields, a number where a decimal string belongs, ...).
+macro_rules! accepted {
+    ($extracted:expr) => {
+        match $extracted {
+            Ok(value) => value,
+            Err(rejection) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &rejection.body_text(),
+                );
+            }
+        }
+    };
 }
 
 /// Equal length and equal bytes, without an early exit on the first difference.
@@ -325,10 +334,7 @@ async fn create_customer(
     body: Result<axum::Json<NewCustomerBody>, JsonRejection>,
 ) -> Response {
     with_ops!(app, headers, |ops| {
-        let body = match body {
-            Ok(axum::Json(body)) => body,
-            Err(rejection) => return bad_json(&rejection),
-        };
+        let axum::Json(body) = accepted!(body);
         match ops
             .create_customer(&body.name, body.currency.as_deref())
             .await
@@ -354,16 +360,7 @@ async fn ledger(
     paging: Result<Query<Paging>, QueryRejection>,
 ) -> Response {
     with_ops!(app, headers, |ops| {
-        let Query(paging) = match paging {
-            Ok(paging) => paging,
-            Err(rejection) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    &rejection.body_text(),
-                );
-            }
-        };
+        let Query(paging) = accepted!(paging);
         reply(
             ops.ledger(id, paging.before, paging.limit.unwrap_or(100))
                 .await
@@ -380,10 +377,7 @@ async fn change_balance(
     body: Result<axum::Json<AmountBody>, JsonRejection>,
 ) -> Response {
     with_ops!(app, headers, |ops| {
-        let body = match body {
-            Ok(axum::Json(body)) => body,
-            Err(rejection) => return bad_json(&rejection),
-        };
+        let axum::Json(body) = accepted!(body);
         reply(
             ops.change_balance(id, credit, &body.amount, &body.reason)
                 .await,
@@ -459,16 +453,7 @@ async fn search_orders(
     search: Result<Query<OrderSearch>, QueryRejection>,
 ) -> Response {
     with_ops!(app, headers, |ops| {
-        let Query(search) = match search {
-            Ok(search) => search,
-            Err(rejection) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    &rejection.body_text(),
-                );
-            }
-        };
+        let Query(search) = accepted!(search);
         reply(
             ops.search_orders(&search)
                 .await
@@ -496,10 +481,7 @@ async fn attach(
     body: Result<axum::Json<AttachBody>, JsonRejection>,
 ) -> Response {
     with_ops!(app, headers, |ops| {
-        let body = match body {
-            Ok(axum::Json(body)) => body,
-            Err(rejection) => return bad_json(&rejection),
-        };
+        let axum::Json(body) = accepted!(body);
         reply(ops.attach(id, &body.provider, &body.upstream_order).await)
     })
 }
@@ -511,10 +493,7 @@ async fn cancel_ambiguous(
     body: Result<axum::Json<ReasonBody>, JsonRejection>,
 ) -> Response {
     with_ops!(app, headers, |ops| {
-        let body = match body {
-            Ok(axum::Json(body)) => body,
-            Err(rejection) => return bad_json(&rejection),
-        };
+        let axum::Json(body) = accepted!(body);
         let result = ops.cancel_ambiguous(id, &body.reason).await;
         if result.is_ok() {
             app.metrics.inc(

@@ -372,13 +372,16 @@ async fn await_first_outcome(app: &App, order: OrderId) -> Result<(), ErrorKind>
 }
 
 /// The customer's orders among `ids`, looked up once.
-async fn orders_of(app: &App, customer: &Customer, ids: &[u64]) -> Result<Vec<Order>, ErrorKind> {
-    let ids: Vec<OrderId> = ids
-        .iter()
+/// Customer-given ids as order ids (ids beyond `i64` cannot exist and are dropped).
+fn order_ids(ids: &[u64]) -> Vec<OrderId> {
+    ids.iter()
         .filter_map(|id| i64::try_from(*id).ok().map(OrderId))
-        .collect();
+        .collect()
+}
+
+async fn orders_of(app: &App, customer: &Customer, ids: &[u64]) -> Result<Vec<Order>, ErrorKind> {
     app.store
-        .customer_orders(customer.id, &ids)
+        .customer_orders(customer.id, &order_ids(ids))
         .await
         .map_err(|e| unavailable(&e))
 }
@@ -432,12 +435,8 @@ async fn statuses_of(
     customer: &Customer,
     ids: &[u64],
 ) -> Result<Vec<OrderStatusView>, ErrorKind> {
-    let ids: Vec<OrderId> = ids
-        .iter()
-        .filter_map(|id| i64::try_from(*id).ok().map(OrderId))
-        .collect();
     app.store
-        .customer_order_statuses(customer.id, &ids)
+        .customer_order_statuses(customer.id, &order_ids(ids))
         .await
         .map_err(|e| unavailable(&e))
 }
