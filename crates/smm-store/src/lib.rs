@@ -22,8 +22,11 @@
 //!   reply and write can never pay twice.
 
 mod model;
-mod postgres;
+#[macro_use]
 mod rows;
+mod postgres;
+mod rules;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -31,10 +34,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use smm_wire::{Money, OrderStatus};
+use smm_wire::Money;
 
 pub use model::*;
 pub use postgres::PostgresStore;
+pub use rules::refund_due;
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed, in domain words.
@@ -90,31 +95,6 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
 /// enough (nothing to brute-force), and it makes the lookup a single indexed equality.
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// The refund an upstream status owes on an order, before what was already refunded:
-///
-/// * `Partial`: `charge × remains / units`, rounded down, `remains` clamped to `0..=units`;
-///   nothing when `remains` is unknown (the order is flagged in logs instead);
-/// * `Canceled`, `Refunded`: the whole charge;
-/// * anything else: nothing.
-pub fn refund_due(status: &OrderStatus, charge: Money, units: u64, remains: Option<i64>) -> Money {
-    match status {
-        OrderStatus::Canceled | OrderStatus::Refunded => charge,
-        OrderStatus::Partial => {
-            let Some(remains) = remains else {
-                return Money::ZERO;
-            };
-            if units == 0 {
-                return Money::ZERO;
-            }
-            let remains = u64::try_from(remains.max(0)).unwrap_or(0).min(units);
-            charge
-                .mul_div_floor(remains, units)
-                .map_or(Money::ZERO, |refund| refund.min(charge))
-        }
-        _ => Money::ZERO,
-    }
 }
 
 /// The store. Implementations are cheap to share (`Arc<dyn Store>`); every method is one
@@ -514,6 +494,7 @@ pub struct RefillUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smm_wire::OrderStatus;
 
     #[test]
     fn refunds_follow_the_rules() {

@@ -5,6 +5,62 @@
 //! Nothing here panics on data: a value the domain cannot hold is
 //! `StoreError::Database("corrupt ...")`.
 
+// Column lists, as macros so that `concat!` splices them into the `&'static str` SQL that sqlx
+// takes without an `AssertSqlSafe`.
+macro_rules! customer_columns {
+    () => {
+        "id, name, status, currency, key_prefix, balance, discount, created_at"
+    };
+}
+macro_rules! ledger_columns {
+    () => {
+        "id, customer_id, kind, amount, balance_after, order_id, reason, actor, created_at"
+    };
+}
+macro_rules! order_columns {
+    () => {
+        "id, customer_id, service_id, service_type, params, link, quantity, units, charge, \
+         refunded, status, status_raw, start_count, remains, extra, provider, upstream_service, \
+         upstream_order_id, upstream_cost, forward_state, forward_attempts, forward_error, \
+         claimed_by, claimed_at, forwarded_at, next_poll_at, idempotency_key, created_at, \
+         updated_at"
+    };
+}
+/// What `status` reads of an order: the narrow [`OrderStatusRow`].
+macro_rules! order_status_columns {
+    () => {
+        "id, quantity, charge, refunded, status, status_raw, start_count, remains, extra"
+    };
+}
+macro_rules! attempt_columns {
+    () => {
+        "order_id, provider, upstream_service, outcome, detail, started_at, finished_at"
+    };
+}
+macro_rules! refill_columns {
+    () => {
+        "id, order_id, customer_id, provider, upstream_refill_id, status, status_raw, \
+         forward_state, error, created_at, updated_at"
+    };
+}
+macro_rules! cancel_columns {
+    () => {
+        "id, order_id, customer_id, forward_state, error, created_at, updated_at"
+    };
+}
+macro_rules! audit_columns {
+    () => {
+        "id, actor, action, target, before, after, created_at"
+    };
+}
+/// The stored texts of the terminal order statuses, for SQL filters. Kept in step with
+/// [`OrderStatus::is_terminal`] by a unit test.
+macro_rules! terminal_statuses {
+    () => {
+        "('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired')"
+    };
+}
+
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -48,11 +104,6 @@ pub(crate) fn order_status_from_text(text: &str, raw: Option<String>) -> StoreRe
         other => return Err(corrupt("order status", other)),
     })
 }
-
-/// The stored texts of the terminal order statuses, for SQL filters. Kept in step with
-/// [`OrderStatus::is_terminal`] by a unit test.
-pub(crate) const TERMINAL_STATUSES: [&str; 5] =
-    ["Completed", "Partial", "Canceled", "Refunded", "Expired"];
 
 pub(crate) fn refill_status_text(status: &RefillStatus) -> (&str, Option<&str>) {
     match status {
@@ -166,10 +217,6 @@ pub(crate) struct OrderStatusRow {
     pub remains: Option<i64>,
     pub extra: Option<String>,
 }
-
-/// The columns of [`OrderStatusRow`], in order.
-pub(crate) const ORDER_STATUS_COLUMNS: &str =
-    "id, quantity, charge, refunded, status, status_raw, start_count, remains, extra";
 
 impl TryFrom<OrderStatusRow> for crate::OrderStatusView {
     type Error = StoreError;
@@ -411,7 +458,7 @@ mod tests {
             let back = order_status_from_text(text, raw.map(str::to_owned));
             assert_eq!(back, Ok(status.clone()));
             assert_eq!(
-                TERMINAL_STATUSES.contains(&text),
+                terminal_statuses!().contains(&format!("'{text}'")),
                 status.is_terminal(),
                 "{status:?}"
             );
@@ -457,5 +504,34 @@ mod tests {
         ));
         assert!(unsigned::<u64>("units", -1).is_err());
         assert!(decimal("discount", "five").is_err());
+    }
+}
+
+/// What `claim_polls` reads of an order.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct PollRow {
+    pub id: i64,
+    pub provider: Option<String>,
+    pub upstream_order_id: Option<String>,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<PollRow> for crate::PollItem {
+    type Error = StoreError;
+
+    fn try_from(row: PollRow) -> StoreResult<crate::PollItem> {
+        Ok(crate::PollItem {
+            order_id: OrderId(row.id),
+            provider: row
+                .provider
+                .ok_or_else(|| corrupt("sent order without provider", row.id))?,
+            upstream_order_id: row
+                .upstream_order_id
+                .ok_or_else(|| corrupt("sent order without upstream id", row.id))?,
+            status: order_status_from_text(&row.status, row.status_raw)?,
+            created_at: row.created_at,
+        })
     }
 }

@@ -2023,3 +2023,321 @@ pub async fn requeue_and_reject_refuse_an_attempt_in_flight(db: Db) {
     assert_eq!(refund_rows(&db, c.id, order.id).await, 1);
     assert_books_balance(&db, c.id).await;
 }
+
+// ---- ported from the backends' own tests ---------------------------------------------------
+
+pub async fn concurrent_duplicate_keys_place_one_order(db: Db) {
+    let c = funded(&db, "dup-keys", "1.00000").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut new = new_order(c.id, "0.01000");
+                new.idempotency_key = Some("k".into());
+                db.place_order(new, T0).await
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut placed_new = 0;
+    for task in tasks {
+        let placed = task.await.expect("task").expect("place");
+        if matches!(placed, Placed::New(_)) {
+            placed_new += 1;
+        }
+        ids.insert(placed.order().id);
+    }
+    assert_eq!((placed_new, ids.len()), (1, 1));
+    assert_eq!(db.customer(c.id).await.expect("c").balance, money("0.99"));
+    assert_books_balance(&db, c.id).await;
+}
+
+pub async fn claims_respect_the_limit_and_recovery_spares_fresh_claims(db: Db) {
+    let c = funded(&db, "limits", "1.00000").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(place(&db, c.id, "0.00005").await.id);
+    }
+    let first = db.claim_for_forwarding("old", 1, T0).await.expect("claim");
+    assert_eq!(first.iter().map(|o| o.id).collect::<Vec<_>>(), vec![ids[0]]);
+    let next = db
+        .claim_for_forwarding("new", 2, T0 + 10_000)
+        .await
+        .expect("claim");
+    assert_eq!(
+        next.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[2]]
+    );
+    assert_eq!(
+        db.recover_sending(T0 + 5_000, T0 + 20_000).await,
+        Ok(vec![ids[0]])
+    );
+    assert_eq!(
+        db.order(ids[1]).await.expect("order").forward_state,
+        ForwardState::Sending
+    );
+    // Polls too: two due, one leased per claim, in due order.
+    for (i, id) in ids[1..3].iter().enumerate() {
+        db.begin_attempt(*id, "prov", "s", T0).await.expect("begin");
+        db.finish_attempt(
+            *id,
+            ForwardOutcome::Sent {
+                upstream_order_id: format!("P-{i}"),
+                upstream_cost: None,
+                next_poll_at: T0 + i64::try_from(i).expect("small"),
+            },
+            T0,
+        )
+        .await
+        .expect("sent");
+    }
+    let polls = db
+        .claim_polls(None, 1, T0 + 60_000, T0 + 10)
+        .await
+        .expect("polls");
+    assert_eq!(
+        polls.iter().map(|p| p.order_id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    let polls = db
+        .claim_polls(None, 5, T0 + 60_000, T0 + 10)
+        .await
+        .expect("polls");
+    assert_eq!(
+        polls.iter().map(|p| p.order_id).collect::<Vec<_>>(),
+        vec![ids[2]]
+    );
+}
+
+// ---- the drifts between the two backends (issue #11), each pinned on both -------------------
+
+/// The ledger reasons a reseller reads are the same words on every database, and name the order.
+pub async fn ledger_reasons_are_the_same_everywhere(db: Db) {
+    let c = funded(&db, "reasons", "10.00000").await;
+    // A Partial refund.
+    let partial = sent_order(&db, c.id, "1.00000", "p1", "R-1").await;
+    db.apply_status("p1", "R-1", update(OrderStatus::Partial, Some(250)), T0)
+        .await
+        .expect("partial");
+    // A Canceled refund.
+    let canceled = sent_order(&db, c.id, "1.00000", "p1", "R-2").await;
+    db.apply_status("p1", "R-2", update(OrderStatus::Canceled, None), T0)
+        .await
+        .expect("canceled");
+    // A cancel before forwarding.
+    let local = place(&db, c.id, "1.00000").await;
+    db.request_cancel(c.id, local.id, T0).await.expect("cancel");
+    // A rejection.
+    let rejected = place(&db, c.id, "1.00000").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.reject_order(rejected.id, "Incorrect link", T0)
+        .await
+        .expect("reject");
+    // An ambiguous order canceled by an admin.
+    let ambiguous = place(&db, c.id, "1.00000").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.begin_attempt(ambiguous.id, "p1", "s", T0)
+        .await
+        .expect("begin");
+    db.finish_attempt(
+        ambiguous.id,
+        ForwardOutcome::Ambiguous {
+            detail: "timeout".into(),
+        },
+        T0,
+    )
+    .await
+    .expect("ambiguous");
+    db.cancel_ambiguous(ambiguous.id, "not at the upstream", "ops", T0)
+        .await
+        .expect("cancel ambiguous");
+
+    let ledger = db.ledger(c.id, None, 100).await.expect("ledger");
+    let reason = |order: OrderId| {
+        ledger
+            .iter()
+            .find(|e| e.kind == LedgerKind::Refund && e.order_id == Some(order))
+            .map(|e| e.reason.clone())
+            .expect("a refund row")
+    };
+    assert_eq!(
+        reason(partial.id),
+        format!(
+            "refund: Partial, remains 250 of 1000 (order {})",
+            partial.id
+        )
+    );
+    assert_eq!(
+        reason(canceled.id),
+        format!("refund: Canceled (order {})", canceled.id)
+    );
+    assert_eq!(
+        reason(local.id),
+        format!("refund: order {} canceled before forwarding", local.id)
+    );
+    assert_eq!(
+        reason(rejected.id),
+        format!("refund: order {} rejected: Incorrect link", rejected.id)
+    );
+    assert_eq!(
+        reason(ambiguous.id),
+        format!(
+            "refund: order {} canceled by ops: not at the upstream",
+            ambiguous.id
+        )
+    );
+    let charge = ledger
+        .iter()
+        .find(|e| e.kind == LedgerKind::Charge && e.order_id == Some(partial.id))
+        .expect("charge row");
+    assert_eq!(charge.reason, format!("order {}", partial.id));
+    assert_books_balance(&db, c.id).await;
+}
+
+/// The audit log records the same JSON on every database, including the ledger row an
+/// adjustment wrote and the charge of an order an admin changed.
+pub async fn audit_json_is_the_same_everywhere(db: Db) {
+    let c = funded(&db, "audit-json", "5.00000").await;
+    let entry = db
+        .adjust_balance(
+            c.id,
+            LedgerKind::Adjustment,
+            money("-1.50000"),
+            "goodwill",
+            "ops",
+            T0,
+        )
+        .await
+        .expect("debit");
+    let order = place(&db, c.id, "1.00000").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.begin_attempt(order.id, "p1", "s", T0)
+        .await
+        .expect("begin");
+    db.finish_attempt(
+        order.id,
+        ForwardOutcome::Ambiguous {
+            detail: "timeout".into(),
+        },
+        T0,
+    )
+    .await
+    .expect("ambiguous");
+    db.attach_upstream_order(order.id, "p1", "A-1", "ops", T0)
+        .await
+        .expect("attach");
+    let log = db.audit_log(100).await.expect("audit");
+    let find = |action: &str| {
+        log.iter()
+            .find(|e| e.action == action)
+            .unwrap_or_else(|| panic!("{action} audited"))
+            .clone()
+    };
+    let json = |text: &Option<String>| -> serde_json::Value {
+        serde_json::from_str(text.as_deref().expect("json")).expect("valid json")
+    };
+    let debit = find("customer.debit");
+    assert_eq!(
+        json(&debit.before),
+        serde_json::json!({ "balance": "5.00000" })
+    );
+    assert_eq!(
+        json(&debit.after),
+        serde_json::json!({
+            "balance": "3.50000",
+            "amount": "-1.50000",
+            "kind": "adjustment",
+            "reason": "goodwill",
+            "ledger_id": entry.id,
+        })
+    );
+    let attach = find("order.attach_upstream");
+    assert_eq!(
+        json(&attach.before),
+        serde_json::json!({
+            "forward_state": "ambiguous",
+            "status": "Pending",
+            "provider": "p1",
+            "upstream_order_id": null,
+            "charge": "1.00000",
+            "refunded": "0.00000",
+        })
+    );
+    assert_eq!(json(&attach.after)["upstream_order_id"], "A-1");
+    assert_eq!(json(&attach.after)["charge"], "1.00000");
+}
+
+/// A key another customer holds is refused in words, never with a raw constraint name.
+pub async fn rotate_key_conflict_is_worded(db: Db) {
+    let a = customer(&db, "rot-a").await;
+    let b = customer(&db, "rot-b").await;
+    let taken = hash_api_key("key-of-rot-a");
+    let refused = db.rotate_key(b.id, &taken, "key-of", "ops", T0).await;
+    assert_eq!(
+        refused,
+        Err(StoreError::Conflict(
+            "the key is already in use by a customer".into()
+        ))
+    );
+    assert_eq!(db.customer(a.id).await.expect("a").key_prefix, "key-of");
+}
+
+/// Rates: zero is a price, anything signed negative (a negative zero too) is refused, on every
+/// database.
+pub async fn customer_rates_refuse_negative_zero(db: Db) {
+    let c = customer(&db, "rates").await;
+    let mut negative_zero = Decimal::new(0, 2);
+    negative_zero.set_sign_negative(true);
+    for rate in [negative_zero, Decimal::new(-15, 1)] {
+        let bad = rate;
+        assert!(
+            matches!(
+                db.set_customer_rate(c.id, ServiceId(3), Some(rate), "ops", T0)
+                    .await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad} accepted"
+        );
+    }
+    db.set_customer_rate(c.id, ServiceId(3), Some(Decimal::ZERO), "ops", T0)
+        .await
+        .expect("zero is a rate");
+    assert_eq!(
+        db.customer_rates(c.id).await.expect("rates"),
+        vec![(ServiceId(3), Decimal::ZERO)]
+    );
+}
+
+/// Finishing an attempt closes every pending attempt of the order, not only the latest: an
+/// attempt row left `pending` would block a requeue forever.
+pub async fn finishing_closes_every_pending_attempt(db: Db) {
+    let c = funded(&db, "attempts", "1.00000").await;
+    let order = place(&db, c.id, "0.10000").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.begin_attempt(order.id, "p1", "s1", T0)
+        .await
+        .expect("first");
+    db.begin_attempt(order.id, "p2", "s2", T0 + 1)
+        .await
+        .expect("second");
+    db.finish_attempt(
+        order.id,
+        ForwardOutcome::Failed {
+            not_sent: true,
+            detail: "connection refused".into(),
+        },
+        T0 + 2,
+    )
+    .await
+    .expect("finish");
+    let attempts = db.attempts(order.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts.iter().all(|a| a.outcome != "pending"),
+        "{attempts:?}"
+    );
+    // Nothing in flight: the order can be requeued.
+    db.requeue(order.id, T0 + 3, "next route", T0 + 3)
+        .await
+        .expect("requeue");
+}

@@ -59,4 +59,11 @@ conformance!(
     concurrent_cancel_claims_take_each_once,
     stale_refill_and_cancel_claims_become_ambiguous,
     requeue_and_reject_refuse_an_attempt_in_flight,
+    concurrent_duplicate_keys_place_one_order,
+    claims_respect_the_limit_and_recovery_spares_fresh_claims,
+    ledger_reasons_are_the_same_everywhere,
+    audit_json_is_the_same_everywhere,
+    rotate_key_conflict_is_worded,
+    customer_rates_refuse_negative_zero,
+    finishing_closes_every_pending_attempt,
 );

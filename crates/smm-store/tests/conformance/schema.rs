@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use smm_store::StoreError;
 use sqlx::Connection;
 
 fn migration_files(dir: &str) -> BTreeSet<String> {
@@ -98,4 +99,71 @@ async fn migrated_schemas_match() {
         Vec::<&String>::new(),
         "indexes differ between the SQLite and PostgreSQL schemas"
     );
+}
+
+/// Driver errors become the same domain errors on both databases: a foreign-key refusal is
+/// `Invalid`, a unique refusal a worded `Conflict` (never a raw constraint name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_errors_map_alike_on_both_databases() {
+    const ORPHAN_RATE: &str =
+        "INSERT INTO customer_rates (customer_id, service_id, rate) VALUES (424242, 1, '1')";
+    const TWIN_SERVICE: &str =
+        "INSERT INTO service_ids (provider, upstream_service) VALUES ('p', 's')";
+    let check = |fk: sqlx::Error, unique: sqlx::Error| {
+        assert!(
+            matches!(StoreError::from(fk), StoreError::Invalid(_)),
+            "a foreign-key refusal is Invalid"
+        );
+        match StoreError::from(unique) {
+            StoreError::Conflict(message) => {
+                assert!(
+                    message.starts_with("a uniqueness rule refused it"),
+                    "{message}"
+                )
+            }
+            other => panic!("a unique refusal is a Conflict, not {other:?}"),
+        }
+    };
+
+    let db = crate::harness::sqlite().await;
+    let mut conn = sqlx::SqliteConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut conn)
+        .await
+        .expect("pragma");
+    let fk = sqlx::query(ORPHAN_RATE)
+        .execute(&mut conn)
+        .await
+        .expect_err("fk");
+    sqlx::query(TWIN_SERVICE)
+        .execute(&mut conn)
+        .await
+        .expect("first");
+    let unique = sqlx::query(TWIN_SERVICE)
+        .execute(&mut conn)
+        .await
+        .expect_err("twin");
+    check(fk, unique);
+
+    let Some(db) = crate::harness::postgres().await else {
+        return;
+    };
+    let mut conn = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let fk = sqlx::query(ORPHAN_RATE)
+        .execute(&mut conn)
+        .await
+        .expect_err("fk");
+    sqlx::query(TWIN_SERVICE)
+        .execute(&mut conn)
+        .await
+        .expect("first");
+    let unique = sqlx::query(TWIN_SERVICE)
+        .execute(&mut conn)
+        .await
+        .expect_err("twin");
+    check(fk, unique);
 }

@@ -1,0 +1,333 @@
+//! The store's business rules, once, with no SQL and no I/O: what an operation accepts, what a
+//! state change decides, and the texts a reseller reads in the ledger and the audit log.
+//!
+//! [`crate::sql`] reads rows, asks a function here what to do, and writes what it decided; the
+//! SQLite and PostgreSQL backends only supply connections and a few dialect words. A rule that
+//! changes, changes here, for both databases at once.
+
+use rust_decimal::Decimal;
+use serde_json::json;
+use smm_wire::{Money, OrderStatus};
+
+use crate::rows::order_status_text;
+use crate::{CustomerId, ForwardState, LedgerKind, Order, OrderId, StatusUpdate, StoreError};
+
+// ---- input checks ----------------------------------------------------------------------------
+
+/// A balance adjustment by an admin: a positive deposit, or a non-zero adjustment either way,
+/// within [`Money::MAX`].
+pub(crate) fn check_adjustment(kind: LedgerKind, amount: Money) -> Result<(), StoreError> {
+    match kind {
+        LedgerKind::Deposit | LedgerKind::Adjustment => {}
+        other => {
+            return Err(StoreError::Invalid(format!(
+                "a balance adjustment is a deposit or an adjustment, not a {}",
+                other.as_str()
+            )));
+        }
+    }
+    if amount == Money::ZERO {
+        return Err(StoreError::Invalid("the amount is zero".to_owned()));
+    }
+    if amount.abs() > Money::MAX {
+        return Err(StoreError::Invalid(format!(
+            "the amount exceeds the maximum of {}",
+            Money::MAX
+        )));
+    }
+    if kind == LedgerKind::Deposit && amount.is_negative() {
+        return Err(StoreError::Invalid(
+            "a deposit must be positive (use an adjustment to debit)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// A customer's discount: a percent strictly between 0 and 100, or none.
+pub(crate) fn check_discount(discount: Option<Decimal>) -> Result<(), StoreError> {
+    match discount {
+        Some(d) if d <= Decimal::ZERO || d >= Decimal::ONE_HUNDRED => Err(StoreError::Invalid(
+            format!("a discount is a percent strictly between 0 and 100, not {d}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A customer's own rate for a service: zero or more, or none. `-0` is refused like any other
+/// negative spelling: a price list never shows a minus sign.
+pub(crate) fn check_rate(rate: Option<Decimal>) -> Result<(), StoreError> {
+    match rate {
+        Some(r) if r.is_sign_negative() => Err(StoreError::Invalid(format!(
+            "a rate cannot be negative: {r}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An order's charge, computed by the caller: between 0 and [`Money::MAX`].
+pub(crate) fn check_charge(charge: Money) -> Result<(), StoreError> {
+    if charge.is_negative() || charge > Money::MAX {
+        return Err(StoreError::Invalid(format!(
+            "a charge must be between 0 and {}, not {charge}",
+            Money::MAX
+        )));
+    }
+    Ok(())
+}
+
+/// An upstream order an admin attaches to an ambiguous order: both parts present.
+pub(crate) fn check_attach(provider: &str, upstream_order_id: &str) -> Result<(), StoreError> {
+    if provider.trim().is_empty() || upstream_order_id.trim().is_empty() {
+        return Err(StoreError::Invalid(
+            "a provider and an upstream order id are required".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{what} is too large: {value}")))
+}
+
+/// What a `limit` of 0 means in every listing and claim.
+pub(crate) const DEFAULT_LIMIT: i64 = 100;
+
+pub(crate) fn limit_or_default(limit: u32) -> i64 {
+    match limit {
+        0 => DEFAULT_LIMIT,
+        n => i64::from(n),
+    }
+}
+
+// ---- order states ----------------------------------------------------------------------------
+
+/// The order's forwarding state, if it is one of `allowed`; `InvalidState` naming `action`
+/// otherwise.
+pub(crate) fn require_state(
+    order: &Order,
+    allowed: &[ForwardState],
+    action: &str,
+) -> Result<(), StoreError> {
+    if allowed.contains(&order.forward_state) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidState(format!(
+            "cannot {action} order {}: it is {}",
+            order.id,
+            order.forward_state.as_str()
+        )))
+    }
+}
+
+/// Giving up on an order (requeue, reject) while an attempt is `pending` could send it twice or
+/// refund an order that is in fact running.
+pub(crate) fn attempt_in_flight(order: OrderId) -> StoreError {
+    StoreError::InvalidState(format!(
+        "order {order} has an attempt in flight; finish it first"
+    ))
+}
+
+/// How an attempt is closed for each forwarding outcome: the attempt's outcome word and detail.
+pub(crate) fn attempt_outcome(outcome: &crate::ForwardOutcome) -> (&'static str, Option<&str>) {
+    use crate::ForwardOutcome;
+    match outcome {
+        ForwardOutcome::Sent { .. } => ("sent", None),
+        ForwardOutcome::Ambiguous { detail } => ("ambiguous", Some(detail)),
+        ForwardOutcome::Failed {
+            not_sent: true,
+            detail,
+        } => ("not_sent", Some(detail)),
+        ForwardOutcome::Failed {
+            not_sent: false,
+            detail,
+        } => ("rejected", Some(detail)),
+    }
+}
+
+/// The message for a `Sent` outcome (or an attach) whose upstream id another order holds.
+pub(crate) fn upstream_clash(
+    provider: &str,
+    upstream_order_id: &str,
+    holder: Option<i64>,
+) -> String {
+    let holder = holder.map_or_else(|| "another order".to_owned(), |id| format!("order {id}"));
+    format!("upstream order id {upstream_order_id} at {provider} is already held by {holder}")
+}
+
+// ---- refunds ---------------------------------------------------------------------------------
+
+/// The refund an upstream status owes on an order, before what was already refunded:
+///
+/// * `Partial`: `charge × remains / units`, rounded down, `remains` clamped to `0..=units`;
+///   nothing when `remains` is unknown (the order is flagged in logs instead);
+/// * `Canceled`, `Refunded`: the whole charge;
+/// * anything else: nothing.
+pub fn refund_due(status: &OrderStatus, charge: Money, units: u64, remains: Option<i64>) -> Money {
+    match status {
+        OrderStatus::Canceled | OrderStatus::Refunded => charge,
+        OrderStatus::Partial => {
+            let Some(remains) = remains else {
+                return Money::ZERO;
+            };
+            if units == 0 {
+                return Money::ZERO;
+            }
+            let remains = u64::try_from(remains.max(0)).unwrap_or(0).min(units);
+            charge
+                .mul_div_floor(remains, units)
+                .map_or(Money::ZERO, |refund| refund.min(charge))
+        }
+        _ => Money::ZERO,
+    }
+}
+
+/// What an upstream status report does to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StatusPlan {
+    /// The order is already terminal: nothing changes, ever.
+    Settled,
+    /// Record the status; pay `refund` (the part of the refund due not yet paid) with `reason`.
+    Apply {
+        terminal: bool,
+        refund: Option<(Money, String)>,
+    },
+}
+
+/// Given an order and an upstream report, what happens. Only this report's `remains` counts:
+/// remains only shrink, so a stale value from an earlier poll would overpay.
+pub(crate) fn plan_status(order: &Order, update: &StatusUpdate) -> StatusPlan {
+    if order.status.is_terminal() {
+        return StatusPlan::Settled;
+    }
+    if update.status == OrderStatus::Partial && update.remains.is_none() {
+        tracing::warn!(
+            order = order.id.0,
+            "Partial without remains: no refund computed, check the order by hand"
+        );
+    }
+    let due = refund_due(&update.status, order.charge, order.units, update.remains);
+    let refund = due
+        .checked_sub(order.refunded)
+        .filter(|owed| owed.is_positive())
+        .map(|owed| (owed, status_refund_reason(order, update)));
+    StatusPlan::Apply {
+        terminal: update.status.is_terminal(),
+        refund,
+    }
+}
+
+fn status_refund_reason(order: &Order, update: &StatusUpdate) -> String {
+    match (&update.status, update.remains) {
+        (OrderStatus::Partial, Some(remains)) => format!(
+            "refund: Partial, remains {remains} of {} (order {})",
+            order.units, order.id
+        ),
+        (status, _) => format!("refund: {} (order {})", status.as_str(), order.id),
+    }
+}
+
+/// What a customer's cancel does to their order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CancelPlan {
+    /// Not sent yet: canceled here, the whole charge refunded.
+    Locally,
+    /// At the upstream and still running: a cancel request is queued for it.
+    Request,
+    /// Neither: refused with this message.
+    Refuse(String),
+}
+
+pub(crate) fn plan_cancel(order: &Order) -> CancelPlan {
+    match order.forward_state {
+        ForwardState::Queued => CancelPlan::Locally,
+        ForwardState::Sent if !order.status.is_terminal() => CancelPlan::Request,
+        state => CancelPlan::Refuse(format!(
+            "order {} cannot be canceled now ({}, {})",
+            order.id,
+            state.as_str(),
+            order.status.as_str()
+        )),
+    }
+}
+
+/// Why an order was given up locally, with the texts the order and the ledger carry.
+pub(crate) struct LocalCancel {
+    /// Stored as the order's `forward_error`.
+    pub forward_error: String,
+    /// The refund's ledger reason.
+    pub reason: String,
+    pub actor: String,
+}
+
+impl LocalCancel {
+    pub(crate) fn by_customer(order: OrderId) -> LocalCancel {
+        LocalCancel {
+            forward_error: "canceled by the customer before forwarding".to_owned(),
+            reason: format!("refund: order {order} canceled before forwarding"),
+            actor: "customer".to_owned(),
+        }
+    }
+
+    pub(crate) fn rejected(order: OrderId, detail: &str) -> LocalCancel {
+        LocalCancel {
+            forward_error: detail.to_owned(),
+            reason: format!("refund: order {order} rejected: {detail}"),
+            actor: "forwarder".to_owned(),
+        }
+    }
+
+    pub(crate) fn ambiguous_canceled(order: OrderId, actor: &str, why: &str) -> LocalCancel {
+        LocalCancel {
+            forward_error: format!("canceled by {actor}: {why}"),
+            reason: format!("refund: order {order} canceled by {actor}: {why}"),
+            actor: actor.to_owned(),
+        }
+    }
+}
+
+/// The rest of the charge, refunded when an order is given up locally. Every refund is the
+/// order's one refund row, so an order that already got one cannot be given up this way.
+pub(crate) fn local_cancel_refund(order: &Order) -> Result<Money, StoreError> {
+    if order.refunded != Money::ZERO {
+        return Err(StoreError::InvalidState(format!(
+            "order {} was already refunded",
+            order.id
+        )));
+    }
+    Ok(order.charge)
+}
+
+pub(crate) fn charge_reason(order: OrderId) -> String {
+    format!("order {order}")
+}
+
+// ---- audit -----------------------------------------------------------------------------------
+
+pub(crate) fn customer_target(id: CustomerId) -> String {
+    format!("customer:{id}")
+}
+
+pub(crate) fn order_target(id: OrderId) -> String {
+    format!("order:{id}")
+}
+
+/// An order as the audit log shows it before and after an admin's change.
+pub(crate) fn order_summary(order: &Order) -> serde_json::Value {
+    json!({
+        "forward_state": order.forward_state.as_str(),
+        "status": order_status_text(&order.status).0,
+        "provider": order.provider,
+        "upstream_order_id": order.upstream_order_id,
+        "charge": order.charge.to_string(),
+        "refunded": order.refunded.to_string(),
+    })
+}
+
+/// The audit action of a balance adjustment.
+pub(crate) fn adjustment_action(amount: Money) -> &'static str {
+    if amount.is_positive() {
+        "customer.credit"
+    } else {
+        "customer.debit"
+    }
+}
