@@ -1,105 +1,33 @@
 //! Focused tests of the PostgreSQL store's concurrency properties and money paths. Each test
 //! creates its own database on the server named by `TEST_DATABASE_URL` (an admin URL) and drops
-//! it afterwards; without the variable they print a line and pass.
+//! it afterwards (`smm-test-db`); without the variable they print a line and pass — except under
+//! `CI=true`, where they fail.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rust_decimal::Decimal;
 use smm_wire::{Money, OrderStatus};
-use sqlx::Connection;
 
 use super::PostgresStore;
 use crate::*;
 
 /// A throwaway database; dropped (with its connections) when the guard goes, even on panic.
 struct TestDb {
-    admin_url: String,
-    name: String,
     store: Arc<PostgresStore>,
+    _db: smm_test_db::PgDb,
 }
 
 impl TestDb {
     async fn create(test: &str) -> Option<TestDb> {
-        let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
-            println!("TEST_DATABASE_URL is not set: skipping the PostgreSQL test {test}");
-            return None;
-        };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "smm_test_{}_{}_{}",
-            std::process::id(),
-            nanos,
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to TEST_DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let store = PostgresStore::connect(&database_url(&admin_url, &name))
+        let db = smm_test_db::PgDb::create(test).await?;
+        let store = PostgresStore::connect(db.url())
             .await
             .expect("connect to the test database");
         Some(TestDb {
-            admin_url,
-            name,
             store: Arc::new(store),
+            _db: db,
         })
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        let pool = self.store.pool.clone();
-        // Drop runs inside the test's runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                pool.close().await;
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
-                        .execute(&mut admin)
-                        .await
-                    {
-                        eprintln!("could not drop test database {name}: {e}");
-                    }
-                    admin.close().await.ok();
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// The admin URL with its database replaced by `name`.
-fn database_url(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{host_part}/{name}?{query}"),
-        None => format!("{host_part}/{name}"),
     }
 }
 
@@ -205,19 +133,6 @@ fn partial(remains: i64) -> StatusUpdate {
         extra: None,
         next_poll_at: NOW + 120_000,
     }
-}
-
-#[test]
-fn database_urls_swap_only_the_database() {
-    assert_eq!(
-        database_url("postgres://postgres@127.0.0.1:5432/postgres", "x"),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(
-        database_url("postgres://u:p@h/postgres?sslmode=disable", "x"),
-        "postgres://u:p@h/x?sslmode=disable"
-    );
-    assert_eq!(database_url("postgres://h:1", "x"), "postgres://h:1/x");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
