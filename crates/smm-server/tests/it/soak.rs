@@ -27,8 +27,6 @@
 //! test suite) is short; `SOAK_FULL=1` sends 5,000 orders. The seed is printed; `SOAK_SEED=N`
 //! replays its schedule (orders, fault rotation, kill moments — thread timing still varies).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,7 +43,8 @@ use smm_store::{
     refund_due,
 };
 use smm_wire::{Money, OrderStatus};
-use support::{GatewayProcess, TestDb, free_port, wait_for};
+
+use crate::support::{Backend, GatewayProcess, TestDb, eventually, free_port, temp_dir, wait_for};
 
 /// Every link (and every subscription's username) ends with the request's tag, `soak-N`, which
 /// ties a client's request, the local order and the upstream order together.
@@ -111,12 +110,12 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_soak_with_crashes_and_faults() {
-    soak("sqlite").await;
+    soak(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_soak_with_crashes_and_faults() {
-    soak("postgres").await;
+    soak(Backend::Postgres).await;
 }
 
 // ---- the run ---------------------------------------------------------------------------------
@@ -171,7 +170,7 @@ struct Load {
     start: Instant,
 }
 
-async fn soak(backend: &str) {
+async fn soak(backend: Backend) {
     let started = Instant::now();
     let size = size();
     let seed = seed();
@@ -193,10 +192,8 @@ async fn soak(backend: &str) {
     let beta = Sim::spawn(beta_config).await.expect("beta");
     let sims = [("alpha", alpha.sim.clone()), ("beta", beta.sim.clone())];
 
-    let dir =
-        std::env::temp_dir().join(format!("smm-soak-{backend}-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let port = free_port();
     let config = dir.join("gateway.toml");
     let log = dir.join("gateway.log");
@@ -276,7 +273,7 @@ async fn soak(backend: &str) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 // Then the first moment a request is in flight (or soon anyway).
-                let _ = wait_until(Duration::from_secs(2), || async {
+                let _ = eventually(Duration::from_secs(2), || async {
                     load.in_flight.load(Ordering::Relaxed) > 0
                 })
                 .await;
@@ -318,7 +315,7 @@ async fn soak(backend: &str) {
     for (_, sim) in &sims {
         sim.advance(Duration::from_secs(60 * 24 * 3600));
     }
-    let refunds_seen = wait_until(Duration::from_secs(20), || async {
+    let refunds_seen = eventually(Duration::from_secs(20), || async {
         ended_with_refund(&store).await > ended_before
     })
     .await;
@@ -417,6 +414,7 @@ async fn soak(backend: &str) {
         );
     }
     if !report.problems.is_empty() || !refunds_seen {
+        let dir = tmp.keep();
         panic!(
             "{} problem(s){}; gateway log kept in {}\n{summary}\n{}",
             report.problems.len(),
@@ -437,7 +435,6 @@ async fn soak(backend: &str) {
     }
     drop(store);
     drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The demo panel (one service of every type; 80 % Completed, 15 % Partial, 5 % Canceled),
@@ -550,22 +547,6 @@ async fn wait_ready(gateway: &mut GatewayProcess, http: &reqwest::Client, api: &
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Like [`wait_for`] but returns whether the condition held in time instead of failing.
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 /// A form POST to the v2 API: the JSON reply, or why there was none (connection refused or

@@ -18,20 +18,17 @@
 //! `HTTP_FUZZ_SECS` sets the duration per backend (default 10), `HTTP_FUZZ_SEED` the seed (default
 //! random; printed, with the case, on failure).
 
-#[allow(dead_code)]
-#[path = "e2e/harness.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastrand::Rng;
-use harness::{Backend, KEY, TestGateway, postgres_admin_url};
 use serde_json::Value;
 use smm_store::{ForwardState, LedgerKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::{Backend, KEY, TestGateway, postgres_available};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_random_requests_never_break_the_gateway() {
@@ -40,7 +37,7 @@ async fn sqlite_random_requests_never_break_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_random_requests_never_break_the_gateway() {
-    if postgres_admin_url().is_none() {
+    if !postgres_available() {
         return;
     }
     fuzz(Backend::Postgres).await;
