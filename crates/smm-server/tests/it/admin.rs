@@ -3,10 +3,11 @@
 
 use smm_panel_sim::{Sim, SimConfig};
 use smm_server::Gateway;
-use smm_store::{LedgerKind, NewCustomer, hash_api_key};
 use smm_wire::Money;
 
-use crate::support::{TempDir, one_service_settings, start_gateway, temp_dir, write_file};
+use crate::support::{
+    TempDir, funded_customer, one_service_settings, start_gateway, temp_dir, write_file,
+};
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
 
@@ -86,30 +87,15 @@ async fn health_is_open_and_everything_else_needs_the_token() {
 
     // Traffic shows up in the metrics.
     let store = gateway.app.store.clone();
-    let customer = store
-        .create_customer(
-            NewCustomer {
-                name: "m".into(),
-                currency: "USD".into(),
-                key_hash: hash_api_key("metrics-customer-key"),
-                key_prefix: "metric".into(),
-            },
-            "test",
-            0,
-        )
-        .await
-        .expect("customer");
-    store
-        .adjust_balance(
-            customer.id,
-            LedgerKind::Deposit,
-            Money::from_units(10_000_000),
-            "t",
-            "t",
-            0,
-        )
-        .await
-        .expect("deposit");
+    funded_customer(
+        store.as_ref(),
+        "m",
+        "metrics-customer-key",
+        Money::from_units(10_000_000),
+        "test",
+        0,
+    )
+    .await;
     let api = gateway.api_url();
     for form in [
         vec![("key", "metrics-customer-key"), ("action", "balance")],

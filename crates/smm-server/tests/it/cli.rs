@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{temp_dir, text};
+use crate::support::{funded_customer, temp_dir, text};
 
 fn gateway(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_smm-gateway"));
@@ -187,40 +187,22 @@ fn customer_commands_keep_exact_books() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
-    use smm_store::{
-        ForwardOutcome, ForwardState, LedgerKind, NewCustomer, NewOrder, Placed, ServiceId,
-        hash_api_key,
-    };
+    use smm_store::{ForwardOutcome, ForwardState, NewOrder, Placed, ServiceId};
     use smm_wire::Money;
 
     let tmp = temp_dir();
     let dir = tmp.path().to_owned();
     let url = format!("sqlite://{}/cli.db", dir.display());
     let store = smm_store::connect(&url).await.expect("store");
-    let customer = store
-        .create_customer(
-            NewCustomer {
-                name: "amb".into(),
-                currency: "USD".into(),
-                key_hash: hash_api_key("amb-key"),
-                key_prefix: "amb-ke".into(),
-            },
-            "test",
-            0,
-        )
-        .await
-        .expect("customer");
-    store
-        .adjust_balance(
-            customer.id,
-            LedgerKind::Deposit,
-            Money::from_units(500_000),
-            "t",
-            "t",
-            0,
-        )
-        .await
-        .expect("deposit");
+    let customer = funded_customer(
+        store.as_ref(),
+        "amb",
+        "amb-key",
+        Money::from_units(500_000),
+        "test",
+        0,
+    )
+    .await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         let placed = store

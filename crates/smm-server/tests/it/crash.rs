@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smm_panel_sim::{Outcomes, Sim, SimConfig};
-use smm_store::{
-    CustomerId, ForwardState, LedgerKind, NewCustomer, OrderFilter, Store, hash_api_key, refund_due,
-};
+use smm_store::{CustomerId, ForwardState, LedgerKind, OrderFilter, Store, refund_due};
 use smm_wire::{Money, OrderStatus};
 
-use crate::support::{Backend, GatewayProcess, TestDb, free_port, temp_dir, wait_for};
+use crate::support::{
+    Backend, GatewayProcess, TestDb, free_port, funded_customer, temp_dir, wait_for,
+};
 
 const KEY: &str = "crash-test-customer-key";
 const ORDERS: usize = 240;
@@ -103,24 +103,8 @@ routes = [{{ provider = "alpha", service = "1" }}]
 
     // The customer exists before the gateway starts (migrations run here first).
     let store = smm_store::connect(&db.url).await.expect("store");
-    let customer = store
-        .create_customer(
-            NewCustomer {
-                name: "crash".into(),
-                currency: "USD".into(),
-                key_hash: hash_api_key(KEY),
-                key_prefix: "crash-".into(),
-            },
-            "test",
-            0,
-        )
-        .await
-        .expect("customer");
     let deposit = Money::from_units(1_000 * 100_000);
-    store
-        .adjust_balance(customer.id, LedgerKind::Deposit, deposit, "test", "test", 0)
-        .await
-        .expect("deposit");
+    let customer = funded_customer(store.as_ref(), "crash", KEY, deposit, "test", 0).await;
 
     let api = format!("http://127.0.0.1:{port}/api/v2");
     let http = reqwest::Client::new();

@@ -25,10 +25,8 @@ use std::time::{Duration, Instant};
 use fastrand::Rng;
 use serde_json::Value;
 use smm_store::{ForwardState, LedgerKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::support::{Backend, KEY, TestGateway, postgres_available};
+use crate::support::{Backend, KEY, TestGateway, postgres_available, send_raw, status_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_random_requests_never_break_the_gateway() {
@@ -254,29 +252,15 @@ struct Reply {
 /// Sends `bytes` on a fresh connection (every generated request asks for `Connection: close`)
 /// and reads until the server closes it; `None` when it closed without a byte.
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Reply> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut reader, mut writer) = stream.into_split();
-    let request = bytes.to_vec();
-    // Written while reading: the server may answer (and close) before taking it all.
-    let write = tokio::spawn(async move {
-        let _ = writer.write_all(&request).await;
-        writer
-    });
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut raw)).await;
-    write.abort();
-    assert!(read.is_ok(), "the server closes the connection within 10 s");
+    let (raw, closed) = send_raw(addr, bytes, Duration::from_secs(10)).await;
+    assert!(closed, "the server closes the connection within 10 s");
     if raw.is_empty() {
         return None;
     }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
     let head = String::from_utf8_lossy(&raw[..split.unwrap_or(raw.len())]).into_owned();
     let body = split.map(|at| raw[at + 4..].to_vec()).unwrap_or_default();
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| head.strip_prefix("HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok());
+    let status = status_of(&raw);
     let content_type = head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.eq_ignore_ascii_case("content-type")

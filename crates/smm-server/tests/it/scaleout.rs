@@ -21,14 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smm_panel_sim::{Fault, FaultRule, Outcomes, RecordedRequest, Sim, SimConfig, SimHandle};
-use smm_store::{
-    CustomerId, ForwardState, LedgerKind, NewCustomer, Order, OrderFilter, Store, hash_api_key,
-    refund_due,
-};
+use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store, refund_due};
 use smm_wire::{Money, OrderStatus};
 use tokio::sync::Mutex;
 
-use crate::support::{self, Backend, GatewayProcess, TempDir, TestDb, free_port, temp_dir};
+use crate::support::{
+    self, Backend, GatewayProcess, TempDir, TestDb, free_port, funded_customer, temp_dir,
+};
 
 const INSTANCES: usize = 3;
 const CUSTOMERS: usize = 6;
@@ -76,30 +75,15 @@ impl Cluster {
         let mut customers = Vec::new();
         for n in 0..CUSTOMERS {
             let key = format!("scaleout-customer-key-{n}");
-            let customer = store
-                .create_customer(
-                    NewCustomer {
-                        name: format!("customer {n}"),
-                        currency: "USD".into(),
-                        key_hash: hash_api_key(&key),
-                        key_prefix: "scaleout".into(),
-                    },
-                    "test",
-                    0,
-                )
-                .await
-                .expect("customer");
-            store
-                .adjust_balance(
-                    customer.id,
-                    LedgerKind::Deposit,
-                    Money::from_units(1_000 * 100_000),
-                    "test deposit",
-                    "test",
-                    0,
-                )
-                .await
-                .expect("deposit");
+            let customer = funded_customer(
+                store.as_ref(),
+                &format!("customer {n}"),
+                &key,
+                Money::from_units(1_000 * 100_000),
+                "test",
+                0,
+            )
+            .await;
             customers.push((customer.id, key));
         }
 

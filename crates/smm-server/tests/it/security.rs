@@ -7,21 +7,20 @@
 //! PostgreSQL; the log case runs the real `smm-gateway` binary at `RUST_LOG=trace`/`debug` and
 //! searches everything it wrote.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use smm_panel_sim::{Fault, FaultRule, Outcomes, Sim, SimAccount, SimConfig};
-use smm_store::{CustomerId, ForwardState, LedgerKind, NewCustomer, OrderFilter, hash_api_key};
+use smm_store::{CustomerId, ForwardState, OrderFilter};
 use smm_wire::Money;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    ADMIN_TOKEN, Backend, KEY, TestDb, TestGateway, error_reply, free_port, json, now_ms,
-    postgres_available, temp_dir, wait_for,
+    ADMIN_TOKEN, Backend, KEY, TestDb, TestGateway, error_reply, free_port, funded_customer, json,
+    now_ms, postgres_available, send_raw, status_of, temp_dir, wait_for,
 };
 
 /// One test per backend: `sqlite_<case>` and `postgres_<case>` (skipped with a note outside CI
@@ -105,34 +104,6 @@ async fn books(gw: &TestGateway) -> Books {
         refills,
         cancels,
     }
-}
-
-/// Sends `request` on a fresh connection and reads until the server closes it or `limit`
-/// passes: the bytes received, and whether the server closed the connection.
-async fn raw(addr: SocketAddr, request: &[u8], limit: Duration) -> (Vec<u8>, bool) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut reader, mut writer) = stream.into_split();
-    // Written while reading: the server may answer (and close) before taking it all.
-    let request = request.to_vec();
-    let write = tokio::spawn(async move {
-        let _ = writer.write_all(&request).await;
-        writer
-    });
-    let mut received = Vec::new();
-    let closed = tokio::time::timeout(limit, reader.read_to_end(&mut received))
-        .await
-        .is_ok();
-    write.abort();
-    (received, closed)
-}
-
-/// The status code of a raw HTTP reply (`HTTP/1.1 431 ...` → 431).
-fn status_of(reply: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(reply);
-    text.strip_prefix("HTTP/1.1 ")
-        .or_else(|| text.strip_prefix("HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
 }
 
 /// The body of a raw HTTP reply with a `Content-Length` (what the gateway sends).
@@ -257,30 +228,15 @@ routes = [{{ provider = "query", service = "1" }}]
     let store = smm_store::connect(&db_url).await.expect("store");
     let mut customers = Vec::new();
     for (name, key) in [("a", CUSTOMER_A_KEY), ("b", CUSTOMER_B_KEY)] {
-        let customer = store
-            .create_customer(
-                NewCustomer {
-                    name: name.into(),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(key),
-                    key_prefix: key.chars().take(6).collect(),
-                },
-                "test",
-                0,
-            )
-            .await
-            .expect("customer");
-        store
-            .adjust_balance(
-                customer.id,
-                LedgerKind::Deposit,
-                Money::from_units(100 * 100_000),
-                "test",
-                "test",
-                0,
-            )
-            .await
-            .expect("deposit");
+        let customer = funded_customer(
+            store.as_ref(),
+            name,
+            key,
+            Money::from_units(100 * 100_000),
+            "test",
+            0,
+        )
+        .await;
         customers.push(customer.id);
     }
 
@@ -1096,7 +1052,7 @@ async fn size_limits_hold_and_change_nothing(backend: Backend) {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let (reply, _) = raw(addr, &chunked, Duration::from_secs(10)).await;
+    let (reply, _) = send_raw(addr, &chunked, Duration::from_secs(10)).await;
     assert_eq!(
         status_of(&reply),
         Some(200),
@@ -1111,7 +1067,7 @@ async fn size_limits_hold_and_change_nothing(backend: Backend) {
     // A length far over the limit, with the body never sent: refused on the announced length
     // alone, without waiting for the body.
     let started = Instant::now();
-    let (reply, _) = raw(
+    let (reply, _) = send_raw(
         addr,
         b"POST /api/v2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 99999999999\r\n\r\nkey=x",
         Duration::from_secs(10),
@@ -1144,7 +1100,7 @@ async fn size_limits_hold_and_change_nothing(backend: Backend) {
         let request = format!(
             "POST /api/v2 HTTP/1.1\r\nHost: x\r\n{headers}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 25\r\n\r\nkey={KEY}&action=balance"
         );
-        let (reply, closed) = raw(addr, request.as_bytes(), Duration::from_secs(10)).await;
+        let (reply, closed) = send_raw(addr, request.as_bytes(), Duration::from_secs(10)).await;
         assert_eq!(
             status_of(&reply),
             Some(431),

@@ -38,13 +38,13 @@ use smm_panel_sim::{
     DEMO_KEY, Dialect, Fault, FaultRule, RecordedRequest, Sim, SimAccount, SimConfig, SimOrder,
     Timing,
 };
-use smm_store::{
-    CustomerId, ForwardState, LedgerKind, NewCustomer, Order, OrderFilter, Store, hash_api_key,
-    refund_due,
-};
+use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store, refund_due};
 use smm_wire::{Money, OrderStatus};
 
-use crate::support::{Backend, GatewayProcess, TestDb, eventually, free_port, temp_dir, wait_for};
+use crate::support::{
+    Backend, GatewayProcess, TestDb, eventually, free_port, funded_customer, temp_dir, wait_for,
+    wire_status,
+};
 
 /// Every link (and every subscription's username) ends with the request's tag, `soak-N`, which
 /// ties a client's request, the local order and the upstream order together.
@@ -215,24 +215,16 @@ async fn soak(backend: Backend) {
     for i in 0..=size.customers {
         let poor = i == size.customers;
         let key = format!("soak-customer-key-{i:04}");
-        let customer = store
-            .create_customer(
-                NewCustomer {
-                    name: format!("soak {i}"),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(&key),
-                    key_prefix: key.chars().take(6).collect(),
-                },
-                "soak",
-                0,
-            )
-            .await
-            .expect("customer");
         let deposit = if poor { POOR } else { FUNDED };
-        store
-            .adjust_balance(customer.id, LedgerKind::Deposit, deposit, "soak", "soak", 0)
-            .await
-            .expect("deposit");
+        let customer = funded_customer(
+            store.as_ref(),
+            &format!("soak {i}"),
+            &key,
+            deposit,
+            "soak",
+            0,
+        )
+        .await;
         accounts.push(Account {
             id: customer.id,
             key,
@@ -958,19 +950,6 @@ fn upstream_by_tag(
         }
     }
     by_tag
-}
-
-fn wire_status(status: smm_panel_sim::OrderStatus) -> OrderStatus {
-    use smm_panel_sim::OrderStatus as Sim;
-    match status {
-        Sim::Pending => OrderStatus::Pending,
-        Sim::InProgress => OrderStatus::InProgress,
-        Sim::Completed => OrderStatus::Completed,
-        Sim::Partial => OrderStatus::Partial,
-        Sim::Canceled => OrderStatus::Canceled,
-        Sim::Active => OrderStatus::Active,
-        Sim::Expired => OrderStatus::Expired,
-    }
 }
 
 // ---- the invariants ---------------------------------------------------------------------------

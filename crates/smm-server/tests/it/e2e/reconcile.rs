@@ -18,7 +18,7 @@ use smm_wire::{Money, OrderStatus};
 
 use crate::support::{
     BETA_ONLY, Backend, LINK, START_BALANCE, TestGateway, error_reply, money_add, money_sub,
-    now_ms, per_thousand, requests_for, wait_for,
+    now_ms, per_thousand, requests_for, wait_for, wire_status,
 };
 
 /// Past the end of every order and refill plan of the simulators (at most 30 s pending plus
@@ -35,20 +35,6 @@ const REFILL_WORDS: [&str; 5] = [
 ];
 
 // ---- helpers -------------------------------------------------------------------------------
-
-/// The simulator's order status in the gateway's vocabulary.
-fn wire_status(status: smm_panel_sim::OrderStatus) -> OrderStatus {
-    use smm_panel_sim::OrderStatus as Sim;
-    match status {
-        Sim::Pending => OrderStatus::Pending,
-        Sim::InProgress => OrderStatus::InProgress,
-        Sim::Completed => OrderStatus::Completed,
-        Sim::Partial => OrderStatus::Partial,
-        Sim::Canceled => OrderStatus::Canceled,
-        Sim::Active => OrderStatus::Active,
-        Sim::Expired => OrderStatus::Expired,
-    }
-}
 
 fn remains_of(sim: &SimOrder) -> i64 {
     i64::try_from(sim.remains).expect("remains fit i64")

@@ -16,15 +16,13 @@ use smm_routing::ServiceDef;
 use smm_server::Gateway;
 use smm_server::app::App;
 use smm_server::config::{ProviderSettings, Settings};
+use smm_store::{CustomerId, ForwardState, LedgerEntry, Order, OrderFilter, OrderId, Store};
+use smm_wire::Money;
 
 use super::{
-    Backend, TempDir, TestDb, route, service_def, start_gateway, temp_dir, wait_for, write_file,
+    Backend, TempDir, TestDb, funded_customer, route, service_def, start_gateway, temp_dir,
+    wait_for, write_file,
 };
-use smm_store::{
-    CustomerId, ForwardState, LedgerEntry, LedgerKind, NewCustomer, Order, OrderFilter, OrderId,
-    Store, hash_api_key,
-};
-use smm_wire::Money;
 
 /// The funded test customer's API key.
 pub const KEY: &str = "e2e-customer-key-0001";
@@ -340,34 +338,9 @@ impl TestGateway {
     }
 
     pub async fn create_customer(&self, name: &str, key: &str, deposit: Money) -> CustomerId {
-        let customer = self
-            .store()
-            .create_customer(
-                NewCustomer {
-                    name: name.into(),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(key),
-                    key_prefix: key.chars().take(6).collect(),
-                },
-                "e2e",
-                now_ms(),
-            )
+        funded_customer(self.store().as_ref(), name, key, deposit, "e2e", now_ms())
             .await
-            .expect("create a customer");
-        if deposit.is_positive() {
-            self.store()
-                .adjust_balance(
-                    customer.id,
-                    LedgerKind::Deposit,
-                    deposit,
-                    "e2e deposit",
-                    "e2e",
-                    now_ms(),
-                )
-                .await
-                .expect("fund the customer");
-        }
-        customer.id
+            .id
     }
 
     pub async fn balance_of(&self, customer: CustomerId) -> Money {

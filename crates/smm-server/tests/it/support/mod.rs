@@ -27,6 +27,9 @@ use smm_provider_client::SecretKey;
 use smm_routing::{RouteDef, ServiceDef};
 use smm_server::Gateway;
 use smm_server::config::{ProviderSettings, Settings};
+use smm_store::{Customer, LedgerKind, NewCustomer, Store, hash_api_key};
+use smm_wire::{Money, OrderStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A database for one test (see the module docs); removed or dropped when this goes out of
 /// scope, also when the test fails.
@@ -179,4 +182,89 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf 
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
+}
+
+/// A new customer in `store` owning `key` (its first 6 characters are the prefix), funded with
+/// `deposit` (nothing when zero); `actor` and `now` go to the audit log and the ledger.
+pub async fn funded_customer(
+    store: &dyn Store,
+    name: &str,
+    key: &str,
+    deposit: Money,
+    actor: &str,
+    now: i64,
+) -> Customer {
+    let customer = store
+        .create_customer(
+            NewCustomer {
+                name: name.into(),
+                currency: "USD".into(),
+                key_hash: hash_api_key(key),
+                key_prefix: key.chars().take(6).collect(),
+            },
+            actor,
+            now,
+        )
+        .await
+        .expect("create a customer");
+    if deposit.is_positive() {
+        store
+            .adjust_balance(
+                customer.id,
+                LedgerKind::Deposit,
+                deposit,
+                "test deposit",
+                actor,
+                now,
+            )
+            .await
+            .expect("fund the customer");
+    }
+    customer
+}
+
+/// The simulator's order status in the gateway's vocabulary.
+pub fn wire_status(status: smm_panel_sim::OrderStatus) -> OrderStatus {
+    use smm_panel_sim::OrderStatus as Sim;
+    match status {
+        Sim::Pending => OrderStatus::Pending,
+        Sim::InProgress => OrderStatus::InProgress,
+        Sim::Completed => OrderStatus::Completed,
+        Sim::Partial => OrderStatus::Partial,
+        Sim::Canceled => OrderStatus::Canceled,
+        Sim::Active => OrderStatus::Active,
+        Sim::Expired => OrderStatus::Expired,
+    }
+}
+
+/// Sends `request` on a fresh TCP connection and reads until the server closes it or `limit`
+/// passes: the bytes received, and whether the server closed the connection.
+pub async fn send_raw(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    // Written while reading: the server may answer (and close) before taking it all.
+    let request = request.to_vec();
+    let write = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer
+    });
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(limit, reader.read_to_end(&mut received))
+        .await
+        .is_ok();
+    write.abort();
+    (received, closed)
+}
+
+/// The status code of a raw HTTP reply (`HTTP/1.1 431 ...` → 431).
+pub fn status_of(reply: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(reply);
+    text.strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
 }
