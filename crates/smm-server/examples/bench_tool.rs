@@ -142,21 +142,11 @@ async fn main() -> Result<(), BoxError> {
         Command::Drain { db, timeout_secs } => drain(&db, Duration::from_secs(timeout_secs)).await,
         Command::DbStats { db } => db_stats(&db).await,
         Command::PgCreate { admin, name } => {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await?;
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-            println!("{base}/{name}");
+            println!("{}", smm_test_db::create_database(&admin, &name).await?);
             Ok(())
         }
         Command::PgDrop { admin, name } => {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await?;
+            smm_test_db::drop_database(&admin, &name).await?;
             Ok(())
         }
     }

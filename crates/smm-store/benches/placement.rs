@@ -17,7 +17,6 @@ mod baseline;
 use baseline::{Run, T0, customers, measure};
 use smm_store::{CustomerId, NewOrder, Placed, ServiceId};
 use smm_wire::Money;
-use sqlx::Connection;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -58,9 +57,8 @@ async fn main() {
     let mut backends = Vec::new();
 
     // SQLite: a temp file, the store's own settings (WAL, synchronous=FULL).
-    let dir = std::env::temp_dir().join(format!("smm-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let sqlite_url = format!("sqlite://{}/bench.db", dir.display());
+    let dir = smm_test_db::temp_dir();
+    let sqlite_url = format!("sqlite://{}/bench.db", dir.path().display());
     let store = smm_store::connect(&sqlite_url).await.expect("sqlite store");
     let store_customers = customers(&store, concurrency, "store").await;
     let base_customers = customers(&store, concurrency, "base").await;
@@ -78,16 +76,9 @@ async fn main() {
     ));
 
     // PostgreSQL, when configured.
-    let mut pg_cleanup = None;
-    if let Ok(admin) = std::env::var("TEST_DATABASE_URL") {
-        let name = format!("smm_bench_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create db");
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
+    let mut pg_db = None;
+    if let Some(db) = smm_test_db::PgDb::create("bench").await {
+        let url = db.url().to_owned();
         let store = smm_store::connect(&url).await.expect("postgres store");
         let store_customers = customers(&store, concurrency, "store").await;
         let base_customers = customers(&store, concurrency, "base").await;
@@ -104,7 +95,7 @@ async fn main() {
                 ) as std::pin::Pin<Box<dyn std::future::Future<Output = Run>>>
             }) as Box<dyn Fn(usize, u64) -> _>,
         ));
-        pg_cleanup = Some((admin, name));
+        pg_db = Some(db);
     } else {
         eprintln!("TEST_DATABASE_URL not set: PostgreSQL skipped (use scripts/with-postgres.sh)");
     }
@@ -163,14 +154,6 @@ async fn main() {
     }
 
     drop(backends);
-    if let Some((admin, name)) = pg_cleanup {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(pg_db); // drops the database
+    drop(dir);
 }

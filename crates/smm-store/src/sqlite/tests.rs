@@ -1,10 +1,9 @@
 //! What only the SQLite store has to show: its connections (the single writer, the pragmas, the
 //! in-memory database) and its write lock shared with other processes. Everything else is in the
-//! conformance suite (`tests/conformance`), run on both databases. Each test gets its own database file under the system temp dir.
+//! conformance suite (`tests/conformance`), run on both databases. Each test gets its own
+//! database file in a temp dir of its own.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use smm_wire::{Money, OrderStatus};
 use sqlx::Connection;
@@ -14,31 +13,20 @@ use crate::*;
 
 /// A store on a fresh file in a fresh directory (which `connect` must create); removed on drop.
 struct TestDb {
-    dir: PathBuf,
     url: String,
     store: Arc<SqliteStore>,
+    /// Dropped last: removes the directory.
+    _dir: smm_test_db::TempDir,
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn temp_store(name: &str) -> TestDb {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "smm-store-test-{}-{}-{name}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let url = format!("sqlite://{}", dir.join("nested/smm.db").display());
+async fn temp_store(_name: &str) -> TestDb {
+    let dir = smm_test_db::temp_dir();
+    let url = format!("sqlite://{}", dir.path().join("nested/smm.db").display());
     let store = SqliteStore::connect(&url).await.expect("connect");
     TestDb {
-        dir,
         url,
         store: Arc::new(store),
+        _dir: dir,
     }
 }
 

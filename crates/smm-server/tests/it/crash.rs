@@ -3,18 +3,17 @@
 //! order is either upstream or flagged ambiguous, every refund was paid exactly once and is
 //! exactly what the upstream's final status owes, and the books balance.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smm_panel_sim::{Outcomes, Sim, SimConfig};
-use smm_store::{
-    CustomerId, ForwardState, LedgerKind, NewCustomer, OrderFilter, Store, hash_api_key, refund_due,
-};
+use smm_store::{CustomerId, ForwardState, LedgerKind, OrderFilter, Store, refund_due};
 use smm_wire::{Money, OrderStatus};
-use support::{GatewayProcess, TestDb, free_port, wait_for};
+
+use crate::support::{
+    Backend, GatewayProcess, TestDb, free_port, funded_customer, temp_dir, wait_for,
+};
 
 const KEY: &str = "crash-test-customer-key";
 const ORDERS: usize = 240;
@@ -42,7 +41,7 @@ async fn refunds(store: &Arc<dyn Store>, customer: CustomerId) -> usize {
         .count()
 }
 
-async fn crash_and_restart(backend: &str) {
+async fn crash_and_restart(backend: Backend) {
     let Some(db) = TestDb::create(backend, "crash").await else {
         return;
     };
@@ -53,9 +52,8 @@ async fn crash_and_restart(backend: &str) {
     }
     let alpha = Sim::spawn(sim).await.expect("sim");
 
-    let dir = std::env::temp_dir().join(format!("smm-crash-cfg-{backend}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let port = free_port();
     let admin_port = free_port();
     let config = dir.join("gateway.toml");
@@ -105,24 +103,8 @@ routes = [{{ provider = "alpha", service = "1" }}]
 
     // The customer exists before the gateway starts (migrations run here first).
     let store = smm_store::connect(&db.url).await.expect("store");
-    let customer = store
-        .create_customer(
-            NewCustomer {
-                name: "crash".into(),
-                currency: "USD".into(),
-                key_hash: hash_api_key(KEY),
-                key_prefix: "crash-".into(),
-            },
-            "test",
-            0,
-        )
-        .await
-        .expect("customer");
     let deposit = Money::from_units(1_000 * 100_000);
-    store
-        .adjust_balance(customer.id, LedgerKind::Deposit, deposit, "test", "test", 0)
-        .await
-        .expect("deposit");
+    let customer = funded_customer(store.as_ref(), "crash", KEY, deposit, "test", 0).await;
 
     let api = format!("http://127.0.0.1:{port}/api/v2");
     let http = reqwest::Client::new();
@@ -267,15 +249,14 @@ routes = [{{ provider = "alpha", service = "1" }}]
 
     drop(store);
     drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sigkill_while_forwarding_and_reconciling() {
-    crash_and_restart("sqlite").await;
+    crash_and_restart(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigkill_while_forwarding_and_reconciling() {
-    crash_and_restart("postgres").await;
+    crash_and_restart(Backend::Postgres).await;
 }

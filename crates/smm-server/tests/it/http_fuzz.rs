@@ -18,20 +18,15 @@
 //! `HTTP_FUZZ_SECS` sets the duration per backend (default 10), `HTTP_FUZZ_SEED` the seed (default
 //! random; printed, with the case, on failure).
 
-#[allow(dead_code)]
-#[path = "e2e/harness.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fastrand::Rng;
-use harness::{Backend, KEY, TestGateway, postgres_admin_url};
 use serde_json::Value;
 use smm_store::{ForwardState, LedgerKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::support::{Backend, KEY, TestGateway, postgres_available, send_raw, status_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_random_requests_never_break_the_gateway() {
@@ -40,13 +35,15 @@ async fn sqlite_random_requests_never_break_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_random_requests_never_break_the_gateway() {
-    if postgres_admin_url().is_none() {
+    if !postgres_available() {
         return;
     }
     fuzz(Backend::Postgres).await;
 }
 
-/// Panics anywhere in this process (the gateway runs in it), counted by a hook.
+/// Panics anywhere in this process (the gateway runs in it), counted by a hook — except the
+/// failed assertions of test code (`tests/it/`): under plain `cargo test` every test shares this
+/// process, and another test's failure is not the gateway's panic.
 static PANICS: AtomicU64 = AtomicU64::new(0);
 
 fn count_panics() {
@@ -54,7 +51,12 @@ fn count_panics() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            PANICS.fetch_add(1, Ordering::SeqCst);
+            let in_tests = info
+                .location()
+                .is_some_and(|at| at.file().contains("tests/it/"));
+            if !in_tests {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
             previous(info);
         }));
     });
@@ -257,29 +259,15 @@ struct Reply {
 /// Sends `bytes` on a fresh connection (every generated request asks for `Connection: close`)
 /// and reads until the server closes it; `None` when it closed without a byte.
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<Reply> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut reader, mut writer) = stream.into_split();
-    let request = bytes.to_vec();
-    // Written while reading: the server may answer (and close) before taking it all.
-    let write = tokio::spawn(async move {
-        let _ = writer.write_all(&request).await;
-        writer
-    });
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut raw)).await;
-    write.abort();
-    assert!(read.is_ok(), "the server closes the connection within 10 s");
+    let (raw, closed) = send_raw(addr, bytes, Duration::from_secs(10)).await;
+    assert!(closed, "the server closes the connection within 10 s");
     if raw.is_empty() {
         return None;
     }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
     let head = String::from_utf8_lossy(&raw[..split.unwrap_or(raw.len())]).into_owned();
     let body = split.map(|at| raw[at + 4..].to_vec()).unwrap_or_default();
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| head.strip_prefix("HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok());
+    let status = status_of(&raw);
     let content_type = head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
         name.eq_ignore_ascii_case("content-type")

@@ -8,9 +8,9 @@ use smm_panel_sim::{DEMO_KEY, Dialect, Fault, FaultRule, Sim};
 use smm_store::{ForwardState, LedgerKind, OrderId, StatusUpdate};
 use smm_wire::{Money, OrderStatus};
 
-use crate::harness::{
+use crate::support::{
     BETA_ONLY, Backend, LINK, START_BALANCE, TestGateway, adds, error_reply, forwarded_params,
-    json, money_sub, now_ms, per_thousand, wait_until,
+    json, money_sub, now_ms, per_thousand, wait_for,
 };
 
 /// Several forwarder rounds (the interval is 50 ms).
@@ -540,7 +540,7 @@ pub async fn canceled_orders_show_everything_remaining(backend: Backend) {
             ("quantity", "250"),
         ])
         .await;
-    wait_until(
+    wait_for(
         "the order routed to the stopped beta to be queued again",
         Duration::from_secs(10),
         || async {

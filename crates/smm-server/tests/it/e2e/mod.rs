@@ -3,14 +3,13 @@
 //! against PostgreSQL.
 //!
 //! PostgreSQL needs `TEST_DATABASE_URL` (an admin URL; each test creates and drops its own
-//! database). Outside CI a missing URL skips the PostgreSQL variant with a note; in CI (`CI` set)
-//! it fails.
+//! database). Outside CI a missing URL skips the PostgreSQL variant with a note; under `CI=true`
+//! it fails. The harness is [`crate::support::gateway`].
 //!
 //! The cases follow the conformance list of `docs/v2-protocol.md` section (f): 1–20, plus the
 //! seed shapes of `refill`, `refill_status` and `cancel`.
 
 mod forwarding;
-mod harness;
 mod operations;
 mod orders;
 mod protocol;
@@ -23,7 +22,7 @@ macro_rules! e2e {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    crate::$module::$case(crate::harness::Backend::Sqlite).await;
+                    super::$module::$case(crate::support::Backend::Sqlite).await;
                 }
             )*
         }
@@ -31,10 +30,10 @@ macro_rules! e2e {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if crate::harness::postgres_admin_url().is_none() {
+                    if !crate::support::postgres_available() {
                         return;
                     }
-                    crate::$module::$case(crate::harness::Backend::Postgres).await;
+                    super::$module::$case(crate::support::Backend::Postgres).await;
                 }
             )*
         }

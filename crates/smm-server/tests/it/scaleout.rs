@@ -14,21 +14,20 @@
 //! PostgreSQL only (SQLite is one process's database); under `CI` a missing `TEST_DATABASE_URL`
 //! fails instead of skipping.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smm_panel_sim::{Fault, FaultRule, Outcomes, RecordedRequest, Sim, SimConfig, SimHandle};
-use smm_store::{
-    CustomerId, ForwardState, LedgerKind, NewCustomer, Order, OrderFilter, Store, hash_api_key,
-    refund_due,
-};
+use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store, refund_due};
 use smm_wire::{Money, OrderStatus};
-use support::{GatewayProcess, TestDb, free_port};
 use tokio::sync::Mutex;
+
+use crate::support::{
+    self, Backend, GatewayProcess, TempDir, TestDb, free_port, funded_customer, temp_dir,
+};
 
 const INSTANCES: usize = 3;
 const CUSTOMERS: usize = 6;
@@ -60,48 +59,31 @@ struct Cluster {
     gateways: Vec<Arc<Mutex<Option<GatewayProcess>>>>,
     apis: Vec<String>,
     customers: Vec<(CustomerId, String)>,
-    dir: std::path::PathBuf,
+    dir: TempDir,
     /// Declared last, so dropped last: after the processes and the store let go of it.
     _db: TestDb,
 }
 
 impl Cluster {
     async fn start(label: &str, sim: SimConfig) -> Option<Cluster> {
-        let db = TestDb::create("postgres", label).await?;
+        let db = TestDb::create(Backend::Postgres, label).await?;
         let sim = Sim::spawn(sim).await.expect("simulator");
-        let dir = std::env::temp_dir().join(format!("smm-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = temp_dir();
 
         // Migrations run here, before three processes race to run them.
         let store = smm_store::connect(&db.url).await.expect("store");
         let mut customers = Vec::new();
         for n in 0..CUSTOMERS {
             let key = format!("scaleout-customer-key-{n}");
-            let customer = store
-                .create_customer(
-                    NewCustomer {
-                        name: format!("customer {n}"),
-                        currency: "USD".into(),
-                        key_hash: hash_api_key(&key),
-                        key_prefix: "scaleout".into(),
-                    },
-                    "test",
-                    0,
-                )
-                .await
-                .expect("customer");
-            store
-                .adjust_balance(
-                    customer.id,
-                    LedgerKind::Deposit,
-                    Money::from_units(1_000 * 100_000),
-                    "test deposit",
-                    "test",
-                    0,
-                )
-                .await
-                .expect("deposit");
+            let customer = funded_customer(
+                store.as_ref(),
+                &format!("customer {n}"),
+                &key,
+                Money::from_units(1_000 * 100_000),
+                "test",
+                0,
+            )
+            .await;
             customers.push((customer.id, key));
         }
 
@@ -109,12 +91,12 @@ impl Cluster {
         let mut apis = Vec::new();
         for n in 0..INSTANCES {
             let port = free_port();
-            let config = dir.join(format!("gw{n}.toml"));
+            let config = dir.path().join(format!("gw{n}.toml"));
             std::fs::write(&config, gateway_config(port, &db.url, &sim.api_url())).expect("config");
             // HOSTNAME starts the worker id (`gw1-PID-xxxx`): claims show which process made them.
             let process = GatewayProcess::start(
                 &config,
-                &dir.join(format!("gw{n}.log")),
+                &dir.path().join(format!("gw{n}.log")),
                 &[
                     (PROVIDER_KEY_ENV, smm_panel_sim::DEMO_KEY),
                     ("HOSTNAME", &format!("gw{n}")),
@@ -192,19 +174,22 @@ impl Cluster {
     }
 
     /// Polls (every 200 ms) until `check` holds; fails after `timeout` pointing at the logs.
-    async fn wait<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    async fn wait<F, Fut>(&self, what: &str, timeout: Duration, check: F)
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
+        Fut: Future<Output = bool>,
     {
-        let deadline = Instant::now() + timeout;
-        while !check().await {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what} (gateway logs in {})",
-                self.dir.display()
+        if !support::poll(timeout, Duration::from_millis(200), check).await {
+            let logs: Vec<String> = (0..INSTANCES)
+                .map(|n| {
+                    let log = self.dir.path().join(format!("gw{n}.log"));
+                    format!("gw{n}.log:\n{}", support::log_tail(&log, 20))
+                })
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; the gateways' logs end:\n{}",
+                logs.join("\n")
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

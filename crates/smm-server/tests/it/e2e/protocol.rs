@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use smm_store::{ForwardState, StatusUpdate};
 use smm_wire::{Money, OrderStatus};
 
-use crate::harness::{
+use crate::support::{
     ALL_SERVICES, Backend, KEY, LINK, NARROW, NARROW_MAX, NARROW_MIN, PROTOCOL_TYPES,
     START_BALANCE, TestGateway, assert_json_content_type, decimal, error_reply, first_route, json,
-    marked_up, money_add, money_sub, now_ms, order_id_of, per_thousand, wait_until,
+    marked_up, money_add, money_sub, now_ms, order_id_of, per_thousand, wait_for,
 };
 
 const OTHER_KEY: &str = "e2e-other-customer-key-0002";
@@ -303,7 +303,7 @@ pub async fn services_are_typed_and_marked_up(backend: Backend) {
         (18, "0.0562"),
         (20, "0.0407"),
         // 0.90 EUR × 1.1 × 1.3 = 1.287 USD
-        (crate::harness::BETA_ONLY, "1.287"),
+        (crate::support::BETA_ONLY, "1.287"),
     ] {
         assert_eq!(
             gw.rate(service).await,
@@ -638,17 +638,17 @@ pub async fn cancel_seed_shapes(backend: Backend) {
 
     // A still-queued order: beta is down, so the order routed only there waits in the queue.
     let beta = gw.stop_beta();
-    let rate_beta = gw.rate(crate::harness::BETA_ONLY).await;
+    let rate_beta = gw.rate(crate::support::BETA_ONLY).await;
     let queued = gw
         .add_ok(&[
-            ("service", &crate::harness::BETA_ONLY.to_string()),
+            ("service", &crate::support::BETA_ONLY.to_string()),
             ("link", LINK),
             ("quantity", "100"),
         ])
         .await;
     let charge = per_thousand(rate_beta, 100);
     assert_eq!(gw.balance().await, money_sub(after_orders, charge));
-    wait_until(
+    wait_for(
         "the order routed to the stopped beta to be queued again",
         Duration::from_secs(10),
         || async {

@@ -1,13 +1,10 @@
-//! The end-to-end harness: two simulated upstream panels (`alpha`, `beta`), the real gateway on
-//! `127.0.0.1:0` over a fresh database (a temp-file SQLite database, or a new PostgreSQL database
-//! on the server named by `TEST_DATABASE_URL`, dropped at the end), a funded customer, and
-//! helpers to talk to all three.
+//! The in-process gateway (the end-to-end harness): two simulated upstream panels (`alpha`,
+//! `beta`), the real gateway on `127.0.0.1:0` over a fresh database ([`TestDb`]), a funded
+//! customer, and helpers to talk to all three.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
@@ -15,16 +12,17 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value;
 use smm_panel_sim::{Outcomes, RecordedRequest, Sim, SimConfig, SimHandle};
 use smm_provider_client::SecretKey;
-use smm_routing::{RouteDef, ServiceDef};
+use smm_routing::ServiceDef;
 use smm_server::Gateway;
 use smm_server::app::App;
 use smm_server::config::{ProviderSettings, Settings};
-use smm_store::{
-    CustomerId, ForwardState, LedgerEntry, LedgerKind, NewCustomer, Order, OrderFilter, OrderId,
-    Store, hash_api_key,
-};
+use smm_store::{CustomerId, ForwardState, LedgerEntry, Order, OrderFilter, OrderId, Store};
 use smm_wire::Money;
-use sqlx::Connection;
+
+use super::{
+    Backend, TempDir, TestDb, funded_customer, route, service_def, start_gateway, temp_dir,
+    wait_for, write_file,
+};
 
 /// The funded test customer's API key.
 pub const KEY: &str = "e2e-customer-key-0001";
@@ -67,139 +65,6 @@ pub const PROTOCOL_TYPES: [&str; 17] = [
     "Web Traffic",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The PostgreSQL admin URL, or `None` (with a note) outside CI when none is configured. In CI a
-/// missing `TEST_DATABASE_URL` fails the test: the PostgreSQL variant must never be skipped there.
-pub fn postgres_admin_url() -> Option<String> {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "TEST_DATABASE_URL is not set in CI: the PostgreSQL end-to-end suite must run \
-                 (use scripts/test.sh)"
-            );
-            eprintln!("note: skipping the PostgreSQL variant: TEST_DATABASE_URL is not set");
-            None
-        }
-    }
-}
-
-fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// `postgres://user@host:port/db?params` with the database replaced by `name`.
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let authority_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| base[start..].find('/').map(|i| start + i))
-        .unwrap_or(base.len());
-    let mut url = format!("{}/{name}", &base[..authority_end]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
-/// The test database; removed (file) or dropped (PostgreSQL) on drop.
-#[derive(Debug)]
-struct TestDb {
-    url: String,
-    cleanup: Cleanup,
-}
-
-#[derive(Debug)]
-enum Cleanup {
-    File(std::path::PathBuf),
-    Database { admin_url: String, name: String },
-}
-
-impl TestDb {
-    async fn create(backend: Backend) -> TestDb {
-        match backend {
-            Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("{}.db", unique_name("smm_e2e")));
-                TestDb {
-                    url: format!("sqlite://{}", path.display()),
-                    cleanup: Cleanup::File(path),
-                }
-            }
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url()
-                    .expect("the PostgreSQL variant runs only with TEST_DATABASE_URL");
-                let name = unique_name("smm_e2e");
-                let mut admin = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("connect to TEST_DATABASE_URL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .expect("create the test database");
-                let _ = admin.close().await;
-                TestDb {
-                    url: with_database(&admin_url, &name),
-                    cleanup: Cleanup::Database { admin_url, name },
-                }
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        match &self.cleanup {
-            Cleanup::File(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }
-            Cleanup::Database { admin_url, name } => {
-                // Drop cannot await: a thread with its own runtime, joined.
-                let (admin_url, name) = (admin_url.clone(), name.clone());
-                let _ = std::thread::spawn(move || {
-                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
-                        return;
-                    };
-                    runtime.block_on(async {
-                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&mut conn)
-                            .await;
-                        }
-                    });
-                })
-                .join();
-            }
-        }
-    }
-}
-
 /// Alpha's catalog is the simulator's full demo catalog (one service per type, ids 1–20); beta is
 /// a copy (same ids, same prices, another seed), so both number their orders from 10001.
 fn sim_configs() -> (SimConfig, SimConfig) {
@@ -207,27 +72,6 @@ fn sim_configs() -> (SimConfig, SimConfig) {
     let mut beta = alpha.clone();
     beta.seed = alpha.seed.wrapping_add(1);
     (alpha, beta)
-}
-
-fn route(provider: &str, service: u64) -> RouteDef {
-    RouteDef {
-        provider: provider.into(),
-        service: service.to_string(),
-    }
-}
-
-fn service_def(id: u64, routes: Vec<RouteDef>) -> ServiceDef {
-    ServiceDef {
-        id,
-        name: None,
-        category: None,
-        routes,
-        min: None,
-        max: None,
-        markup: None,
-        desc: None,
-        enabled: true,
-    }
 }
 
 /// The local catalog: 1..=20 → alpha's service of the same id (some with beta's as the second
@@ -275,8 +119,9 @@ pub struct TestGateway {
     pub admin_url: String,
     /// The funded customer owning [`KEY`].
     pub customer: CustomerId,
-    /// Dropped last: removes the database.
+    /// Dropped last: removes the database, then the temp dir (the admin token file).
     _db: TestDb,
+    _dir: TempDir,
 }
 
 impl TestGateway {
@@ -290,7 +135,10 @@ impl TestGateway {
         let (alpha_config, beta_config) = sim_configs();
         let alpha = Sim::spawn(alpha_config).await.expect("alpha starts");
         let beta = Sim::spawn(beta_config).await.expect("beta starts");
-        let db = TestDb::create(backend).await;
+        let db = TestDb::create(backend, "e2e")
+            .await
+            .expect("the PostgreSQL variant runs only with TEST_DATABASE_URL");
+        let dir = temp_dir();
 
         let mut settings = Settings::defaults().expect("default settings load");
         settings.server.listen = "127.0.0.1:0".into();
@@ -314,26 +162,12 @@ impl TestGateway {
         ];
         settings.exposures = Vec::new();
         settings.services = service_defs();
-        let token_file = std::env::temp_dir().join(format!(
-            "smm-e2e-admin-token-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::write(&token_file, ADMIN_TOKEN).expect("admin token file");
-        settings.admin.token_file = Some(token_file);
+        settings.admin.token_file = Some(write_file(dir.path(), "admin-token", ADMIN_TOKEN));
         adjust(&mut settings);
         let problems = settings.validate();
         assert!(problems.is_empty(), "test settings invalid: {problems:?}");
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let gateway = Gateway::start_with_admin(settings, listener, Some(admin))
-            .await
-            .expect("the gateway starts");
+        let gateway = start_gateway(settings, true).await;
         let url = gateway.api_url();
         let admin_url = format!("http://{}", gateway.admin_addr.expect("admin listener"));
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
@@ -357,6 +191,7 @@ impl TestGateway {
             admin_url,
             customer: CustomerId(0),
             _db: db,
+            _dir: dir,
         };
         gw.customer = gw.create_customer("e2e", KEY, START_BALANCE).await;
         gw
@@ -503,34 +338,9 @@ impl TestGateway {
     }
 
     pub async fn create_customer(&self, name: &str, key: &str, deposit: Money) -> CustomerId {
-        let customer = self
-            .store()
-            .create_customer(
-                NewCustomer {
-                    name: name.into(),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(key),
-                    key_prefix: key.chars().take(6).collect(),
-                },
-                "e2e",
-                now_ms(),
-            )
+        funded_customer(self.store().as_ref(), name, key, deposit, "e2e", now_ms())
             .await
-            .expect("create a customer");
-        if deposit.is_positive() {
-            self.store()
-                .adjust_balance(
-                    customer.id,
-                    LedgerKind::Deposit,
-                    deposit,
-                    "e2e deposit",
-                    "e2e",
-                    now_ms(),
-                )
-                .await
-                .expect("fund the customer");
-        }
-        customer.id
+            .id
     }
 
     pub async fn balance_of(&self, customer: CustomerId) -> Money {
@@ -578,7 +388,7 @@ impl TestGateway {
 
     /// Waits until the forwarder is done with the order (neither queued nor sending).
     pub async fn wait_forwarded(&self, id: OrderId) -> Order {
-        wait_until(
+        wait_for(
             &format!("order {id} to leave queued/sending"),
             Duration::from_secs(10),
             || async move {
@@ -849,23 +659,4 @@ pub fn forwarded_params(request: &RecordedRequest) -> BTreeMap<String, String> {
 
 pub fn now_ms() -> i64 {
     smm_server::app::now_ms()
-}
-
-/// Polls `condition` every 20 ms until it holds; fails the test after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -2,48 +2,22 @@
 //! (or the CLI) changes — a balance, a key rotation, a suspension, a custom price — the other
 //! serves correctly at once (balances are never cached) or within the key-cache TTL.
 
-mod support;
-
+use std::future::Future;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use smm_panel_sim::{Sim, SimConfig};
-use smm_provider_client::SecretKey;
-use smm_routing::{RouteDef, ServiceDef};
 use smm_server::Gateway;
-use smm_server::config::{ProviderSettings, Settings};
 use smm_server::ops::Ops;
 use smm_store::CustomerStatus;
 
+use crate::support::{self, Backend, one_service_settings, start_gateway, wait_for};
+
 async fn start(url: &str, sim: &str) -> Gateway {
-    let mut settings = Settings::defaults().expect("defaults");
-    settings.server.listen = "127.0.0.1:0".into();
+    let mut settings = one_service_settings(url, sim);
     settings.server.key_cache_ttl_secs = 1;
-    settings.database.url = url.to_owned();
-    settings.providers = vec![ProviderSettings::new(
-        "alpha",
-        sim,
-        SecretKey::new(smm_panel_sim::DEMO_KEY),
-    )];
-    settings.services = vec![ServiceDef {
-        id: 1,
-        name: None,
-        category: None,
-        routes: vec![RouteDef {
-            provider: "alpha".into(),
-            service: "1".into(),
-        }],
-        min: None,
-        max: None,
-        markup: None,
-        desc: None,
-        enabled: true,
-    }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    Gateway::start(settings, listener).await.expect("gateway")
+    start_gateway(settings, false).await
 }
 
 async fn call(http: &reqwest::Client, gateway: &Gateway, key: &str, action: &str) -> Value {
@@ -58,20 +32,18 @@ async fn call(http: &reqwest::Client, gateway: &Gateway, key: &str, action: &str
 }
 
 /// Polls `check` for up to 5 s (the TTL is 1 s).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} within the cache TTL"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn eventually<F: FnMut() -> Fut, Fut: Future<Output = bool>>(what: &str, check: F) {
+    wait_for(
+        &format!("{what} within the cache TTL"),
+        Duration::from_secs(5),
+        check,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_agree_on_keys_balances_and_prices() {
-    let Some(db) = support::TestDb::create("postgres", "instances").await else {
+    let Some(db) = support::TestDb::create(Backend::Postgres, "instances").await else {
         return;
     };
     let sim = Sim::spawn(SimConfig::demo()).await.expect("sim");

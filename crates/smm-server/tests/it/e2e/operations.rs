@@ -9,7 +9,7 @@ use smm_panel_sim::{Fault, FaultRule, Outcomes};
 use smm_store::{ForwardState, OrderId};
 use smm_wire::{Money, OrderStatus};
 
-use crate::harness::{BETA_ONLY, Backend, LINK, TestGateway, WITH_BETA_FALLBACK};
+use crate::support::{BETA_ONLY, Backend, LINK, TestGateway, WITH_BETA_FALLBACK};
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
@@ -331,7 +331,7 @@ pub async fn admin_api_finds_and_resolves_orders(backend: Backend) {
     let metrics = gw
         .http
         .get(format!("{}/metrics", gw.admin_url))
-        .bearer_auth(crate::harness::ADMIN_TOKEN)
+        .bearer_auth(crate::support::ADMIN_TOKEN)
         .send()
         .await
         .expect("metrics")

@@ -16,9 +16,9 @@ use smm_panel_sim::{Dialect, Fault, FaultRule, Outcomes, RecordedRequest, Sim, S
 use smm_store::{ForwardState, LedgerKind, Order, OrderId, StatusUpdate, refund_due};
 use smm_wire::{Money, OrderStatus};
 
-use crate::harness::{
+use crate::support::{
     BETA_ONLY, Backend, LINK, START_BALANCE, TestGateway, error_reply, money_add, money_sub,
-    now_ms, per_thousand, requests_for, wait_until,
+    now_ms, per_thousand, requests_for, wait_for, wire_status,
 };
 
 /// Past the end of every order and refill plan of the simulators (at most 30 s pending plus
@@ -35,20 +35,6 @@ const REFILL_WORDS: [&str; 5] = [
 ];
 
 // ---- helpers -------------------------------------------------------------------------------
-
-/// The simulator's order status in the gateway's vocabulary.
-fn wire_status(status: smm_panel_sim::OrderStatus) -> OrderStatus {
-    use smm_panel_sim::OrderStatus as Sim;
-    match status {
-        Sim::Pending => OrderStatus::Pending,
-        Sim::InProgress => OrderStatus::InProgress,
-        Sim::Completed => OrderStatus::Completed,
-        Sim::Partial => OrderStatus::Partial,
-        Sim::Canceled => OrderStatus::Canceled,
-        Sim::Active => OrderStatus::Active,
-        Sim::Expired => OrderStatus::Expired,
-    }
-}
 
 fn remains_of(sim: &SimOrder) -> i64 {
     i64::try_from(sim.remains).expect("remains fit i64")
@@ -219,7 +205,7 @@ async fn orders(gw: &TestGateway, ids: &[OrderId]) -> Vec<Order> {
 
 /// Waits until every order is `sent`; returns them.
 async fn all_sent(gw: &TestGateway, ids: &[OrderId]) -> Vec<Order> {
-    wait_until(
+    wait_for(
         &format!("{} orders to be forwarded", ids.len()),
         Duration::from_secs(60),
         || async {
@@ -1414,7 +1400,7 @@ pub async fn vanished_upstream_service_is_disabled_not_free(backend: Backend) {
         let issues = gw.app().sync_catalog().await;
         assert!(!issues.is_empty(), "{what}: the sync reports it");
         // Service 3 (and NARROW, also on alpha's 3) has no other route: gone.
-        for service in [3, crate::harness::NARROW] {
+        for service in [3, crate::support::NARROW] {
             assert_eq!(
                 listed(&gw, service).await,
                 None,
@@ -1433,7 +1419,7 @@ pub async fn vanished_upstream_service_is_disabled_not_free(backend: Backend) {
         }
         let services = gw.api("services", &[]).await;
         for item in services.as_array().expect("an array") {
-            let rate = crate::harness::decimal(&item["rate"]);
+            let rate = crate::support::decimal(&item["rate"]);
             assert!(
                 rate > rust_decimal::Decimal::ZERO,
                 "{what}: never free: {item}"

@@ -12,6 +12,8 @@ use std::process::{Command, Output};
 
 use smm_server::config::Settings;
 
+use crate::support::{temp_dir, text};
+
 /// How long `Gateway::shutdown` waits for its tasks after SIGTERM.
 const DRAIN_SECS: u64 = 30;
 
@@ -28,13 +30,6 @@ fn example_config() -> PathBuf {
     deploy_dir().join("config.example.toml")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smm-deploy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 /// Runs `smm-gateway --config deploy/config.example.toml ARGS` in `dir` with exactly `env` as
 /// its environment: nothing from the test's own environment leaks in.
 fn gateway(dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
@@ -47,14 +42,6 @@ fn gateway(dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
         .args(args)
         .output()
         .expect("run smm-gateway")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The `key_env` names of the example config's providers, read by the gateway's own loader.
@@ -223,7 +210,8 @@ fn without(env: &[(String, String)], name: &str) -> Vec<(String, String)> {
 
 #[test]
 fn config_check_passes_with_exactly_the_deployed_secrets_and_names_missing_ones() {
-    let dir = temp_dir("check");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let keys = key_envs();
     for (source, env, secret) in [
         (
@@ -287,7 +275,6 @@ fn config_check_passes_with_exactly_the_deployed_secrets_and_names_missing_ones(
             "{key} not named in: {report}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -411,7 +398,8 @@ fn configmap_embeds_the_example_config() {
 
 #[test]
 fn migrate_creates_the_schema_from_the_example_config() {
-    let dir = temp_dir("migrate");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -443,7 +431,6 @@ fn migrate_creates_the_schema_from_the_example_config() {
     let without_key = gateway(&dir, &["migrate"], &without(&env, &key));
     assert!(!without_key.status.success());
     assert!(text(&without_key).contains(&key), "{}", text(&without_key));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The number in `prefix<N>suffix` on the first line that starts with `prefix` (trimmed).

@@ -1,8 +1,10 @@
 //! The `smm-gateway` binary as an operator runs it: config check reports every problem with
 //! its location, the environment overrides files, and customer commands keep exact books.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+use crate::support::{funded_customer, temp_dir, text};
 
 fn gateway(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_smm-gateway"));
@@ -16,24 +18,10 @@ fn gateway(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("run smm-gateway")
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smm-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 #[test]
 fn config_check_reports_every_problem_with_its_location() {
-    let dir = temp_dir("check");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let file = dir.join("bad.toml");
     std::fs::write(
         &file,
@@ -88,7 +76,8 @@ routes = [{ provider = "alpha", service = "6" }]
 
 #[test]
 fn environment_overrides_files_and_keys_come_from_env() {
-    let dir = temp_dir("env");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let file = dir.join("ok.toml");
     std::fs::write(
         &file,
@@ -128,7 +117,8 @@ key_env = "SMM_TEST_ALPHA_KEY"
 
 #[test]
 fn customer_commands_keep_exact_books() {
-    let dir = temp_dir("customers");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let db = format!("sqlite://{}/cli.db", dir.display());
     let env = [("SMM_GATEWAY__DATABASE__URL", db.as_str())];
     let created = gateway(&dir, &["customers", "create", "--name", "Acme"], &env);
@@ -193,44 +183,26 @@ fn customer_commands_keep_exact_books() {
         listed.contains("Acme") && listed.contains(&new_key[..6]),
         "{listed}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
-    use smm_store::{
-        ForwardOutcome, ForwardState, LedgerKind, NewCustomer, NewOrder, Placed, ServiceId,
-        hash_api_key,
-    };
+    use smm_store::{ForwardOutcome, ForwardState, NewOrder, Placed, ServiceId};
     use smm_wire::Money;
 
-    let dir = temp_dir("ambiguous");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let url = format!("sqlite://{}/cli.db", dir.display());
     let store = smm_store::connect(&url).await.expect("store");
-    let customer = store
-        .create_customer(
-            NewCustomer {
-                name: "amb".into(),
-                currency: "USD".into(),
-                key_hash: hash_api_key("amb-key"),
-                key_prefix: "amb-ke".into(),
-            },
-            "test",
-            0,
-        )
-        .await
-        .expect("customer");
-    store
-        .adjust_balance(
-            customer.id,
-            LedgerKind::Deposit,
-            Money::from_units(500_000),
-            "t",
-            "t",
-            0,
-        )
-        .await
-        .expect("deposit");
+    let customer = funded_customer(
+        store.as_ref(),
+        "amb",
+        "amb-key",
+        Money::from_units(500_000),
+        "test",
+        0,
+    )
+    .await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         let placed = store
@@ -368,5 +340,4 @@ async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
             .iter()
             .any(|a| a.action == "order.cancel_ambiguous" && a.actor.starts_with("cli:"))
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

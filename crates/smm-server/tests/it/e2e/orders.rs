@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use smm_store::{ForwardState, LedgerKind, OrderId};
 use smm_wire::Money;
 
-use crate::harness::{
+use crate::support::{
     Backend, KEY, LINK, NARROW, NARROW_MAX, NARROW_MIN, START_BALANCE, TestGateway, adds,
     error_reply, flat, forwarded_params, json, money_sub, order_id_of, per_thousand,
 };
@@ -738,7 +738,7 @@ pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
             .iter()
             .find(|s| s["service"].as_u64() == Some(service))
             .expect("listed");
-        crate::harness::decimal(&item["rate"])
+        crate::support::decimal(&item["rate"])
     };
     let extras = [
         ("foo", "bar"),

@@ -2,31 +2,26 @@
 //! its token, customers never touch each other's orders, size limits hold, slow clients are cut
 //! off, and the rate limit answers at once with a v2 error.
 //!
-//! Most cases run the in-process gateway of the end-to-end harness (`e2e/harness.rs`: the real
+//! Most cases run the in-process gateway of the end-to-end harness (`support::gateway`: the real
 //! server on `127.0.0.1:0`, two simulated panels) on SQLite and, with `TEST_DATABASE_URL`, on
 //! PostgreSQL; the log case runs the real `smm-gateway` binary at `RUST_LOG=trace`/`debug` and
 //! searches everything it wrote.
 
-#[allow(dead_code)]
-#[path = "e2e/harness.rs"]
-mod harness;
-
-use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{
-    ADMIN_TOKEN, Backend, KEY, TestGateway, error_reply, json, now_ms, postgres_admin_url,
-    wait_until,
-};
 use reqwest::Method;
 use serde_json::{Value, json};
 use smm_panel_sim::{Fault, FaultRule, Outcomes, Sim, SimAccount, SimConfig};
-use smm_store::{CustomerId, ForwardState, LedgerKind, NewCustomer, OrderFilter, hash_api_key};
+use smm_store::{CustomerId, ForwardState, OrderFilter};
 use smm_wire::Money;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::{
+    ADMIN_TOKEN, Backend, KEY, TestDb, TestGateway, error_reply, free_port, funded_customer, json,
+    now_ms, postgres_available, send_raw, status_of, temp_dir, wait_for,
+};
 
 /// One test per backend: `sqlite_<case>` and `postgres_<case>` (skipped with a note outside CI
 /// when no PostgreSQL is configured, failing in CI).
@@ -44,7 +39,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    if super::postgres_admin_url().is_none() {
+                    if !super::postgres_available() {
                         return;
                     }
                     super::$case(super::Backend::Postgres).await;
@@ -111,34 +106,6 @@ async fn books(gw: &TestGateway) -> Books {
     }
 }
 
-/// Sends `request` on a fresh connection and reads until the server closes it or `limit`
-/// passes: the bytes received, and whether the server closed the connection.
-async fn raw(addr: SocketAddr, request: &[u8], limit: Duration) -> (Vec<u8>, bool) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut reader, mut writer) = stream.into_split();
-    // Written while reading: the server may answer (and close) before taking it all.
-    let request = request.to_vec();
-    let write = tokio::spawn(async move {
-        let _ = writer.write_all(&request).await;
-        writer
-    });
-    let mut received = Vec::new();
-    let closed = tokio::time::timeout(limit, reader.read_to_end(&mut received))
-        .await
-        .is_ok();
-    write.abort();
-    (received, closed)
-}
-
-/// The status code of a raw HTTP reply (`HTTP/1.1 431 ...` → 431).
-fn status_of(reply: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(reply);
-    text.strip_prefix("HTTP/1.1 ")
-        .or_else(|| text.strip_prefix("HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-}
-
 /// The body of a raw HTTP reply with a `Content-Length` (what the gateway sends).
 fn body_of(reply: &[u8]) -> String {
     let text = String::from_utf8_lossy(reply);
@@ -174,53 +141,6 @@ fn leaks(log: &str, secret: &str) -> Vec<String> {
     found
 }
 
-/// A database for the binary: a SQLite file in `dir`, or a fresh PostgreSQL database (dropped by
-/// [`drop_database`]).
-async fn binary_database(backend: Backend, dir: &Path) -> (String, Option<(String, String)>) {
-    match backend {
-        Backend::Sqlite => (format!("sqlite://{}/gateway.db", dir.display()), None),
-        Backend::Postgres => {
-            use sqlx::Connection;
-            let admin = postgres_admin_url().expect("TEST_DATABASE_URL");
-            let name = format!("smm_security_{}_{}", std::process::id(), fastrand::u32(..));
-            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            let _ = conn.close().await;
-            let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
-            let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-            let url = if query.is_empty() {
-                format!("{base}/{name}")
-            } else {
-                format!("{base}/{name}?{query}")
-            };
-            (url, Some((admin, name)))
-        }
-    }
-}
-
-async fn drop_database(cleanup: Option<(String, String)>) {
-    use sqlx::Connection;
-    if let Some((admin, name)) = cleanup
-        && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
-    {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Runs the real binary at `RUST_LOG=trace` with text logs, then at `debug` with JSON logs,
 /// through every action and failure; neither run's output holds a secret.
 async fn secrets_never_reach_the_logs(backend: Backend) {
@@ -244,13 +164,12 @@ async fn log_scenario(backend: Backend, level: &str, format: &str) {
         service.outcomes = Outcomes::always_completed();
     }
     let sim = Sim::spawn(sim_config).await.expect("sim");
-    let dir = std::env::temp_dir().join(format!(
-        "smm-security-logs-{}-{level}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (db_url, cleanup) = binary_database(backend, &dir).await;
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
+    let db = TestDb::create(backend, "security")
+        .await
+        .expect("TEST_DATABASE_URL");
+    let db_url = db.url.clone();
     let port = free_port();
     let admin_port = free_port();
     let config = dir.join("gateway.toml");
@@ -309,30 +228,15 @@ routes = [{{ provider = "query", service = "1" }}]
     let store = smm_store::connect(&db_url).await.expect("store");
     let mut customers = Vec::new();
     for (name, key) in [("a", CUSTOMER_A_KEY), ("b", CUSTOMER_B_KEY)] {
-        let customer = store
-            .create_customer(
-                NewCustomer {
-                    name: name.into(),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(key),
-                    key_prefix: key.chars().take(6).collect(),
-                },
-                "test",
-                0,
-            )
-            .await
-            .expect("customer");
-        store
-            .adjust_balance(
-                customer.id,
-                LedgerKind::Deposit,
-                Money::from_units(100 * 100_000),
-                "test",
-                "test",
-                0,
-            )
-            .await
-            .expect("deposit");
+        let customer = funded_customer(
+            store.as_ref(),
+            name,
+            key,
+            Money::from_units(100 * 100_000),
+            "test",
+            0,
+        )
+        .await;
         customers.push(customer.id);
     }
 
@@ -363,7 +267,7 @@ routes = [{{ provider = "query", service = "1" }}]
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    wait_until("the gateway to answer", Duration::from_secs(60), || async {
+    wait_for("the gateway to answer", Duration::from_secs(60), || async {
         http.get(format!("{admin}/readyz"))
             .send()
             .await
@@ -428,7 +332,7 @@ routes = [{{ provider = "query", service = "1" }}]
         let reply = post(add(service, link)).await;
         orders.push(reply["order"].as_u64().expect("order id"));
     }
-    wait_until(
+    wait_for(
         "the first orders forwarded",
         Duration::from_secs(30),
         unforwarded,
@@ -454,7 +358,7 @@ routes = [{{ provider = "query", service = "1" }}]
             orders.push(reply["order"].as_u64().expect("order id"));
         }
         // The hangs time out after 1 s each.
-        wait_until(
+        wait_for(
             "the faulted orders forwarded",
             Duration::from_secs(30),
             unforwarded,
@@ -474,7 +378,7 @@ routes = [{{ provider = "query", service = "1" }}]
         let reply = post(add(service, &format!("https://x.test/cancel-{service}"))).await;
         cancel.push(reply["order"].as_u64().expect("order id").to_string());
     }
-    wait_until(
+    wait_for(
         "the new orders forwarded",
         Duration::from_secs(30),
         unforwarded,
@@ -497,7 +401,7 @@ routes = [{{ provider = "query", service = "1" }}]
     sim.sim.advance(Duration::from_secs(7 * 24 * 3600));
     let first = orders[0].to_string();
     let second = orders[1].to_string();
-    wait_until("the first orders complete", Duration::from_secs(30), || {
+    wait_for("the first orders complete", Duration::from_secs(30), || {
         let ids = format!("{first},{second}");
         async move {
             let reply = post(vec![key_a(), ("action", "status".into()), ("orders", ids)]).await;
@@ -542,7 +446,7 @@ routes = [{{ provider = "query", service = "1" }}]
     }
     // Both providers were really used for every kind of call, the query one with its key in
     // the URL.
-    wait_until(
+    wait_for(
         "calls of every kind upstream",
         Duration::from_secs(30),
         || {
@@ -715,7 +619,7 @@ routes = [{{ provider = "query", service = "1" }}]
     let _ = child.kill();
     let _ = child.wait();
     drop(store);
-    drop_database(cleanup).await;
+    drop(db);
     let log = std::fs::read_to_string(&log_path).expect("log");
     // The capture worked: the level is what was asked, the requests and failures are there.
     assert!(log.contains("smm-gateway listening"), "log:\n{log}");
@@ -753,7 +657,6 @@ routes = [{{ provider = "query", service = "1" }}]
         log.len(),
         log.lines().count()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- 2. the admin token -------------------------------------------------------------------------
@@ -1149,7 +1052,7 @@ async fn size_limits_hold_and_change_nothing(backend: Backend) {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let (reply, _) = raw(addr, &chunked, Duration::from_secs(10)).await;
+    let (reply, _) = send_raw(addr, &chunked, Duration::from_secs(10)).await;
     assert_eq!(
         status_of(&reply),
         Some(200),
@@ -1164,7 +1067,7 @@ async fn size_limits_hold_and_change_nothing(backend: Backend) {
     // A length far over the limit, with the body never sent: refused on the announced length
     // alone, without waiting for the body.
     let started = Instant::now();
-    let (reply, _) = raw(
+    let (reply, _) = send_raw(
         addr,
         b"POST /api/v2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 99999999999\r\n\r\nkey=x",
         Duration::from_secs(10),
@@ -1197,7 +1100,7 @@ async fn size_limits_hold_and_change_nothing(backend: Backend) {
         let request = format!(
             "POST /api/v2 HTTP/1.1\r\nHost: x\r\n{headers}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 25\r\n\r\nkey={KEY}&action=balance"
         );
-        let (reply, closed) = raw(addr, request.as_bytes(), Duration::from_secs(10)).await;
+        let (reply, closed) = send_raw(addr, request.as_bytes(), Duration::from_secs(10)).await;
         assert_eq!(
             status_of(&reply),
             Some(431),

@@ -2,59 +2,27 @@
 //! token compared in constant time; a missing token configuration closes them (503).
 
 use smm_panel_sim::{Sim, SimConfig};
-use smm_provider_client::SecretKey;
-use smm_routing::{RouteDef, ServiceDef};
 use smm_server::Gateway;
-use smm_server::config::{ProviderSettings, Settings};
-use smm_store::{LedgerKind, NewCustomer, hash_api_key};
 use smm_wire::Money;
+
+use crate::support::{
+    TempDir, funded_customer, one_service_settings, start_gateway, temp_dir, write_file,
+};
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
 
-async fn start(with_token: bool) -> (Gateway, smm_panel_sim::SimHandle, std::path::PathBuf) {
+/// The gateway with its admin listener over a SQLite file in a temp dir of its own (returned:
+/// dropping it removes the directory), with the admin token file when `with_token`.
+async fn start(with_token: bool) -> (Gateway, smm_panel_sim::SimHandle, TempDir) {
     let sim = Sim::spawn(SimConfig::demo()).await.expect("sim");
-    let dir = std::env::temp_dir().join(format!(
-        "smm-admin-{}-{}",
-        std::process::id(),
-        u8::from(with_token)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut settings = Settings::defaults().expect("defaults");
-    settings.database.url = format!("sqlite://{}/admin.db", dir.display());
+    let dir = temp_dir();
+    let database = format!("sqlite://{}/admin.db", dir.path().display());
+    let mut settings = one_service_settings(&database, &sim.api_url());
     if with_token {
-        let file = dir.join("token");
-        std::fs::write(&file, format!("{TOKEN}\n")).expect("token file");
+        let file = write_file(dir.path(), "token", &format!("{TOKEN}\n"));
         settings.admin.token_file = Some(file);
     }
-    settings.providers = vec![ProviderSettings::new(
-        "alpha",
-        &sim.api_url(),
-        SecretKey::new(smm_panel_sim::DEMO_KEY),
-    )];
-    settings.services = vec![ServiceDef {
-        id: 1,
-        name: None,
-        category: None,
-        routes: vec![RouteDef {
-            provider: "alpha".into(),
-            service: "1".into(),
-        }],
-        min: None,
-        max: None,
-        markup: None,
-        desc: None,
-        enabled: true,
-    }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway = Gateway::start_with_admin(settings, listener, Some(admin))
-        .await
-        .expect("gateway");
+    let gateway = start_gateway(settings, true).await;
     (gateway, sim, dir)
 }
 
@@ -119,30 +87,15 @@ async fn health_is_open_and_everything_else_needs_the_token() {
 
     // Traffic shows up in the metrics.
     let store = gateway.app.store.clone();
-    let customer = store
-        .create_customer(
-            NewCustomer {
-                name: "m".into(),
-                currency: "USD".into(),
-                key_hash: hash_api_key("metrics-customer-key"),
-                key_prefix: "metric".into(),
-            },
-            "test",
-            0,
-        )
-        .await
-        .expect("customer");
-    store
-        .adjust_balance(
-            customer.id,
-            LedgerKind::Deposit,
-            Money::from_units(10_000_000),
-            "t",
-            "t",
-            0,
-        )
-        .await
-        .expect("deposit");
+    funded_customer(
+        store.as_ref(),
+        "m",
+        "metrics-customer-key",
+        Money::from_units(10_000_000),
+        "test",
+        0,
+    )
+    .await;
     let api = gateway.api_url();
     for form in [
         vec![("key", "metrics-customer-key"), ("action", "balance")],

@@ -2,22 +2,18 @@
 //! and the file watch re-read the file; an invalid file changes nothing and every problem is
 //! reported; a valid one changes prices without a restart.
 
+use std::future::Future;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use smm_panel_sim::{Sim, SimConfig};
 
-const TOKEN: &str = "reload-admin-token-0123456789";
+use crate::support::{GatewayProcess, free_port, temp_dir};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+const TOKEN: &str = "reload-admin-token-0123456789";
 
 struct Setup<'a> {
     port: u16,
@@ -70,35 +66,15 @@ fn rewrite(file: &Path, text: &str) {
     std::fs::write(file, text).expect("write config");
 }
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Running {
-    child: Child,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn wait_for<F: FnMut() -> Fut, Fut: Future<Output = bool>>(what: &str, check: F) {
+    crate::support::wait_for(what, Duration::from_secs(20), check).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_by_admin_api_sighup_and_file_watch() {
     let sim = Sim::spawn(SimConfig::demo()).await.expect("sim");
-    let dir = std::env::temp_dir().join(format!("smm-reload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let token = dir.join("admin-token");
     std::fs::write(&token, TOKEN).expect("token");
     let sim_url = sim.api_url();
@@ -112,18 +88,16 @@ async fn reload_by_admin_api_sighup_and_file_watch() {
     };
     let file = dir.join("gateway.toml");
     std::fs::write(&file, config(&setup, "30", "")).expect("config");
-    let log = std::fs::File::create(dir.join("gateway.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_smm-gateway"))
-        .args(["--config", file.to_str().expect("utf-8"), "serve"])
-        .env("SMM_RELOAD_ALPHA_KEY", smm_panel_sim::DEMO_KEY)
-        .env("SMM_GATEWAY_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,smm_server=debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start smm-gateway");
-    let gateway = Running { child };
-    let pid = gateway.child.id().to_string();
+    let gateway = GatewayProcess::start(
+        &file,
+        &dir.join("gateway.log"),
+        &[
+            ("SMM_RELOAD_ALPHA_KEY", smm_panel_sim::DEMO_KEY),
+            ("SMM_GATEWAY_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,smm_server=debug"),
+        ],
+    );
+    let pid = gateway.pid().to_string();
 
     let http = reqwest::Client::new();
     let admin = format!("http://127.0.0.1:{}", setup.admin_port);
@@ -335,7 +309,6 @@ async fn reload_by_admin_api_sighup_and_file_watch() {
     assert!(done["span"]["id"].as_str().is_some_and(|id| id.len() == 16));
     assert!(!log.contains(&key), "the API key is in the log");
     assert!(!log.contains(TOKEN), "the admin token is in the log");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn gateway_alive(pid: &str) -> bool {

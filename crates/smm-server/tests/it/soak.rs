@@ -27,8 +27,6 @@
 //! test suite) is short; `SOAK_FULL=1` sends 5,000 orders. The seed is printed; `SOAK_SEED=N`
 //! replays its schedule (orders, fault rotation, kill moments — thread timing still varies).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,12 +38,13 @@ use smm_panel_sim::{
     DEMO_KEY, Dialect, Fault, FaultRule, RecordedRequest, Sim, SimAccount, SimConfig, SimOrder,
     Timing,
 };
-use smm_store::{
-    CustomerId, ForwardState, LedgerKind, NewCustomer, Order, OrderFilter, Store, hash_api_key,
-    refund_due,
-};
+use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store, refund_due};
 use smm_wire::{Money, OrderStatus};
-use support::{GatewayProcess, TestDb, free_port, wait_for};
+
+use crate::support::{
+    Backend, GatewayProcess, TestDb, eventually, free_port, funded_customer, temp_dir, wait_for,
+    wire_status,
+};
 
 /// Every link (and every subscription's username) ends with the request's tag, `soak-N`, which
 /// ties a client's request, the local order and the upstream order together.
@@ -111,12 +110,12 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_soak_with_crashes_and_faults() {
-    soak("sqlite").await;
+    soak(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_soak_with_crashes_and_faults() {
-    soak("postgres").await;
+    soak(Backend::Postgres).await;
 }
 
 // ---- the run ---------------------------------------------------------------------------------
@@ -171,7 +170,7 @@ struct Load {
     start: Instant,
 }
 
-async fn soak(backend: &str) {
+async fn soak(backend: Backend) {
     let started = Instant::now();
     let size = size();
     let seed = seed();
@@ -193,10 +192,8 @@ async fn soak(backend: &str) {
     let beta = Sim::spawn(beta_config).await.expect("beta");
     let sims = [("alpha", alpha.sim.clone()), ("beta", beta.sim.clone())];
 
-    let dir =
-        std::env::temp_dir().join(format!("smm-soak-{backend}-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
     let port = free_port();
     let config = dir.join("gateway.toml");
     let log = dir.join("gateway.log");
@@ -218,24 +215,16 @@ async fn soak(backend: &str) {
     for i in 0..=size.customers {
         let poor = i == size.customers;
         let key = format!("soak-customer-key-{i:04}");
-        let customer = store
-            .create_customer(
-                NewCustomer {
-                    name: format!("soak {i}"),
-                    currency: "USD".into(),
-                    key_hash: hash_api_key(&key),
-                    key_prefix: key.chars().take(6).collect(),
-                },
-                "soak",
-                0,
-            )
-            .await
-            .expect("customer");
         let deposit = if poor { POOR } else { FUNDED };
-        store
-            .adjust_balance(customer.id, LedgerKind::Deposit, deposit, "soak", "soak", 0)
-            .await
-            .expect("deposit");
+        let customer = funded_customer(
+            store.as_ref(),
+            &format!("soak {i}"),
+            &key,
+            deposit,
+            "soak",
+            0,
+        )
+        .await;
         accounts.push(Account {
             id: customer.id,
             key,
@@ -276,7 +265,7 @@ async fn soak(backend: &str) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 // Then the first moment a request is in flight (or soon anyway).
-                let _ = wait_until(Duration::from_secs(2), || async {
+                let _ = eventually(Duration::from_secs(2), || async {
                     load.in_flight.load(Ordering::Relaxed) > 0
                 })
                 .await;
@@ -318,7 +307,7 @@ async fn soak(backend: &str) {
     for (_, sim) in &sims {
         sim.advance(Duration::from_secs(60 * 24 * 3600));
     }
-    let refunds_seen = wait_until(Duration::from_secs(20), || async {
+    let refunds_seen = eventually(Duration::from_secs(20), || async {
         ended_with_refund(&store).await > ended_before
     })
     .await;
@@ -417,6 +406,7 @@ async fn soak(backend: &str) {
         );
     }
     if !report.problems.is_empty() || !refunds_seen {
+        let dir = tmp.keep();
         panic!(
             "{} problem(s){}; gateway log kept in {}\n{summary}\n{}",
             report.problems.len(),
@@ -437,7 +427,6 @@ async fn soak(backend: &str) {
     }
     drop(store);
     drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The demo panel (one service of every type; 80 % Completed, 15 % Partial, 5 % Canceled),
@@ -550,22 +539,6 @@ async fn wait_ready(gateway: &mut GatewayProcess, http: &reqwest::Client, api: &
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Like [`wait_for`] but returns whether the condition held in time instead of failing.
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 /// A form POST to the v2 API: the JSON reply, or why there was none (connection refused or
@@ -977,19 +950,6 @@ fn upstream_by_tag(
         }
     }
     by_tag
-}
-
-fn wire_status(status: smm_panel_sim::OrderStatus) -> OrderStatus {
-    use smm_panel_sim::OrderStatus as Sim;
-    match status {
-        Sim::Pending => OrderStatus::Pending,
-        Sim::InProgress => OrderStatus::InProgress,
-        Sim::Completed => OrderStatus::Completed,
-        Sim::Partial => OrderStatus::Partial,
-        Sim::Canceled => OrderStatus::Canceled,
-        Sim::Active => OrderStatus::Active,
-        Sim::Expired => OrderStatus::Expired,
-    }
 }
 
 // ---- the invariants ---------------------------------------------------------------------------

@@ -1,0 +1,25 @@
+//! smm-server's integration tests: one test binary (`it`), one support module.
+//!
+//! Run one area with a filter on the module path, e.g.
+//! `cargo nextest run -p smm-server --test it e2e::` or `... --test it soak::`.
+//! PostgreSQL variants need `TEST_DATABASE_URL` (see [`support`]); `scripts/test.sh` provides
+//! one. Long variants stay opt-in by environment variable (`SOAK_FULL=1`, `HTTP_FUZZ_SECS`).
+//!
+//! Every test has its own temp dir, ports and database and sets environment variables only on
+//! the processes it starts, so the binary passes under nextest and plain `cargo test` alike.
+
+mod support;
+
+// One module per area; keep the list sorted.
+mod admin;
+mod cli;
+mod crash;
+mod deploy;
+mod e2e;
+mod http_fuzz;
+mod instances;
+mod reload;
+mod scaleout;
+mod security;
+mod soak;
+// (the repository-wide tidiness checks go here as `mod tidy;`)
