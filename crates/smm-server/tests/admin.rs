@@ -319,7 +319,7 @@ async fn openapi_document_matches_its_snapshot_and_the_router() {
             );
         }
     }
-    assert!(operations >= 24, "{operations} operations documented");
+    assert!(operations >= 27, "{operations} operations documented");
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
