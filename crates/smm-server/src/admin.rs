@@ -81,6 +81,13 @@ pub fn router(app: Arc<App>) -> Router {
                 "no such endpoint",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::MethodNotAllowed,
+                "the endpoint does not take this method",
+            )
+        })
         .with_state(app)
 }
 
@@ -129,6 +136,7 @@ pub enum ErrorCode {
     Unauthorized,
     AdminDisabled,
     NotFound,
+    MethodNotAllowed,
     InvalidRequest,
     Conflict,
     Unavailable,

@@ -515,6 +515,18 @@ async fn every_admin_route_refuses_malformed_requests_with_the_envelope_after_th
             }
         }
     }
+    // A method no route takes: the envelope too.
+    for path in document["paths"].as_object().expect("paths").keys() {
+        let response = http
+            .patch(admin_url(&gateway, &path.replace("{id}", "1")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("call");
+        assert_eq!(response.status(), 405, "PATCH {path}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "method_not_allowed", "PATCH {path}");
+    }
     // Every protected route was tried; the counts guard against a document that lost its
     // parameters or bodies.
     assert!(routes >= 25, "{routes} protected routes");
