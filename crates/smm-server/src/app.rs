@@ -114,7 +114,7 @@ impl Runtime {
 }
 
 /// What a successful reload changed.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     pub version: u64,
     /// Top-level sections whose values changed (`pricing`, `providers`, ...).

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use smm_store::{CustomerStatus, Store};
 
 use crate::config::{ConfigError, Settings};
-use crate::ops::{CustomerView, OpError, Ops, OrderSearch};
+use crate::ops::{AmbiguousOrderView, CustomerView, OpError, Ops, OrderSearch, PricingView};
 
 impl From<OpError> for String {
     fn from(error: OpError) -> String {
@@ -167,6 +167,28 @@ pub enum CustomerCommand {
     Suspend { id: i64 },
     /// Reactivate a suspended customer.
     Activate { id: i64 },
+    /// Show the customer's discount and custom rates.
+    Pricing { id: i64 },
+    /// Set the customer's discount: a percent off every service without a custom rate
+    /// (strictly between 0 and 100, e.g. 12.5), or remove it with --clear. Audited.
+    Discount {
+        id: i64,
+        #[arg(required_unless_present = "clear")]
+        percent: Option<String>,
+        #[arg(long, conflicts_with = "percent")]
+        clear: bool,
+    },
+    /// Set the customer's own rate for one service (per 1000, or per order for flat-priced
+    /// types, like the list rate), or remove it with --clear. Audited.
+    Rate {
+        id: i64,
+        /// The local service id, as in `services`.
+        service: i64,
+        #[arg(required_unless_present = "clear")]
+        rate: Option<String>,
+        #[arg(long, conflicts_with = "rate")]
+        clear: bool,
+    },
 }
 
 pub use crate::ops::{generate_api_key, key_prefix};
@@ -189,6 +211,16 @@ fn print_customer(c: &CustomerView) {
         "{}\t{}\t{}\t{} {}\tkey {}…",
         c.id, c.name, c.status, c.balance, c.currency, c.key_prefix
     );
+}
+
+fn print_pricing(pricing: &PricingView) {
+    match &pricing.discount {
+        Some(discount) => println!("customer {}\tdiscount {discount}%", pricing.customer),
+        None => println!("customer {}\tno discount", pricing.customer),
+    }
+    for rate in &pricing.rates {
+        println!("  service {}\trate {}", rate.service, rate.rate);
+    }
 }
 
 /// Runs a customers command (through [`crate::ops`], like the admin API), printing its result.
@@ -256,6 +288,15 @@ pub async fn customers(settings: &Settings, command: CustomerCommand) -> Result<
         }
         CustomerCommand::Activate { id } => {
             print_customer(&ops.set_status(id, CustomerStatus::Active).await?);
+        }
+        CustomerCommand::Pricing { id } => print_pricing(&ops.pricing(id).await?),
+        CustomerCommand::Discount { id, percent, .. } => {
+            print_pricing(&ops.set_discount(id, percent.as_deref()).await?);
+        }
+        CustomerCommand::Rate {
+            id, service, rate, ..
+        } => {
+            print_pricing(&ops.set_rate(id, service, rate.as_deref()).await?);
         }
     }
     Ok(())
@@ -349,6 +390,11 @@ pub async fn providers_check(settings: &Settings) -> Result<(), String> {
     }
 }
 
+/// An optional field for a person: `-` when absent.
+fn or_dash(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
+}
+
 /// Runs an orders command (through [`crate::ops`], like the admin API), printing its result.
 pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), String> {
     let store = open_store(settings).await?;
@@ -358,28 +404,27 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
         settings,
         actor: &actor,
     };
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     match command {
         OrderCommand::Ambiguous => {
             let orders = ops.ambiguous_orders().await?;
             if orders.is_empty() {
                 println!("no ambiguous orders");
             }
-            for o in orders {
+            for AmbiguousOrderView {
+                order: o,
+                age_seconds,
+            } in orders
+            {
                 println!(
                     "order {}\tcustomer {}\tage {} min\tprovider {}\tupstream service {}\tcharge {}\tlink {}\t{}",
-                    o["id"],
-                    o["customer"],
-                    o["age_seconds"].as_i64().unwrap_or(0) / 60,
-                    text(&o["provider"]),
-                    text(&o["upstream_service"]),
-                    text(&o["charge"]),
-                    text(&o["link"]),
-                    o["forward_error"].as_str().unwrap_or_default()
+                    o.id,
+                    o.customer,
+                    age_seconds / 60,
+                    or_dash(o.provider.as_deref()),
+                    or_dash(o.upstream_service.as_deref()),
+                    o.charge,
+                    or_dash(o.link.as_deref()),
+                    o.forward_error.as_deref().unwrap_or_default()
                 );
             }
         }
@@ -405,16 +450,16 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
             for o in orders {
                 println!(
                     "order {}\tcustomer {}\tservice {}\t{}\t{}\tcharge {} (refunded {})\tprovider {}\tupstream {}\tlink {}",
-                    o["id"],
-                    o["customer"],
-                    o["service"],
-                    text(&o["status"]),
-                    text(&o["forward_state"]),
-                    text(&o["charge"]),
-                    text(&o["refunded"]),
-                    text(&o["provider"]),
-                    text(&o["upstream_order"]),
-                    text(&o["link"]),
+                    o.id,
+                    o.customer,
+                    o.service,
+                    o.status,
+                    o.forward_state,
+                    o.charge,
+                    o.refunded,
+                    or_dash(o.provider.as_deref()),
+                    or_dash(o.upstream_order.as_deref()),
+                    or_dash(o.link.as_deref()),
                 );
             }
         }
@@ -423,20 +468,20 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
             let o = &detail.order;
             println!(
                 "order {}\tcustomer {}\tservice {} ({})\tstatus {}\tforwarding {}\tcharge {} (refunded {})",
-                o["id"],
-                o["customer"],
-                o["service"],
-                text(&o["type"]),
-                text(&o["status"]),
-                text(&o["forward_state"]),
-                text(&o["charge"]),
-                text(&o["refunded"]),
+                o.id,
+                o.customer,
+                o.service,
+                o.service_type,
+                o.status,
+                o.forward_state,
+                o.charge,
+                o.refunded,
             );
             println!(
                 "  upstream: provider {} service {} order {}",
-                text(&o["provider"]),
-                text(&o["upstream_service"]),
-                text(&o["upstream_order"]),
+                or_dash(o.provider.as_deref()),
+                or_dash(o.upstream_service.as_deref()),
+                or_dash(o.upstream_order.as_deref()),
             );
             for attempt in detail.attempts {
                 println!(

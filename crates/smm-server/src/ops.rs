@@ -3,16 +3,20 @@
 //!
 //! Every mutating operation names its actor (`cli:USER`, `admin:NAME`) and is audited by the
 //! store in the same transaction as the change, with the before and after values. Results are
-//! plain serialisable views: money as exact decimal strings (`"12.34000"`), never floats.
+//! typed views, shared by the CLI, the admin API and its OpenAPI document: money as exact
+//! decimal strings (`"12.34000"`), never floats.
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use smm_routing::{Catalog, CustomerPricing};
 use smm_store::{
     AuditEntry, Customer, CustomerId, CustomerStatus, ForwardAttempt, ForwardState, LedgerEntry,
-    LedgerKind, NewCustomer, Order, OrderFilter, OrderId, Store, StoreError, hash_api_key,
+    LedgerKind, NewCustomer, Order, OrderFilter, OrderId, ServiceId, Store, StoreError,
+    hash_api_key,
 };
 use smm_wire::{Money, OrderStatus};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::now_ms;
 use crate::config::Settings;
@@ -67,16 +71,19 @@ impl From<StoreError> for OpError {
 pub type OpResult<T> = Result<T, OpError>;
 
 /// A customer as the admin sees it. The key itself is never shown again after creation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CustomerView {
     pub id: i64,
     pub name: String,
-    pub status: &'static str,
+    /// `active` or `suspended`.
+    pub status: String,
     pub currency: String,
     pub key_prefix: String,
+    /// A decimal string.
     pub balance: String,
-    /// Percent off every price, as a decimal string.
+    /// Percent off every price without a custom rate, as a decimal string.
     pub discount: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
@@ -85,7 +92,7 @@ impl From<&Customer> for CustomerView {
         CustomerView {
             id: c.id.0,
             name: c.name.clone(),
-            status: c.status.as_str(),
+            status: c.status.as_str().to_owned(),
             currency: c.currency.clone(),
             key_prefix: c.key_prefix.clone(),
             balance: c.balance.to_string(),
@@ -96,16 +103,19 @@ impl From<&Customer> for CustomerView {
 }
 
 /// A customer with a freshly generated API key: the only time the key is shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WithKey {
     pub customer: CustomerView,
     pub api_key: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One ledger row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LedgerView {
     pub id: i64,
-    pub kind: &'static str,
+    /// `deposit`, `charge`, `refund` or `adjustment`.
+    pub kind: String,
+    /// Signed decimal string.
     pub amount: String,
     pub balance_after: String,
     pub order: Option<i64>,
@@ -118,7 +128,7 @@ impl From<&LedgerEntry> for LedgerView {
     fn from(e: &LedgerEntry) -> Self {
         LedgerView {
             id: e.id,
-            kind: e.kind.as_str(),
+            kind: e.kind.as_str().to_owned(),
             amount: e.amount.to_string(),
             balance_after: e.balance_after.to_string(),
             order: e.order_id.map(|o| o.0),
@@ -130,46 +140,147 @@ impl From<&LedgerEntry> for LedgerView {
 }
 
 /// An order with money as strings and its parameters decoded.
-pub fn order_view(o: &Order) -> Value {
-    json!({
-        "id": o.id.0,
-        "customer": o.customer_id.0,
-        "service": o.service_id.0,
-        "type": o.service_type,
-        "params": serde_json::from_str::<Value>(&o.params).unwrap_or(Value::String(o.params.clone())),
-        "link": o.link,
-        "quantity": o.quantity,
-        "units": o.units,
-        "charge": o.charge.to_string(),
-        "refunded": o.refunded.to_string(),
-        "status": o.status.as_str(),
-        "start_count": o.start_count,
-        "remains": o.remains,
-        "provider": o.provider,
-        "upstream_service": o.upstream_service,
-        "upstream_order": o.upstream_order_id,
-        "upstream_cost": o.upstream_cost.map(|c| c.to_string()),
-        "forward_state": o.forward_state.as_str(),
-        "forward_attempts": o.forward_attempts,
-        "forward_error": o.forward_error,
-        "idempotency_key": o.idempotency_key,
-        "created_at": o.created_at,
-        "forwarded_at": o.forwarded_at,
-        "next_poll_at": o.next_poll_at,
-        "updated_at": o.updated_at,
-    })
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    pub id: i64,
+    pub customer: i64,
+    pub service: i64,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// The order's parameters as given (decoded JSON; the raw text if it is not JSON).
+    pub params: Value,
+    pub link: Option<String>,
+    pub quantity: Option<u64>,
+    pub units: u64,
+    pub charge: String,
+    pub refunded: String,
+    /// `Pending`, `In progress`, `Processing`, `Completed`, `Partial`, `Canceled`, ...
+    pub status: String,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    pub provider: Option<String>,
+    pub upstream_service: Option<String>,
+    pub upstream_order: Option<String>,
+    /// In the provider's currency, exact.
+    pub upstream_cost: Option<String>,
+    /// `queued`, `sending`, `sent`, `ambiguous`, `rejected`.
+    pub forward_state: String,
+    pub forward_attempts: u32,
+    pub forward_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub forwarded_at: Option<i64>,
+    pub next_poll_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        OrderView {
+            id: o.id.0,
+            customer: o.customer_id.0,
+            service: o.service_id.0,
+            service_type: o.service_type.clone(),
+            params: serde_json::from_str::<Value>(&o.params)
+                .unwrap_or_else(|_| Value::String(o.params.clone())),
+            link: o.link.clone(),
+            quantity: o.quantity,
+            units: o.units,
+            charge: o.charge.to_string(),
+            refunded: o.refunded.to_string(),
+            status: o.status.as_str().to_owned(),
+            start_count: o.start_count,
+            remains: o.remains,
+            provider: o.provider.clone(),
+            upstream_service: o.upstream_service.clone(),
+            upstream_order: o.upstream_order_id.clone(),
+            upstream_cost: o.upstream_cost.map(|c| c.to_string()),
+            forward_state: o.forward_state.as_str().to_owned(),
+            forward_attempts: o.forward_attempts,
+            forward_error: o.forward_error.clone(),
+            idempotency_key: o.idempotency_key.clone(),
+            created_at: o.created_at,
+            forwarded_at: o.forwarded_at,
+            next_poll_at: o.next_poll_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+/// An ambiguous order on the admin's work list: the order and how long it has waited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AmbiguousOrderView {
+    #[serde(flatten)]
+    pub order: OrderView,
+    pub age_seconds: i64,
+}
+
+/// One forwarding attempt of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub order_id: i64,
+    pub provider: String,
+    pub upstream_service: String,
+    /// `pending` while the call is in flight, then `sent`, `rejected`, `not_sent`, `ambiguous`.
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl From<&ForwardAttempt> for AttemptView {
+    fn from(a: &ForwardAttempt) -> Self {
+        AttemptView {
+            order_id: a.order_id.0,
+            provider: a.provider.clone(),
+            upstream_service: a.upstream_service.clone(),
+            outcome: a.outcome.clone(),
+            detail: a.detail.clone(),
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+        }
+    }
 }
 
 /// One order with its upstream history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OrderDetail {
-    pub order: Value,
-    pub attempts: Vec<ForwardAttempt>,
+    pub order: OrderView,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One audited admin action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// The value before, as JSON text.
+    pub before: Option<String>,
+    /// The value after, as JSON text.
+    pub after: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<&AuditEntry> for AuditView {
+    fn from(a: &AuditEntry) -> Self {
+        AuditView {
+            id: a.id,
+            actor: a.actor.clone(),
+            action: a.action.clone(),
+            target: a.target.clone(),
+            before: a.before.clone(),
+            after: a.after.clone(),
+            created_at: a.created_at,
+        }
+    }
 }
 
 /// Search criteria for [`Ops::search_orders`], as strings from a query or the command line.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrderSearch {
     pub customer: Option<i64>,
     /// `Pending`, `In progress`, `Processing`, `Completed`, `Partial`, `Canceled`, `Refunded`.
@@ -185,7 +296,7 @@ pub struct OrderSearch {
 }
 
 /// One line of a customer's price list preview.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PriceLine {
     pub service: u64,
     pub name: String,
@@ -202,6 +313,41 @@ pub struct PriceLine {
     pub upstream_service: Option<String>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+}
+
+/// A custom rate: what the customer pays for one service instead of its list rate (still at
+/// least the service's cost unless its markup allows selling below cost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RateView {
+    pub service: i64,
+    /// Per 1000 (or per order for flat-priced types), a decimal string.
+    pub rate: String,
+}
+
+/// A customer's own price rules: a discount on every service, and custom rates that replace
+/// the price of single services (a custom rate wins over the discount).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PricingView {
+    pub customer: i64,
+    /// Percent off, a decimal string strictly between 0 and 100; `null` for none.
+    pub discount: Option<String>,
+    /// Ordered by service.
+    pub rates: Vec<RateView>,
+}
+
+/// A positive decimal string with at most 5 decimals (no exponent, no float).
+fn positive_decimal(field: &str, text: &str) -> OpResult<Decimal> {
+    let exact: Money = text
+        .trim()
+        .parse()
+        .map_err(|e| OpError::Invalid(format!("{field}: {e}")))?;
+    if exact <= Money::ZERO {
+        return Err(OpError::Invalid(format!("{field} must be positive")));
+    }
+    text.trim()
+        .parse::<Decimal>()
+        .map(|d| d.normalize())
+        .map_err(|e| OpError::Invalid(format!("{field}: {e}")))
 }
 
 /// The admin operations over one store, on behalf of one actor.
@@ -340,7 +486,7 @@ impl Ops<'_> {
     }
 
     /// Orders matching every given criterion, newest first.
-    pub async fn search_orders(&self, search: &OrderSearch) -> OpResult<Vec<Value>> {
+    pub async fn search_orders(&self, search: &OrderSearch) -> OpResult<Vec<OrderView>> {
         let forward_state = match search.forward_state.as_deref() {
             None => None,
             Some(text) => Some(ForwardState::parse(text).ok_or_else(|| {
@@ -372,11 +518,11 @@ impl Ops<'_> {
                 limit: search.limit.unwrap_or(100).clamp(1, 1000),
             })
             .await?;
-        Ok(orders.iter().map(order_view).collect())
+        Ok(orders.iter().map(OrderView::from).collect())
     }
 
     /// Ambiguous orders, oldest first: the admin's work list.
-    pub async fn ambiguous_orders(&self) -> OpResult<Vec<Value>> {
+    pub async fn ambiguous_orders(&self) -> OpResult<Vec<AmbiguousOrderView>> {
         let mut orders = self
             .store
             .list_orders(&OrderFilter {
@@ -389,10 +535,9 @@ impl Ops<'_> {
         let now = now_ms();
         Ok(orders
             .iter()
-            .map(|o| {
-                let mut view = order_view(o);
-                view["age_seconds"] = json!((now - o.created_at).max(0) / 1000);
-                view
+            .map(|o| AmbiguousOrderView {
+                order: o.into(),
+                age_seconds: (now - o.created_at).max(0) / 1000,
             })
             .collect())
     }
@@ -401,13 +546,13 @@ impl Ops<'_> {
         let order = self.store.order(OrderId(id)).await?;
         let attempts = self.store.attempts(order.id).await?;
         Ok(OrderDetail {
-            order: order_view(&order),
-            attempts,
+            order: (&order).into(),
+            attempts: attempts.iter().map(AttemptView::from).collect(),
         })
     }
 
     /// An ambiguous order was found upstream: attach its upstream id; it is polled from now on.
-    pub async fn attach(&self, id: i64, provider: &str, upstream: &str) -> OpResult<Value> {
+    pub async fn attach(&self, id: i64, provider: &str, upstream: &str) -> OpResult<OrderView> {
         if self.settings.provider(provider).is_none() {
             return Err(OpError::Invalid(format!(
                 "no provider named {provider:?} in the configuration"
@@ -423,7 +568,7 @@ impl Ops<'_> {
             .store
             .attach_upstream_order(OrderId(id), provider, upstream, self.actor, now_ms())
             .await?;
-        Ok(order_view(&order))
+        Ok((&order).into())
     }
 
     /// An ambiguous order is not upstream (or is given up): canceled with a full refund.
@@ -441,8 +586,105 @@ impl Ops<'_> {
     }
 
     /// The audit log, newest first.
-    pub async fn audit(&self, limit: u32) -> OpResult<Vec<AuditEntry>> {
-        Ok(self.store.audit_log(limit.clamp(1, 1000)).await?)
+    pub async fn audit(&self, limit: u32) -> OpResult<Vec<AuditView>> {
+        Ok(self
+            .store
+            .audit_log(limit.clamp(1, 1000))
+            .await?
+            .iter()
+            .map(AuditView::from)
+            .collect())
+    }
+
+    /// The customer's discount and custom rates.
+    pub async fn pricing(&self, id: i64) -> OpResult<PricingView> {
+        let customer = self.store.customer(CustomerId(id)).await?;
+        self.pricing_of(&customer).await
+    }
+
+    async fn pricing_of(&self, customer: &Customer) -> OpResult<PricingView> {
+        let mut rates: Vec<RateView> = self
+            .store
+            .customer_rates(customer.id)
+            .await?
+            .into_iter()
+            .map(|(service, rate)| RateView {
+                service: service.0,
+                rate: rate.to_string(),
+            })
+            .collect();
+        rates.sort_by_key(|r| r.service);
+        Ok(PricingView {
+            customer: customer.id.0,
+            discount: customer.discount.map(|d| d.to_string()),
+            rates,
+        })
+    }
+
+    /// Sets the customer's discount (a percent strictly between 0 and 100, as a decimal string
+    /// with at most 5 decimals) or, with `None`, removes it. Audited. A running gateway applies
+    /// it at once when set through the admin API, within the key cache's lifetime otherwise.
+    pub async fn set_discount(&self, id: i64, discount: Option<&str>) -> OpResult<PricingView> {
+        let discount = match discount {
+            None => None,
+            Some(text) => {
+                let d = positive_decimal("discount", text)?;
+                if d >= Decimal::ONE_HUNDRED {
+                    return Err(OpError::Invalid(format!(
+                        "discount is a percent strictly between 0 and 100, not {d}"
+                    )));
+                }
+                Some(d)
+            }
+        };
+        let customer = self
+            .store
+            .set_discount(CustomerId(id), discount, self.actor, now_ms())
+            .await?;
+        self.pricing_of(&customer).await
+    }
+
+    /// Sets the customer's own rate for one service (a positive decimal string with at most 5
+    /// decimals, per 1000 or per order like the list rate) or, with `None`, removes it. The
+    /// service must be a configured or exposed one; a rate can be removed for any. Audited.
+    pub async fn set_rate(
+        &self,
+        id: i64,
+        service: i64,
+        rate: Option<&str>,
+    ) -> OpResult<PricingView> {
+        let rate = rate
+            .map(|text| positive_decimal("rate", text))
+            .transpose()?;
+        if service < 1 {
+            return Err(OpError::Invalid(format!(
+                "service must be a positive id, not {service}"
+            )));
+        }
+        let customer = self.store.customer(CustomerId(id)).await?;
+        if rate.is_some() && !self.known_service(service).await? {
+            return Err(OpError::NotFound(format!(
+                "no service {service} is configured or exposed"
+            )));
+        }
+        self.store
+            .set_customer_rate(customer.id, ServiceId(service), rate, self.actor, now_ms())
+            .await?;
+        self.pricing_of(&customer).await
+    }
+
+    /// A local service id of the configuration or assigned to an exposed upstream service.
+    async fn known_service(&self, service: i64) -> OpResult<bool> {
+        if u64::try_from(service).is_ok_and(|id| self.settings.services.iter().any(|s| s.id == id))
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .service_ids()
+            .await?
+            .iter()
+            .any(|(id, _, _)| id.0 == service))
     }
 
     /// What `customer` sees in `services` (and what is disabled, and why), with costs.

@@ -341,3 +341,98 @@ async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
             .any(|a| a.action == "order.cancel_ambiguous" && a.actor.starts_with("cli:"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_prices_are_set_shown_refused_and_cleared_from_the_cli() {
+    let tmp = temp_dir();
+    let dir = tmp.path();
+    let url = format!("sqlite://{}/cli.db", dir.display());
+    let file = dir.join("gw.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[database]\nurl = \"{url}\"\n\n[[providers]]\nname = \"alpha\"\nurl = \"https://alpha.example/api/v2\"\nkey_env = \"SMM_TEST_ALPHA_KEY\"\n\n[[services]]\nid = 1\nroutes = [{{ provider = \"alpha\", service = \"1\" }}]\n"
+        ),
+    )
+    .expect("config");
+    let config = file.to_str().expect("utf-8");
+    let env = [("SMM_TEST_ALPHA_KEY", "k")];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config, "customers"];
+        all.extend_from_slice(args);
+        gateway(dir, &all, &env)
+    };
+    let created = run(&["create", "--name", "Priced"]);
+    assert!(created.status.success(), "{}", text(&created));
+
+    let discount = run(&["discount", "1", "12.5"]);
+    assert!(discount.status.success(), "{}", text(&discount));
+    assert!(
+        text(&discount).contains("discount 12.5%"),
+        "{}",
+        text(&discount)
+    );
+    let rate = run(&["rate", "1", "1", "0.4321"]);
+    assert!(rate.status.success(), "{}", text(&rate));
+    assert!(
+        text(&rate).contains("service 1\trate 0.4321"),
+        "{}",
+        text(&rate)
+    );
+    // Refused, and nothing changes: out of range, not a decimal, too precise, an unknown
+    // service, an unknown customer, neither a value nor --clear, both.
+    for args in [
+        &["discount", "1", "100"][..],
+        &["discount", "1", "0"],
+        &["discount", "1", "ten"],
+        &["discount", "1", "1e1"],
+        &["rate", "1", "1", "-1"],
+        &["rate", "1", "1", "0.000001"],
+        &["rate", "1", "2", "1"],
+        &["rate", "9", "1", "1"],
+        &["discount", "1"],
+        &["rate", "1", "1"],
+        &["rate", "1", "1", "1", "--clear"],
+    ] {
+        let refused = run(args);
+        assert!(!refused.status.success(), "{args:?}: {}", text(&refused));
+    }
+    let shown = text(&run(&["pricing", "1"]));
+    assert!(
+        shown.contains("discount 12.5%") && shown.contains("service 1\trate 0.4321"),
+        "{shown}"
+    );
+
+    let cleared = run(&["rate", "1", "1", "--clear"]);
+    assert!(cleared.status.success(), "{}", text(&cleared));
+    let cleared = run(&["discount", "1", "--clear"]);
+    assert!(
+        text(&cleared).contains("no discount") && !text(&cleared).contains("rate"),
+        "{}",
+        text(&cleared)
+    );
+
+    let store = smm_store::connect(&url).await.expect("store");
+    let customer = store
+        .customer(smm_store::CustomerId(1))
+        .await
+        .expect("customer");
+    assert_eq!(customer.discount, None);
+    assert!(
+        store
+            .customer_rates(customer.id)
+            .await
+            .expect("rates")
+            .is_empty()
+    );
+    let audit = store.audit_log(20).await.expect("audit");
+    let count = |action: &str| {
+        audit
+            .iter()
+            .filter(|a| a.action == action && a.actor.starts_with("cli:"))
+            .count()
+    };
+    assert_eq!(count("customer.discount"), 2, "{audit:?}");
+    assert_eq!(count("customer.rate"), 2, "{audit:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
