@@ -23,7 +23,7 @@ pub struct ProviderClient {
 struct Inner {
     config: ProviderConfig,
     http: reqwest::Client,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 /// The result of a many-id call: per-item results for the ids the upstream answered about,
@@ -72,11 +72,11 @@ impl ProviderClient {
             });
         }
         let limiter = match config.rate_limit {
-            Some(limit) => Some(
-                RateLimiter::new(limit).ok_or_else(|| BuildError::RateLimit {
+            Some(limit) => Some(RateLimiter::new(limit).map(Arc::new).ok_or_else(|| {
+                BuildError::RateLimit {
                     name: config.name.clone(),
-                })?,
-            ),
+                }
+            })?),
             None => None,
         };
         let http = reqwest::Client::builder()
@@ -98,6 +98,39 @@ impl ProviderClient {
                 limiter,
             }),
         })
+    }
+
+    /// This client with `previous`'s rate limiter when both enforce the same limit, so that a
+    /// rebuilt client (a configuration reload) keeps the schedule instead of starting with a
+    /// fresh burst. Otherwise unchanged.
+    #[must_use]
+    pub fn sharing_rate_limit(self, previous: &ProviderClient) -> ProviderClient {
+        let Some(kept) = previous
+            .inner
+            .limiter
+            .as_ref()
+            .filter(|old| Some(old.limit()) == self.inner.config.rate_limit)
+        else {
+            return self;
+        };
+        let inner = Inner {
+            config: self.inner.config.clone(),
+            http: self.inner.http.clone(),
+            limiter: Some(kept.clone()),
+        };
+        ProviderClient {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Waits until the provider's rate limit allows one more call and takes that call's slot;
+    /// returns at once without a limit. Every HTTP exchange this client makes (retries
+    /// included) waits here first. Callers may wait here too, to do the waiting apart from the
+    /// call; the slot taken here is then one more than the call's own.
+    pub async fn ready(&self) {
+        if let Some(limiter) = &self.inner.limiter {
+            limiter.acquire().await;
+        }
     }
 
     /// The provider's configured name.
@@ -332,9 +365,7 @@ impl ProviderClient {
         params: &[(&'static str, String)],
         parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
     ) -> Result<T, ProviderError> {
-        if let Some(limiter) = &self.inner.limiter {
-            limiter.acquire().await;
-        }
+        self.ready().await;
         let response = self
             .request(action, params)
             .send()

@@ -72,6 +72,12 @@ impl Runtime {
                     continue;
                 }
             };
+            // A rebuilt client keeps its predecessor's rate-limit schedule when the limit is
+            // unchanged: a reload does not hand the provider a fresh burst.
+            let client = match previous.and_then(|r| r.providers.get(&p.name)) {
+                Some(old) => client.sharing_rate_limit(&old.client),
+                None => client,
+            };
             let cooldown = Duration::from_secs(p.cooldown_secs);
             let kept_health = previous
                 .and_then(|r| Some((r.providers.get(&p.name)?, r.settings.provider(&p.name)?)))
