@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod forwarder;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod reconciler;
