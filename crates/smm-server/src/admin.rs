@@ -5,7 +5,6 @@
 //! endpoint answers 503, so a forgotten token never means an open door. Tokens are compared in
 //! constant time.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,11 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use smm_store::{CustomerStatus, ForwardState};
+use smm_store::CustomerStatus;
 
-use crate::app::{App, now_ms, redacted_sections};
+use crate::app::{App, redacted_sections};
 use crate::config::{ConfigError, Settings};
-use crate::metrics::label_text;
 use crate::ops::{OpError, Ops, OrderSearch};
 
 pub fn router(app: Arc<App>) -> Router {
@@ -192,68 +190,11 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(denied) = authorize(&app, &headers) {
         return denied;
     }
-    let mut out = String::new();
-    app.metrics.render(&mut out);
-    if let Ok(counts) = app.store.count_by_forward_state().await {
-        let _ = writeln!(out, "# TYPE smm_orders gauge");
-        for (state, n) in &counts {
-            let labels = vec![("forward_state", state.as_str().to_owned())];
-            let _ = writeln!(out, "smm_orders{} {n}", label_text(&labels, None));
-        }
-        let ambiguous = counts
-            .iter()
-            .find(|(s, _)| *s == ForwardState::Ambiguous)
-            .map_or(0, |(_, n)| *n);
-        let _ = writeln!(
-            out,
-            "# TYPE smm_ambiguous_orders gauge\nsmm_ambiguous_orders {ambiguous}"
-        );
-    }
-    if let Ok(counts) = app.store.count_by_status().await {
-        let _ = writeln!(out, "# TYPE smm_orders_by_status gauge");
-        for (status, n) in &counts {
-            let labels = vec![("status", status.clone())];
-            let _ = writeln!(out, "smm_orders_by_status{} {n}", label_text(&labels, None));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE smm_catalog_services gauge\nsmm_catalog_services {}",
-        app.catalog().enabled().count()
-    );
-    let now = now_ms();
-    for (family, help) in [
-        ("smm_provider_available", "gauge"),
-        ("smm_provider_cooling_down", "gauge"),
-        ("smm_provider_out_of_funds", "gauge"),
-        ("smm_provider_sync_age_seconds", "gauge"),
-        ("smm_provider_balance", "gauge"),
-    ] {
-        let _ = writeln!(out, "# TYPE {family} {help}");
-        let runtime = app.runtime();
-        for (name, provider) in &runtime.providers {
-            let labels = vec![("provider", name.clone())];
-            let health = provider.health.view();
-            let value = match family {
-                "smm_provider_available" => u8::from(app.provider_available(name)).to_string(),
-                "smm_provider_cooling_down" => u8::from(health.cooling_down).to_string(),
-                "smm_provider_out_of_funds" => u8::from(health.out_of_funds).to_string(),
-                "smm_provider_sync_age_seconds" => match app.last_sync(name) {
-                    Some(at) => ((now - at).max(0) / 1000).to_string(),
-                    None => continue,
-                },
-                _ => match app.last_balance(name) {
-                    Some(balance) => balance.to_string(),
-                    None => continue,
-                },
-            };
-            let _ = writeln!(out, "{family}{} {value}", label_text(&labels, None));
-        }
-    }
+    let out = crate::metrics::render(&app).await;
     (
         [(
             CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
         out,
     )
@@ -496,10 +437,7 @@ async fn cancel_ambiguous(
         let axum::Json(body) = accepted!(body);
         let result = ops.cancel_ambiguous(id, &body.reason).await;
         if result.is_ok() {
-            app.metrics.inc(
-                "smm_refunds_total",
-                vec![("reason", "ambiguous_canceled".to_owned())],
-            );
+            app.metrics.refund("ambiguous_canceled");
         }
         reply(result.map(|refund| json!({ "order": id, "refunded": refund })))
     })

@@ -389,11 +389,7 @@ impl App {
     }
 
     fn count_reload(&self, outcome: &'static str) {
-        self.metrics.add(
-            "smm_config_reloads_total",
-            vec![("outcome", outcome.to_owned())],
-            1,
-        );
+        self.metrics.config_reload(outcome);
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -512,11 +508,8 @@ impl App {
                 .cloned();
             if let Some(previous) = previous {
                 let changes = self.price_changes(&name, &previous, &services);
-                self.metrics.add(
-                    "smm_price_change_alerts_total",
-                    vec![("provider", name.clone())],
-                    changes.len() as u64,
-                );
+                self.metrics
+                    .price_change_alerts(&name, changes.len() as u64);
                 messages.extend(changes);
             }
             self.last_sync
