@@ -26,6 +26,14 @@ struct Inner {
     limiter: Option<Arc<RateLimiter>>,
 }
 
+/// One call's slot under a provider's rate limit, taken by [`ProviderClient::ready`] and spent
+/// by the call made with it.
+#[derive(Debug)]
+#[must_use = "the slot is spent by the call made with it (`add_ready`)"]
+pub struct Ready {
+    _slot: (),
+}
+
 /// The result of a many-id call: per-item results for the ids the upstream answered about,
 /// the ids it did not mention, and the chunks that failed as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +131,16 @@ impl ProviderClient {
         }
     }
 
-    /// Waits until the provider's rate limit allows one more call and takes that call's slot;
-    /// returns at once without a limit. Every HTTP exchange this client makes (retries
-    /// included) waits here first. Callers may wait here too, to do the waiting apart from the
-    /// call; the slot taken here is then one more than the call's own.
-    pub async fn ready(&self) {
+    /// Waits until the provider's rate limit allows one more call and takes that call's slot
+    /// (at once without a limit). Every HTTP exchange this client makes waits here first,
+    /// retries included; a caller that must do the waiting apart from the call (before it
+    /// records that the call is about to leave) waits here itself and spends the slot with
+    /// [`add_ready`](Self::add_ready).
+    pub async fn ready(&self) -> Ready {
         if let Some(limiter) = &self.inner.limiter {
             limiter.acquire().await;
         }
+        Ready { _slot: () }
     }
 
     /// The provider's configured name.
@@ -154,9 +164,21 @@ impl ProviderClient {
         service: &UpstreamId,
         order: &OrderRequest,
     ) -> Result<UpstreamId, ProviderError> {
+        let ready = self.ready().await;
+        self.add_ready(ready, service, order).await
+    }
+
+    /// [`add`](Self::add) in a slot already taken with [`ready`](Self::ready) on this client:
+    /// the request leaves at once. Sent exactly once.
+    pub async fn add_ready(
+        &self,
+        ready: Ready,
+        service: &UpstreamId,
+        order: &OrderRequest,
+    ) -> Result<UpstreamId, ProviderError> {
         let mut params = vec![("service", service.as_str().to_owned())];
         params.extend(order.upstream_params());
-        self.call("add", params, Call::Write, upstream::parse_add)
+        self.call_in("add", params, Call::Write, upstream::parse_add, Some(ready))
             .await
     }
 
@@ -307,6 +329,18 @@ impl ProviderClient {
         call: Call,
         parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
     ) -> Result<T, ProviderError> {
+        self.call_in(action, params, call, parse, None).await
+    }
+
+    /// [`call`](Self::call), its first attempt in `ready` when given.
+    async fn call_in<T>(
+        &self,
+        action: &'static str,
+        params: Vec<(&'static str, String)>,
+        call: Call,
+        parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
+        mut ready: Option<Ready>,
+    ) -> Result<T, ProviderError> {
         let policy = self.inner.config.retry;
         let attempts = match call {
             Call::Read => policy.max_attempts.max(1),
@@ -324,7 +358,7 @@ impl ProviderClient {
             );
             let started = Instant::now();
             let result = self
-                .attempt(action, &params, &parse)
+                .attempt(ready.take(), action, &params, &parse)
                 .instrument(span.clone())
                 .await;
             let latency_ms = started.elapsed().as_millis();
@@ -358,14 +392,18 @@ impl ProviderClient {
         }
     }
 
-    /// One HTTP exchange, classified.
+    /// One HTTP exchange in its rate-limit slot (taken now unless given), classified.
     async fn attempt<T>(
         &self,
+        ready: Option<Ready>,
         action: &'static str,
         params: &[(&'static str, String)],
         parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
     ) -> Result<T, ProviderError> {
-        self.ready().await;
+        let _slot = match ready {
+            Some(ready) => ready,
+            None => self.ready().await,
+        };
         let response = self
             .request(action, params)
             .send()
