@@ -23,7 +23,15 @@ pub struct ProviderClient {
 struct Inner {
     config: ProviderConfig,
     http: reqwest::Client,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+/// One call's slot under a provider's rate limit, taken by [`ProviderClient::ready`] and spent
+/// by the call made with it.
+#[derive(Debug)]
+#[must_use = "the slot is spent by the call made with it (`add_ready`)"]
+pub struct Ready {
+    _slot: (),
 }
 
 /// The result of a many-id call: per-item results for the ids the upstream answered about,
@@ -72,11 +80,11 @@ impl ProviderClient {
             });
         }
         let limiter = match config.rate_limit {
-            Some(limit) => Some(
-                RateLimiter::new(limit).ok_or_else(|| BuildError::RateLimit {
+            Some(limit) => Some(RateLimiter::new(limit).map(Arc::new).ok_or_else(|| {
+                BuildError::RateLimit {
                     name: config.name.clone(),
-                })?,
-            ),
+                }
+            })?),
             None => None,
         };
         let http = reqwest::Client::builder()
@@ -100,6 +108,41 @@ impl ProviderClient {
         })
     }
 
+    /// This client with `previous`'s rate limiter when both enforce the same limit, so that a
+    /// rebuilt client (a configuration reload) keeps the schedule instead of starting with a
+    /// fresh burst. Otherwise unchanged.
+    #[must_use]
+    pub fn sharing_rate_limit(self, previous: &ProviderClient) -> ProviderClient {
+        let Some(kept) = previous
+            .inner
+            .limiter
+            .as_ref()
+            .filter(|old| Some(old.limit()) == self.inner.config.rate_limit)
+        else {
+            return self;
+        };
+        let inner = Inner {
+            config: self.inner.config.clone(),
+            http: self.inner.http.clone(),
+            limiter: Some(kept.clone()),
+        };
+        ProviderClient {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Waits until the provider's rate limit allows one more call and takes that call's slot
+    /// (at once without a limit). Every HTTP exchange this client makes waits here first,
+    /// retries included; a caller that must do the waiting apart from the call (before it
+    /// records that the call is about to leave) waits here itself and spends the slot with
+    /// [`add_ready`](Self::add_ready).
+    pub async fn ready(&self) -> Ready {
+        if let Some(limiter) = &self.inner.limiter {
+            limiter.acquire().await;
+        }
+        Ready { _slot: () }
+    }
+
     /// The provider's configured name.
     pub fn name(&self) -> &str {
         &self.inner.config.name
@@ -121,9 +164,21 @@ impl ProviderClient {
         service: &UpstreamId,
         order: &OrderRequest,
     ) -> Result<UpstreamId, ProviderError> {
+        let ready = self.ready().await;
+        self.add_ready(ready, service, order).await
+    }
+
+    /// [`add`](Self::add) in a slot already taken with [`ready`](Self::ready) on this client:
+    /// the request leaves at once. Sent exactly once.
+    pub async fn add_ready(
+        &self,
+        ready: Ready,
+        service: &UpstreamId,
+        order: &OrderRequest,
+    ) -> Result<UpstreamId, ProviderError> {
         let mut params = vec![("service", service.as_str().to_owned())];
         params.extend(order.upstream_params());
-        self.call("add", params, Call::Write, upstream::parse_add)
+        self.call_in("add", params, Call::Write, upstream::parse_add, Some(ready))
             .await
     }
 
@@ -274,6 +329,18 @@ impl ProviderClient {
         call: Call,
         parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
     ) -> Result<T, ProviderError> {
+        self.call_in(action, params, call, parse, None).await
+    }
+
+    /// [`call`](Self::call), its first attempt in `ready` when given.
+    async fn call_in<T>(
+        &self,
+        action: &'static str,
+        params: Vec<(&'static str, String)>,
+        call: Call,
+        parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
+        mut ready: Option<Ready>,
+    ) -> Result<T, ProviderError> {
         let policy = self.inner.config.retry;
         let attempts = match call {
             Call::Read => policy.max_attempts.max(1),
@@ -291,7 +358,7 @@ impl ProviderClient {
             );
             let started = Instant::now();
             let result = self
-                .attempt(action, &params, &parse)
+                .attempt(ready.take(), action, &params, &parse)
                 .instrument(span.clone())
                 .await;
             let latency_ms = started.elapsed().as_millis();
@@ -325,16 +392,18 @@ impl ProviderClient {
         }
     }
 
-    /// One HTTP exchange, classified.
+    /// One HTTP exchange in its rate-limit slot (taken now unless given), classified.
     async fn attempt<T>(
         &self,
+        ready: Option<Ready>,
         action: &'static str,
         params: &[(&'static str, String)],
         parse: impl Fn(&[u8]) -> Result<T, ReplyError>,
     ) -> Result<T, ProviderError> {
-        if let Some(limiter) = &self.inner.limiter {
-            limiter.acquire().await;
-        }
+        let _slot = match ready {
+            Some(ready) => ready,
+            None => self.ready().await,
+        };
         let response = self
             .request(action, params)
             .send()

@@ -38,6 +38,6 @@ mod config;
 mod error;
 mod rate;
 
-pub use client::{BatchOutcome, ChunkFailure, ProviderClient};
+pub use client::{BatchOutcome, ChunkFailure, ProviderClient, Ready};
 pub use config::{ProviderConfig, RateLimit, RequestFormat, RetryPolicy, SecretKey};
 pub use error::{BuildError, ProviderError};

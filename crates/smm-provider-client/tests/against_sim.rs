@@ -704,6 +704,33 @@ async fn rate_limit_spaces_calls() {
 }
 
 #[tokio::test]
+async fn an_add_in_a_slot_taken_with_ready_does_not_wait_again() {
+    let sim = sim().await;
+    let mut config = config(&sim);
+    config.rate_limit = Some(RateLimit {
+        requests: 2,
+        per: Duration::from_secs(1),
+        burst: 1,
+    });
+    let client = ProviderClient::new(config).expect("client");
+    // `service_of` spends the only slot of the burst: the next one is 500 ms away.
+    let (service, min) = service_of(&client, ServiceType::Default).await;
+    let ready = client.ready().await;
+    let sent = std::time::Instant::now();
+    client
+        .add_ready(ready, &service, &default_order(min))
+        .await
+        .expect("add");
+    // Another wait for a slot of its own would have taken 500 ms.
+    assert!(
+        sent.elapsed() < Duration::from_millis(250),
+        "the add left in its slot, not after another wait: {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(requests_for(&sim, "add"), 1);
+}
+
+#[tokio::test]
 async fn the_key_never_prints() {
     let sim = sim().await;
     let config = config(&sim);

@@ -13,7 +13,6 @@
 //! The route table and the OpenAPI document come from the same `#[utoipa::path]` attributes
 //! (`utoipa-axum`'s `routes!`), so they cannot drift apart.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
 use axum::Json;
@@ -26,15 +25,14 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use smm_store::{CustomerStatus, ForwardState, Store};
+use smm_store::{CustomerStatus, Store};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{App, ReloadReport, now_ms, redacted_sections};
+use crate::app::{App, ReloadReport, redacted_sections};
 use crate::config::{ConfigError, Settings};
-use crate::metrics::label_text;
 use crate::ops::{
     AmbiguousOrderView, AuditView, CustomerView, LedgerView, OpError, Ops, OrderDetail,
     OrderSearch, OrderView, PriceLine, PricingView, WithKey,
@@ -569,74 +567,17 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Readiness>) {
     get,
     path = "/metrics",
     responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String, content_type = "application/openmetrics-text"),
         (status = "default", description = "error", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 async fn metrics(_: AdminAuth, State(app): State<Arc<App>>) -> Response {
-    let mut out = String::new();
-    app.metrics.render(&mut out);
-    if let Ok(counts) = app.store.count_by_forward_state().await {
-        let _ = writeln!(out, "# TYPE smm_orders gauge");
-        for (state, n) in &counts {
-            let labels = vec![("forward_state", state.as_str().to_owned())];
-            let _ = writeln!(out, "smm_orders{} {n}", label_text(&labels, None));
-        }
-        let ambiguous = counts
-            .iter()
-            .find(|(s, _)| *s == ForwardState::Ambiguous)
-            .map_or(0, |(_, n)| *n);
-        let _ = writeln!(
-            out,
-            "# TYPE smm_ambiguous_orders gauge\nsmm_ambiguous_orders {ambiguous}"
-        );
-    }
-    if let Ok(counts) = app.store.count_by_status().await {
-        let _ = writeln!(out, "# TYPE smm_orders_by_status gauge");
-        for (status, n) in &counts {
-            let labels = vec![("status", status.clone())];
-            let _ = writeln!(out, "smm_orders_by_status{} {n}", label_text(&labels, None));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE smm_catalog_services gauge\nsmm_catalog_services {}",
-        app.catalog().enabled().count()
-    );
-    let now = now_ms();
-    for (family, help) in [
-        ("smm_provider_available", "gauge"),
-        ("smm_provider_cooling_down", "gauge"),
-        ("smm_provider_out_of_funds", "gauge"),
-        ("smm_provider_sync_age_seconds", "gauge"),
-        ("smm_provider_balance", "gauge"),
-    ] {
-        let _ = writeln!(out, "# TYPE {family} {help}");
-        let runtime = app.runtime();
-        for (name, provider) in &runtime.providers {
-            let labels = vec![("provider", name.clone())];
-            let health = provider.health.view();
-            let value = match family {
-                "smm_provider_available" => u8::from(app.provider_available(name)).to_string(),
-                "smm_provider_cooling_down" => u8::from(health.cooling_down).to_string(),
-                "smm_provider_out_of_funds" => u8::from(health.out_of_funds).to_string(),
-                "smm_provider_sync_age_seconds" => match app.last_sync(name) {
-                    Some(at) => ((now - at).max(0) / 1000).to_string(),
-                    None => continue,
-                },
-                _ => match app.last_balance(name) {
-                    Some(balance) => balance.to_string(),
-                    None => continue,
-                },
-            };
-            let _ = writeln!(out, "{family}{} {value}", label_text(&labels, None));
-        }
-    }
+    let out = crate::metrics::render(&app).await;
     (
         [(
             CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
         out,
     )
@@ -1041,10 +982,7 @@ async fn cancel_ambiguous(
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> Reply<Refunded> {
     let refunded = auth.ops().cancel_ambiguous(id, &body.reason).await?;
-    app.metrics.inc(
-        "smm_refunds_total",
-        vec![("reason", "ambiguous_canceled".to_owned())],
-    );
+    app.metrics.refund("ambiguous_canceled");
     Ok(Json(Refunded {
         order: id,
         refunded,

@@ -72,6 +72,12 @@ impl Runtime {
                     continue;
                 }
             };
+            // A rebuilt client keeps its predecessor's rate-limit schedule when the limit is
+            // unchanged: a reload does not hand the provider a fresh burst.
+            let client = match previous.and_then(|r| r.providers.get(&p.name)) {
+                Some(old) => client.sharing_rate_limit(&old.client),
+                None => client,
+            };
             let cooldown = Duration::from_secs(p.cooldown_secs);
             let kept_health = previous
                 .and_then(|r| Some((r.providers.get(&p.name)?, r.settings.provider(&p.name)?)))
@@ -161,7 +167,8 @@ pub struct App {
     unknown_keys: moka::sync::Cache<String, ()>,
     /// Customer-specific rates, cached like keys (off the request path's database reads).
     rates: moka::sync::Cache<CustomerId, Arc<BTreeMap<u64, rust_decimal::Decimal>>>,
-    limiter: Mutex<HashMap<CustomerId, (u64, u32)>>,
+    /// Per-customer request budgets (`server.rate_limit_per_minute`).
+    limits: crate::limits::CustomerLimits,
     /// Wakes the forwarder when an order is placed.
     pub forward_wake: Notify,
     /// Why recently rejected orders were refused, for `add` calls waiting on them
@@ -214,7 +221,7 @@ impl App {
             keys,
             unknown_keys,
             rates,
-            limiter: Mutex::new(HashMap::new()),
+            limits: crate::limits::CustomerLimits::new(),
             forward_wake: Notify::new(),
             rejections: Mutex::new(HashMap::new()),
             worker_id,
@@ -382,11 +389,7 @@ impl App {
     }
 
     fn count_reload(&self, outcome: &'static str) {
-        self.metrics.add(
-            "smm_config_reloads_total",
-            vec![("outcome", outcome.to_owned())],
-            1,
-        );
+        self.metrics.config_reload(outcome);
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -505,11 +508,8 @@ impl App {
                 .cloned();
             if let Some(previous) = previous {
                 let changes = self.price_changes(&name, &previous, &services);
-                self.metrics.add(
-                    "smm_price_change_alerts_total",
-                    vec![("provider", name.clone())],
-                    changes.len() as u64,
-                );
+                self.metrics
+                    .price_change_alerts(&name, changes.len() as u64);
                 messages.extend(changes);
             }
             self.last_sync
@@ -690,24 +690,12 @@ impl App {
 
     /// Counts a request against the customer's per-minute budget.
     pub fn rate_limit(&self, customer: CustomerId) -> Result<(), ErrorKind> {
-        let minute = u64::try_from(now_ms() / 60_000).unwrap_or(0);
-        let limit = self.settings().server.rate_limit_per_minute;
-        let mut windows = self
-            .limiter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if windows.len() > 100_000 {
-            windows.retain(|_, (window, _)| *window == minute);
+        let per_minute = self.settings().server.rate_limit_per_minute;
+        if self.limits.allow(customer, per_minute) {
+            Ok(())
+        } else {
+            Err(ErrorKind::RateLimited)
         }
-        let entry = windows.entry(customer).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        if entry.1 >= limit {
-            return Err(ErrorKind::RateLimited);
-        }
-        entry.1 += 1;
-        Ok(())
     }
 
     /// Notes why every route refused `order`, when an `add` may be waiting for it.

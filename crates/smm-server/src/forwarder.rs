@@ -230,22 +230,9 @@ async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
             Ok(_) => "ok",
             Err(e) => e.class(),
         };
-        app.metrics.inc(
-            "smm_upstream_calls_total",
-            vec![
-                ("provider", route.provider.clone()),
-                ("action", "add".to_owned()),
-                ("outcome", class.to_owned()),
-            ],
-        );
-        app.metrics.observe(
-            "smm_upstream_call_duration_seconds",
-            vec![
-                ("provider", route.provider.clone()),
-                ("action", "add".to_owned()),
-            ],
-            call_started.elapsed(),
-        );
+        app.metrics.upstream_calls(&route.provider, "add", class, 1);
+        app.metrics
+            .upstream_call_duration(&route.provider, "add", call_started.elapsed());
         if let Ok(upstream_id) = &result {
             // Before any database write: should recording fail, the log still links them.
             tracing::info!(order = id.0, provider = %route.provider, upstream_order = %upstream_id, "upstream accepted the order");
@@ -301,10 +288,7 @@ async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
             ForwardOutcome::Ambiguous { .. } => "ambiguous",
             ForwardOutcome::Failed { .. } => "route_failed",
         };
-        app.metrics.inc(
-            "smm_forward_outcomes_total",
-            vec![("outcome", state.to_owned())],
-        );
+        app.metrics.forward_outcome(state);
         match app.store.finish_attempt(id, outcome, now_ms()).await {
             Ok(updated) => match &result {
                 Ok(upstream_id) => tracing::info!(
@@ -368,8 +352,7 @@ async fn reject(app: &App, order: &Order, why: &str) {
     match app.store.reject_order(order.id, why, now_ms()).await {
         Ok(refund) => {
             tracing::info!(order = order.id.0, why, %refund, "order rejected and refunded");
-            app.metrics
-                .inc("smm_refunds_total", vec![("reason", "rejected".to_owned())]);
+            app.metrics.refund("rejected");
         }
         Err(error) => tracing::error!(order = order.id.0, %error, "cannot reject"),
     }

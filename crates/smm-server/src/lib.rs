@@ -6,7 +6,11 @@
 //!   cancels;
 //! * [`app`] holds the shared state: settings, store, provider clients, the catalog;
 //! * [`config`] loads and validates layered settings;
-//! * [`cli`] is the `smm-gateway` command line, [`demo`] its one-command demo.
+//! * [`cli`] is the `smm-gateway` command line, [`demo`] its one-command demo;
+//! * [`admin`] is the admin listener: probes, [`metrics`], and the `/admin/v1` API over [`ops`];
+//! * [`limits`] holds the per-customer request limit, [`health`] the providers' cooldowns;
+//! * [`reload`] triggers configuration reloads, [`serve`] serves both listeners with client
+//!   timeouts.
 //!
 //! [`Gateway::start`] wires them together on a listener of the caller's choosing, so tests run
 //! the real server on port 0.
@@ -18,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod forwarder;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod reconciler;

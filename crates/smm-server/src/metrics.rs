@@ -1,146 +1,424 @@
-//! Prometheus metrics, rendered in the text exposition format on the admin listener.
+//! Prometheus metrics on the admin listener, kept and encoded by `prometheus-client`
+//! (OpenMetrics text: counters carry the `_total` suffix, the reply ends with `# EOF`).
 //!
 //! Counters and histograms are kept in memory by this process; gauges about orders and
-//! providers are read at scrape time (from the store and the providers' health), so every
-//! instance reports the same database-wide order figures.
+//! providers are read at scrape time (from the store and the providers' health) into a registry
+//! built for that scrape, so every instance reports the same database-wide order figures and a
+//! provider removed by a reload leaves no stale series behind.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use rust_decimal::prelude::ToPrimitive;
+use smm_store::ForwardState;
+
+use crate::app::{App, now_ms};
+
+/// The `/metrics` content type: OpenMetrics text, which Prometheus negotiates and parses.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Latency buckets, seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum_micros: u64,
+// Label sets: short, fixed vocabularies (actions, outcomes, provider names), so the series are
+// bounded. Field order is label order.
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionOutcome {
+    action: String,
+    outcome: String,
 }
 
-impl Histogram {
-    #[allow(clippy::float_arithmetic)] // seconds for a latency histogram, not money
-    fn observe(&mut self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum_micros = self
-            .sum_micros
-            .saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Action {
+    action: String,
 }
 
-/// Labels are short, fixed vocabularies (actions, outcomes, provider names): bounded.
-type Labels = Vec<(&'static str, String)>;
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamCall {
+    provider: String,
+    action: String,
+    outcome: String,
+}
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamAction {
+    provider: String,
+    action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ForwardStateLabel {
+    forward_state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// This process's counters and histograms.
+#[derive(Debug)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
-    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    registry: Registry,
+    requests: Family<ActionOutcome, Counter>,
+    request_duration: Latency<Action>,
+    upstream_calls: Family<UpstreamCall, Counter>,
+    upstream_call_duration: Latency<UpstreamAction>,
+    forward_outcomes: Family<Outcome, Counter>,
+    refunds: Family<Reason, Counter>,
+    config_reloads: Family<Outcome, Counter>,
+    price_change_alerts: Family<ProviderLabel, Counter>,
+    unknown_statuses: Family<ProviderLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency),
+            upstream_calls: Family::default(),
+            upstream_call_duration: Family::new_with_constructor(latency),
+            forward_outcomes: Family::default(),
+            refunds: Family::default(),
+            config_reloads: Family::default(),
+            price_change_alerts: Family::default(),
+            unknown_statuses: Family::default(),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "smm_requests",
+            "API v2 requests by action and outcome",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "smm_request_duration_seconds",
+            "API v2 request latency by action",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "smm_upstream_calls",
+            "Calls to upstream panels by provider, action and outcome (status calls per chunk)",
+            metrics.upstream_calls.clone(),
+        );
+        registry.register(
+            "smm_upstream_call_duration_seconds",
+            "Upstream call latency by provider and action",
+            metrics.upstream_call_duration.clone(),
+        );
+        registry.register(
+            "smm_forward_outcomes",
+            "Forwarding attempts by outcome",
+            metrics.forward_outcomes.clone(),
+        );
+        registry.register(
+            "smm_refunds",
+            "Refunds paid by this process, by reason",
+            metrics.refunds.clone(),
+        );
+        registry.register(
+            "smm_config_reloads",
+            "Configuration reloads by outcome",
+            metrics.config_reloads.clone(),
+        );
+        registry.register(
+            "smm_price_change_alerts",
+            "Upstream price changes noticed by catalog syncs, by provider",
+            metrics.price_change_alerts.clone(),
+        );
+        registry.register(
+            "smm_unknown_statuses",
+            "Upstream statuses outside the v2 vocabulary, by provider",
+            metrics.unknown_statuses.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
 }
 
 impl Metrics {
-    pub fn inc(&self, name: &'static str, labels: Labels) {
-        self.add(name, labels, 1);
+    /// An API v2 request answered: `smm_requests_total` and `smm_request_duration_seconds`.
+    pub fn request(&self, action: &str, outcome: &str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&ActionOutcome {
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&Action {
+                action: action.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
-    pub fn add(&self, name: &'static str, labels: Labels, value: u64) {
-        let mut counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *counters.entry((name, labels)).or_default() += value;
+    /// `calls` upstream calls that ended in `outcome`: `smm_upstream_calls_total`.
+    pub fn upstream_calls(&self, provider: &str, action: &str, outcome: &str, calls: u64) {
+        self.upstream_calls
+            .get_or_create(&UpstreamCall {
+                provider: provider.to_owned(),
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(calls);
     }
 
-    pub fn observe(&self, name: &'static str, labels: Labels, elapsed: Duration) {
-        let mut histograms = self
-            .histograms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        histograms
-            .entry((name, labels))
-            .or_default()
-            .observe(elapsed);
+    /// How long an upstream call took: `smm_upstream_call_duration_seconds`.
+    pub fn upstream_call_duration(&self, provider: &str, action: &str, elapsed: Duration) {
+        self.upstream_call_duration
+            .get_or_create(&UpstreamAction {
+                provider: provider.to_owned(),
+                action: action.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
-    /// Counters and histograms in the text format (gauges are appended by the caller).
-    #[allow(clippy::float_arithmetic)] // seconds for a latency histogram, not money
-    pub fn render(&self, out: &mut String) {
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let mut last = "";
-        for ((name, labels), value) in &counters {
-            if *name != last {
-                let _ = writeln!(out, "# TYPE {name} counter");
-                last = name;
-            }
-            let _ = writeln!(out, "{name}{} {value}", label_text(labels, None));
-        }
-        let histograms = self
-            .histograms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let mut last = "";
-        for ((name, labels), h) in &histograms {
-            if *name != last {
-                let _ = writeln!(out, "# TYPE {name} histogram");
-                last = name;
-            }
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                let le = format!("{bound}");
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {count}",
-                    label_text(labels, Some(&le))
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{} {}",
-                label_text(labels, Some("+Inf")),
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "{name}_sum{} {}",
-                label_text(labels, None),
-                h.sum_micros as f64 / 1_000_000.0
-            );
-            let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), h.count);
-        }
+    /// `smm_forward_outcomes_total`.
+    pub fn forward_outcome(&self, outcome: &str) {
+        self.forward_outcomes
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `smm_refunds_total`.
+    pub fn refund(&self, reason: &str) {
+        self.refunds
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `smm_config_reloads_total`.
+    pub fn config_reload(&self, outcome: &str) {
+        self.config_reloads
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `smm_price_change_alerts_total`.
+    pub fn price_change_alerts(&self, provider: &str, alerts: u64) {
+        self.price_change_alerts
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .inc_by(alerts);
+    }
+
+    /// `smm_unknown_statuses_total`.
+    pub fn unknown_status(&self, provider: &str) {
+        self.unknown_statuses
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .inc();
     }
 }
 
-/// `{a="x",b="y"}` with values escaped, plus an optional `le`.
-pub fn label_text(labels: &[(&'static str, String)], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+/// The whole `/metrics` reply: this process's counters and histograms, then the gauges read
+/// now, then `# EOF`.
+pub async fn render(app: &App) -> String {
+    let gauges = gauges(app).await;
+    let mut process = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode_registry(&mut process, &app.metrics.registry);
+    let mut out = le_last(&process);
+    let _ = encode_registry(&mut out, &gauges);
+    let _ = encode_eof(&mut out);
+    out
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Moves each histogram bucket's `le` label behind the others. `prometheus-client` writes it
+/// first; the other Prometheus clients, and the queries and tests written against this
+/// endpoint, have it last. Prometheus itself ignores label order.
+fn le_last(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let moved = line.split_once("_bucket{le=\"").and_then(|(name, rest)| {
+            let (le, rest) = rest.split_once('"')?;
+            let (labels, value) = rest.strip_prefix(',')?.rsplit_once('}')?;
+            Some(format!("{name}_bucket{{{labels},le=\"{le}\"}}{value}"))
+        });
+        match moved {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The scrape-time gauges, in a registry of their own.
+async fn gauges(app: &App) -> Registry {
+    let mut registry = Registry::default();
+    if let Ok(counts) = app.store.count_by_forward_state().await {
+        let orders = Family::<ForwardStateLabel, Gauge>::default();
+        for (state, n) in &counts {
+            orders
+                .get_or_create(&ForwardStateLabel {
+                    forward_state: state.as_str().to_owned(),
+                })
+                .set(*n);
+        }
+        let ambiguous = counts
+            .iter()
+            .find(|(s, _)| *s == ForwardState::Ambiguous)
+            .map_or(0, |(_, n)| *n);
+        registry.register("smm_orders", "Orders by forwarding state", orders);
+        let gauge = Gauge::<i64>::default();
+        gauge.set(ambiguous);
+        registry.register(
+            "smm_ambiguous_orders",
+            "Orders whose upstream outcome is unknown, awaiting reconciliation",
+            gauge,
+        );
+    }
+    if let Ok(counts) = app.store.count_by_status().await {
+        let by_status = Family::<StatusLabel, Gauge>::default();
+        for (status, n) in &counts {
+            by_status
+                .get_or_create(&StatusLabel {
+                    status: status.clone(),
+                })
+                .set(*n);
+        }
+        registry.register("smm_orders_by_status", "Orders by status", by_status);
+    }
+    let services = Gauge::<i64>::default();
+    services.set(i64::try_from(app.catalog().enabled().count()).unwrap_or(i64::MAX));
+    registry.register(
+        "smm_catalog_services",
+        "Services the catalog offers to customers",
+        services,
+    );
+    let available = Family::<ProviderLabel, Gauge>::default();
+    let cooling_down = Family::<ProviderLabel, Gauge>::default();
+    let out_of_funds = Family::<ProviderLabel, Gauge>::default();
+    let sync_age = Family::<ProviderLabel, Gauge>::default();
+    let balance = Family::<ProviderLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let now = now_ms();
+    let runtime = app.runtime();
+    for (name, provider) in &runtime.providers {
+        let labels = ProviderLabel {
+            provider: name.clone(),
+        };
+        let health = provider.health.view();
+        available
+            .get_or_create(&labels)
+            .set(i64::from(app.provider_available(name)));
+        cooling_down
+            .get_or_create(&labels)
+            .set(i64::from(health.cooling_down));
+        out_of_funds
+            .get_or_create(&labels)
+            .set(i64::from(health.out_of_funds));
+        if let Some(at) = app.last_sync(name) {
+            sync_age
+                .get_or_create(&labels)
+                .set((now - at).max(0) / 1000);
+        }
+        if let Some(value) = app.last_balance(name).and_then(|b| b.to_f64()) {
+            balance.get_or_create(&labels).set(value);
+        }
+    }
+    registry.register(
+        "smm_provider_available",
+        "1 when routing may use the provider (configured, enabled, not cooling down, funded)",
+        available,
+    );
+    registry.register(
+        "smm_provider_cooling_down",
+        "1 while the provider is in a cooldown after failed calls",
+        cooling_down,
+    );
+    registry.register(
+        "smm_provider_out_of_funds",
+        "1 while the provider reported insufficient funds",
+        out_of_funds,
+    );
+    registry.register(
+        "smm_provider_sync_age_seconds",
+        "Seconds since the provider's last good catalog sync",
+        sync_age,
+    );
+    registry.register(
+        "smm_provider_balance",
+        "The reseller's last known balance at the provider",
+        balance,
+    );
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_come_last_and_everything_else_is_untouched() {
+        let text = "# TYPE x histogram\n\
+                    x_sum{a=\"1\"} 0.5\n\
+                    x_bucket{le=\"0.5\",a=\"1\",b=\"}\"} 1\n\
+                    x_bucket{le=\"+Inf\"} 1\n";
+        assert_eq!(
+            le_last(text),
+            "# TYPE x histogram\n\
+             x_sum{a=\"1\"} 0.5\n\
+             x_bucket{a=\"1\",b=\"}\",le=\"0.5\"} 1\n\
+             x_bucket{le=\"+Inf\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn counters_keep_their_names_and_labels() {
+        let metrics = Metrics::default();
+        metrics.request("add", "ok", Duration::from_millis(3));
+        metrics.upstream_calls("alpha", "status", "ok", 2);
+        metrics.upstream_call_duration("alpha", "add", Duration::from_millis(1));
+        let mut text = String::new();
+        encode_registry(&mut text, &metrics.registry).expect("encode");
+        let text = le_last(&text);
+        for line in [
+            "smm_requests_total{action=\"add\",outcome=\"ok\"} 1",
+            "smm_request_duration_seconds_bucket{action=\"add\",le=\"0.005\"} 1",
+            "smm_upstream_calls_total{provider=\"alpha\",action=\"status\",outcome=\"ok\"} 2",
+            "smm_upstream_call_duration_seconds_bucket{provider=\"alpha\",action=\"add\",le=\"+Inf\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
 }

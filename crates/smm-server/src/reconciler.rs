@@ -121,34 +121,19 @@ async fn poll_provider(app: &App, provider: &str) -> usize {
     // Chunks of 100 inside; chunk failures are reported per chunk.
     let call_started = std::time::Instant::now();
     let outcome = client.statuses(&ids).await;
-    app.metrics.observe(
-        "smm_upstream_call_duration_seconds",
-        vec![
-            ("provider", provider.to_owned()),
-            ("action", "status".to_owned()),
-        ],
-        call_started.elapsed(),
-    );
+    app.metrics
+        .upstream_call_duration(provider, "status", call_started.elapsed());
     let chunks = ids.len().div_ceil(MAX_IDS) as u64;
     let failed_chunks = outcome.failed.len() as u64;
-    app.metrics.add(
-        "smm_upstream_calls_total",
-        vec![
-            ("provider", provider.to_owned()),
-            ("action", "status".to_owned()),
-            ("outcome", "ok".to_owned()),
-        ],
+    app.metrics.upstream_calls(
+        provider,
+        "status",
+        "ok",
         chunks.saturating_sub(failed_chunks),
     );
     for chunk in &outcome.failed {
-        app.metrics.inc(
-            "smm_upstream_calls_total",
-            vec![
-                ("provider", provider.to_owned()),
-                ("action", "status".to_owned()),
-                ("outcome", chunk.error.class().to_owned()),
-            ],
-        );
+        app.metrics
+            .upstream_calls(provider, "status", chunk.error.class(), 1);
     }
     let mut updates = Vec::new();
     let mut polled = Vec::new();
@@ -218,10 +203,7 @@ fn status_update(
     status: UpstreamStatus,
 ) -> StatusUpdate {
     if let OrderStatus::Unknown(raw) = &status.status {
-        app.metrics.inc(
-            "smm_unknown_statuses_total",
-            vec![("provider", provider.to_owned())],
-        );
+        app.metrics.unknown_status(provider);
         tracing::warn!(provider, order = item.order_id.0, status = %raw, "unknown upstream status: order kept under watch");
     }
     let extra = extra_json(&status);
@@ -258,8 +240,7 @@ fn record_applied(
         };
         applied += 1;
         if let Some(refund) = result.refund {
-            app.metrics
-                .inc("smm_refunds_total", vec![("reason", "status".to_owned())]);
+            app.metrics.refund("status");
             tracing::info!(provider, order = result.order_id.0, %refund, "refund paid");
         }
     }

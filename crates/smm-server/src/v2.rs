@@ -131,18 +131,7 @@ async fn v2(
             "request done"
         );
     });
-    app.metrics.inc(
-        "smm_requests_total",
-        vec![
-            ("action", action.to_owned()),
-            ("outcome", result.to_owned()),
-        ],
-    );
-    app.metrics.observe(
-        "smm_request_duration_seconds",
-        vec![("action", action.to_owned())],
-        started.elapsed(),
-    );
+    app.metrics.request(action, result, started.elapsed());
     let mut response = match outcome {
         Ok(body) => (
             [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -578,10 +567,7 @@ async fn cancel_one(
     {
         Ok(CancelOutcome::CanceledLocally { refund }) => {
             tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
-            app.metrics.inc(
-                "smm_refunds_total",
-                vec![("reason", "canceled_before_forwarding".to_owned())],
-            );
+            app.metrics.refund("canceled_before_forwarding");
             Ok(())
         }
         Ok(CancelOutcome::Requested(_)) => Ok(()),

@@ -151,7 +151,7 @@ async fn health_is_open_and_everything_else_needs_the_token() {
     }
     assert!(!metrics.contains("metrics-customer-key"));
     gateway.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +180,7 @@ async fn without_a_configured_token_the_admin_api_is_closed() {
         200
     );
     gateway.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// The admin API's OpenAPI document is served as generated, matches the committed snapshot
@@ -271,7 +271,7 @@ async fn openapi_document_matches_its_snapshot_and_the_router() {
     }
     assert!(operations >= 27, "{operations} operations documented");
     gateway.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// One malformed request to a protected admin route.
@@ -504,7 +504,7 @@ async fn every_admin_route_refuses_malformed_requests_with_the_envelope_after_th
             .is_empty()
     );
     gateway.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 /// Custom prices through the admin API: a discount and a per-service rate are validated
@@ -781,5 +781,5 @@ async fn custom_prices_set_through_the_admin_api_reach_services_and_add() {
         "{discount_set}"
     );
     gateway.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }

@@ -434,5 +434,4 @@ async fn custom_prices_are_set_shown_refused_and_cleared_from_the_cli() {
     };
     assert_eq!(count("customer.discount"), 2, "{audit:?}");
     assert_eq!(count("customer.rate"), 2, "{audit:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

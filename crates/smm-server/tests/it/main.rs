@@ -22,4 +22,4 @@ mod reload;
 mod scaleout;
 mod security;
 mod soak;
-// (the repository-wide tidiness checks go here as `mod tidy;`)
+mod tidy;
