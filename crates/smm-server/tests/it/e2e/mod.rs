@@ -6,8 +6,8 @@
 //! database). Outside CI a missing URL skips the PostgreSQL variant with a note; under `CI=true`
 //! it fails. The harness is [`crate::support::gateway`].
 //!
-//! The cases follow the conformance list of `docs/v2-protocol.md` section (f): 1–20, plus the
-//! seed shapes of `refill`, `refill_status` and `cancel`.
+//! The cases follow the conformance list (section (f) of the team's v2 protocol reference):
+//! 1–20, plus the seed shapes of `refill`, `refill_status` and `cancel`.
 
 mod forwarding;
 mod operations;
