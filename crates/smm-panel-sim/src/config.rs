@@ -348,6 +348,8 @@ pub struct Dialect {
     pub raw_error_keys: bool,
     /// `remains` is `"Unknown"` while an order is Pending.
     pub unknown_remains: bool,
+    /// `remains` is `"Unknown"` always: the panel tells delivery only by lowering `charge`.
+    pub no_remains: bool,
 }
 
 /// A fault to inject, and which requests it applies to.

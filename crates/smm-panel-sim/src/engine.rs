@@ -1200,7 +1200,9 @@ impl State {
             } else {
                 Decimal::ZERO
             };
-        let remains = if self.dialect.unknown_remains && e.status == OrderStatus::Pending {
+        let remains = if self.dialect.no_remains
+            || (self.dialect.unknown_remains && e.status == OrderStatus::Pending)
+        {
             J::s("Unknown")
         } else {
             self.count(e.remains)

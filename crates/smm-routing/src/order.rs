@@ -28,6 +28,9 @@ pub fn check_order(service: &LocalService, order: &OrderRequest) -> Result<(), E
         OrderRequest::Subscriptions { min, max, .. } => {
             if *min < service.min {
                 Err(ErrorKind::QuantityBelowMin(service.min))
+            } else if *max == 0 {
+                // Nothing per post is an order for nothing, whatever the upstream's min says.
+                Err(ErrorKind::QuantityBelowMin(service.min.max(1)))
             } else if *max > service.max {
                 Err(ErrorKind::QuantityAboveMax(service.max))
             } else {
@@ -35,7 +38,10 @@ pub fn check_order(service: &LocalService, order: &OrderRequest) -> Result<(), E
             }
         }
         _ => match order.quantity() {
-            Some(q) if q < service.min => Err(ErrorKind::QuantityBelowMin(service.min)),
+            // A quantity of 0 is an order for nothing, even where an upstream reports `min = 0`.
+            Some(q) if q < service.min.max(1) => {
+                Err(ErrorKind::QuantityBelowMin(service.min.max(1)))
+            }
             Some(q) if q > service.max => Err(ErrorKind::QuantityAboveMax(service.max)),
             _ => Ok(()),
         },

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use smm_store::{CustomerStatus, Store};
+use smm_wire::Money;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -60,6 +61,8 @@ fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(set_rate))
         .routes(routes!(search_orders))
         .routes(routes!(ambiguous))
+        .routes(routes!(attention))
+        .routes(routes!(settle))
         .routes(routes!(order))
         .routes(routes!(attach))
         .routes(routes!(cancel_ambiguous))
@@ -404,6 +407,14 @@ struct AttachBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReasonBody {
+    reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SettleBody {
+    /// The refund, a decimal string (`"0"` for none; at most what is left of the charge).
+    refund: String,
     reason: String,
 }
 
@@ -922,6 +933,49 @@ async fn search_orders(auth: AdminAuth, ApiQuery(search): ApiQuery<OrderSearch>)
 async fn ambiguous(auth: AdminAuth) -> Reply<AmbiguousOrders> {
     let orders = auth.ops().ambiguous_orders().await?;
     Ok(Json(AmbiguousOrders { orders }))
+}
+
+/// Orders that ended upstream without a signal telling their refund, oldest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/orders/attention",
+    responses(
+        (status = 200, description = "success", body = Orders),
+        (status = "default", description = "error", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+async fn attention(auth: AdminAuth) -> Reply<Orders> {
+    let orders = auth.ops().attention_orders().await?;
+    Ok(Json(Orders { orders }))
+}
+
+/// Settle an order on the attention list with the refund it is owed (0 for none). Audited.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/orders/{id}/settle",
+    params(("id" = i64, Path, description = "order id")),
+    request_body = SettleBody,
+    responses(
+        (status = 200, description = "success", body = Refunded),
+        (status = "default", description = "error", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+async fn settle(
+    auth: AdminAuth,
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<SettleBody>,
+) -> Reply<Refunded> {
+    let refunded = auth.ops().settle(id, &body.refund, &body.reason).await?;
+    if refunded.parse::<Money>().is_ok_and(|m| m.is_positive()) {
+        app.metrics.refund("settled");
+    }
+    Ok(Json(Refunded {
+        order: id,
+        refunded,
+    }))
 }
 
 /// One order with its upstream attempts.

@@ -125,6 +125,18 @@ pub enum OrderCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Orders that ended upstream without a signal telling the refund they are owed (a Partial
+    /// without remains, a subscription stopped without a post count), oldest first.
+    Attention,
+    /// Settle an order on the attention list: pay REFUND (0 for none; at most what is left of
+    /// its charge) as its one refund. Audited.
+    Settle {
+        id: i64,
+        #[arg(long)]
+        refund: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -508,6 +520,28 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
         OrderCommand::CancelAmbiguous { id, reason } => {
             let refund = ops.cancel_ambiguous(id, &reason).await?;
             println!("order {id} canceled; refunded {refund}");
+        }
+        OrderCommand::Attention => {
+            let orders = ops.attention_orders().await?;
+            if orders.is_empty() {
+                println!("no orders need attention");
+            }
+            for o in orders {
+                println!(
+                    "order {}	customer {}	{}	status {}	charge {}	refunded {}	{}",
+                    o.id,
+                    o.customer,
+                    o.service_type,
+                    o.status,
+                    o.charge,
+                    o.refunded,
+                    o.attention.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        OrderCommand::Settle { id, refund, reason } => {
+            let paid = ops.settle(id, &refund, &reason).await?;
+            println!("order {id} settled; refunded {paid}");
         }
     }
     Ok(())

@@ -172,6 +172,9 @@ pub struct OrderView {
     pub forwarded_at: Option<i64>,
     pub next_poll_at: Option<i64>,
     pub updated_at: i64,
+    /// Why the order waits for a person (ended upstream, refund unknown); settle it with
+    /// `orders settle`.
+    pub attention: Option<String>,
 }
 
 impl From<&Order> for OrderView {
@@ -203,6 +206,7 @@ impl From<&Order> for OrderView {
             forwarded_at: o.forwarded_at,
             next_poll_at: o.next_poll_at,
             updated_at: o.updated_at,
+            attention: o.attention.clone(),
         }
     }
 }
@@ -583,6 +587,32 @@ impl Ops<'_> {
             .cancel_ambiguous(OrderId(id), reason, self.actor, now_ms())
             .await?;
         Ok(refund.to_string())
+    }
+
+    /// Orders that ended upstream without a signal telling their refund, oldest first: the
+    /// second work list.
+    pub async fn attention_orders(&self) -> OpResult<Vec<OrderView>> {
+        let orders = self.store.attention_orders(10_000).await?;
+        Ok(orders.iter().map(OrderView::from).collect())
+    }
+
+    /// Settles an order on the attention list: `refund` (a decimal string, `0` for none; at
+    /// most what is left of its charge) paid as its one refund with the reason; audited.
+    /// Returns the refund.
+    pub async fn settle(&self, id: i64, refund: &str, reason: &str) -> OpResult<String> {
+        let refund: Money = refund
+            .trim()
+            .parse()
+            .map_err(|e| OpError::Invalid(format!("refund: {e}")))?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(OpError::Invalid("a reason is required".into()));
+        }
+        let paid = self
+            .store
+            .settle_attention(OrderId(id), refund, reason, self.actor, now_ms())
+            .await?;
+        Ok(paid.to_string())
     }
 
     /// The audit log, newest first.

@@ -208,6 +208,11 @@ fn status_update(
     }
     let extra = extra_json(&status);
     StatusUpdate {
+        delivery: smm_store::Delivery {
+            runs: status.runs,
+            posts: status.posts,
+            charge: status.charge,
+        },
         next_poll_at: next_poll(
             now_ms(),
             item.created_at,

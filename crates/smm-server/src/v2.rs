@@ -270,10 +270,22 @@ async fn add(
         // them that way, a subscription must say how many posts it covers (charged up front).
         return Err(ErrorKind::IncorrectField("posts"));
     }
+    if let OrderRequest::Subscriptions {
+        old_posts: Some(old),
+        ..
+    } = &order
+        && *old > 0
+    {
+        // Upstreams bill existing posts their own way (each as a child order, or not at all), so
+        // no price fixed at `add` could be exact for them: refused, nothing charged.
+        return Err(ErrorKind::IncorrectField("old_posts"));
+    }
     let pricing = app.pricing(customer).await?;
     let rate = service.price_for(&pricing);
     let billing = order.billing();
-    let charge = smm_routing::charge(rate, billing).ok_or(ErrorKind::IncorrectQuantity)?;
+    let charge = smm_routing::charge(rate, billing)
+        .filter(|charge| charge.is_positive())
+        .ok_or(ErrorKind::IncorrectQuantity)?;
     // What a Partial's `remains` is measured against. A Custom Comments Package is priced flat
     // but delivered (and reported) line by line, so a Partial refunds the undelivered lines'
     // share. A plain Package has no such unit: 0 means a Partial pays no automatic refund

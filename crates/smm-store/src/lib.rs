@@ -310,6 +310,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<Money>;
 
+    /// Orders on the attention list (ended upstream, refund unknown), oldest first.
+    async fn attention_orders(&self, limit: u32) -> StoreResult<Vec<Order>>;
+
+    /// Settles an order on the attention list: `refund` (at most what is left of its charge;
+    /// zero for none) paid as its one refund row with `reason`, the order taken off the list,
+    /// audited. Returns the refund.
+    async fn settle_attention(
+        &self,
+        order: OrderId,
+        refund: Money,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Money>;
+
     // ---- polling ---------------------------------------------------------------------------
 
     /// Claims up to `limit` sent, non-terminal orders due for a poll (at `provider` if given),

@@ -241,6 +241,9 @@ pub struct Order {
     pub idempotency_key: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Why the order waits for a person: it ended upstream but no signal told the refund it is
+    /// owed (`Store::attention_orders`, settled with `Store::settle_attention`).
+    pub attention: Option<String>,
 }
 
 impl Order {
@@ -337,8 +340,23 @@ pub struct StatusUpdate {
     pub start_count: Option<i64>,
     pub remains: Option<i64>,
     pub extra: Option<String>,
+    /// What else the upstream said about delivery, for the refund rules.
+    pub delivery: Delivery,
     /// When to poll next if the status is not terminal.
     pub next_poll_at: Timestamp,
+}
+
+/// The delivery signals of an upstream status besides `remains`: each tells the undelivered
+/// share of some order types (see `docs/billing.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Drip-feed parents: runs done.
+    pub runs: Option<u32>,
+    /// Subscriptions: posts served.
+    pub posts: Option<u64>,
+    /// The upstream's own charge for the order now, in its currency (real panels lower it after
+    /// a partial refund).
+    pub charge: Option<Decimal>,
 }
 
 /// What applying a status did.

@@ -64,11 +64,12 @@ pub(crate) fn check_rate(rate: Option<Decimal>) -> Result<(), StoreError> {
     }
 }
 
-/// An order's charge, computed by the caller: between 0 and [`Money::MAX`].
+/// An order's charge, computed by the caller: more than zero (no order is ever placed for
+/// nothing) and at most [`Money::MAX`].
 pub(crate) fn check_charge(charge: Money) -> Result<(), StoreError> {
-    if charge.is_negative() || charge > Money::MAX {
+    if !charge.is_positive() || charge > Money::MAX {
         return Err(StoreError::Invalid(format!(
-            "a charge must be between 0 and {}, not {charge}",
+            "a charge must be more than 0 and at most {}, not {charge}",
             Money::MAX
         )));
     }
@@ -156,10 +157,11 @@ pub(crate) fn upstream_clash(
 
 // ---- refunds ---------------------------------------------------------------------------------
 
-/// The refund an upstream status owes on an order, before what was already refunded:
+/// The refund an upstream status owes on an order measured in units, before what was already
+/// refunded:
 ///
 /// * `Partial`: `charge × remains / units`, rounded down, `remains` clamped to `0..=units`;
-///   nothing when `remains` is unknown (the order is flagged in logs instead);
+///   nothing when `remains` is unknown (see [`plan_status`] for the other signals);
 /// * `Canceled`, `Refunded`: the whole charge;
 /// * anything else: nothing.
 pub fn refund_due(status: &OrderStatus, charge: Money, units: u64, remains: Option<i64>) -> Money {
@@ -173,11 +175,47 @@ pub fn refund_due(status: &OrderStatus, charge: Money, units: u64, remains: Opti
                 return Money::ZERO;
             }
             let remains = u64::try_from(remains.max(0)).unwrap_or(0).min(units);
-            charge
-                .mul_div_floor(remains, units)
-                .map_or(Money::ZERO, |refund| refund.min(charge))
+            share(charge, remains, units)
         }
         _ => Money::ZERO,
+    }
+}
+
+/// `charge × part / whole`, rounded down, never more than `charge`.
+fn share(charge: Money, part: u64, whole: u64) -> Money {
+    if whole == 0 {
+        return Money::ZERO;
+    }
+    charge
+        .mul_div_floor(part.min(whole), whole)
+        .map_or(Money::ZERO, |refund| refund.min(charge))
+}
+
+/// What an order was placed as, for its refund rule (`docs/billing.md` has the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Charged per unit (`units` of them), `remains` counts undelivered units.
+    Units,
+    /// A drip-feed parent: `runs` runs of `units / runs` each.
+    DripFeed { runs: u32 },
+    /// A subscription paid for `posts` posts up front.
+    Subscription { posts: u64 },
+    /// Charged flat, with no unit `remains` could count (a plain Package).
+    Flat,
+}
+
+pub(crate) fn shape(order: &Order) -> Shape {
+    use smm_wire::order::OrderRequest;
+    match serde_json::from_str::<OrderRequest>(&order.params) {
+        Ok(OrderRequest::Default {
+            drip_feed: Some(drip),
+            ..
+        }) => Shape::DripFeed { runs: drip.runs },
+        Ok(OrderRequest::Subscriptions {
+            posts: Some(posts), ..
+        }) => Shape::Subscription { posts },
+        _ if order.units == 0 => Shape::Flat,
+        _ => Shape::Units,
     }
 }
 
@@ -186,44 +224,177 @@ pub fn refund_due(status: &OrderStatus, charge: Money, units: u64, remains: Opti
 pub(crate) enum StatusPlan {
     /// The order is already terminal: nothing changes, ever.
     Settled,
-    /// Record the status; pay `refund` (the part of the refund due not yet paid) with `reason`.
+    /// Record the status; pay `refund` (the part of the refund due not yet paid) with `reason`;
+    /// or, when no signal tells the refund a terminal status owes, put the order on the
+    /// attention list with `attention` saying why.
     Apply {
         terminal: bool,
         refund: Option<(Money, String)>,
+        attention: Option<String>,
     },
 }
 
-/// Given an order and an upstream report, what happens. Only this report's `remains` counts:
-/// remains only shrink, so a stale value from an earlier poll would overpay.
+/// The undelivered share of a terminal order, as `(part, whole)`, from every signal the upstream
+/// gave; `Err` says why none told it.
+fn undelivered(order: &Order, update: &StatusUpdate) -> Result<Option<(u64, u64)>, &'static str> {
+    let status = &update.status;
+    let from_charge = || -> Option<(u64, u64)> {
+        // The upstream's own charge, lowered by its partial refund, against what the order was
+        // expected to cost there: the undelivered share, in units of 0.00001.
+        let now = update.delivery.charge?;
+        let expected = order
+            .upstream_cost
+            .filter(|c| c.is_sign_positive() && !c.is_zero())?;
+        let now = Money::from_decimal_round_down(now)?.units();
+        let expected = Money::from_decimal_round_down(expected)?.units();
+        let refunded = expected.checked_sub(now).filter(|r| *r >= 0)?;
+        Some((u64::try_from(refunded).ok()?, u64::try_from(expected).ok()?))
+    };
+    let remains = || -> Option<(u64, u64)> {
+        let remains = update.remains?;
+        (order.units > 0).then(|| {
+            let remains = u64::try_from(remains.max(0)).unwrap_or(0);
+            (remains.min(order.units), order.units)
+        })
+    };
+    match (shape(order), status) {
+        (_, OrderStatus::Refunded) => Ok(Some((1, 1))),
+        (Shape::Subscription { posts }, _) => match update.delivery.posts {
+            Some(done) => Ok(Some((posts.saturating_sub(done), posts))),
+            None if *status == OrderStatus::Completed => Ok(None),
+            None => Err("the subscription ended without a count of the posts served"),
+        },
+        (_, OrderStatus::Completed | OrderStatus::Expired) => Ok(None),
+        (Shape::DripFeed { runs }, OrderStatus::Canceled) => match update.delivery.runs {
+            Some(done) if done > 0 => Ok(Some((
+                u64::from(runs.saturating_sub(done)),
+                u64::from(runs),
+            ))),
+            _ => Ok(Some((1, 1))),
+        },
+        (_, OrderStatus::Canceled) => Ok(Some((1, 1))),
+        (Shape::DripFeed { runs }, OrderStatus::Partial) => remains()
+            .or_else(|| {
+                update
+                    .delivery
+                    .runs
+                    .map(|done| (u64::from(runs.saturating_sub(done)), u64::from(runs)))
+            })
+            .or_else(from_charge)
+            .map(Some)
+            .ok_or("a drip-feed Partial without remains, runs or charge"),
+        (Shape::Units, OrderStatus::Partial) => remains()
+            .or_else(from_charge)
+            .map(Some)
+            .ok_or("a Partial without remains or charge"),
+        (Shape::Flat, OrderStatus::Partial) => from_charge()
+            .map(Some)
+            .ok_or("a Partial of a flat-priced order without the upstream's charge"),
+        _ => Ok(None),
+    }
+}
+
+/// Given an order and an upstream report, what happens. Only this report's signals count:
+/// `remains` only shrink, so a stale value from an earlier poll would overpay.
 pub(crate) fn plan_status(order: &Order, update: &StatusUpdate) -> StatusPlan {
     if order.status.is_terminal() {
         return StatusPlan::Settled;
     }
-    if update.status == OrderStatus::Partial && update.remains.is_none() {
-        tracing::warn!(
-            order = order.id.0,
-            "Partial without remains: no refund computed, check the order by hand"
-        );
+    let terminal = update.status.is_terminal();
+    if !terminal {
+        return StatusPlan::Apply {
+            terminal,
+            refund: None,
+            attention: None,
+        };
     }
-    let due = refund_due(&update.status, order.charge, order.units, update.remains);
-    let refund = due
-        .checked_sub(order.refunded)
-        .filter(|owed| owed.is_positive())
-        .map(|owed| (owed, status_refund_reason(order, update)));
-    StatusPlan::Apply {
-        terminal: update.status.is_terminal(),
-        refund,
+    match undelivered(order, update) {
+        Ok(due) => {
+            let due = due.map_or(Money::ZERO, |(part, whole)| {
+                share(order.charge, part, whole)
+            });
+            let refund = due
+                .checked_sub(order.refunded)
+                .filter(|owed| owed.is_positive())
+                .map(|owed| (owed, status_refund_reason(order, update)));
+            StatusPlan::Apply {
+                terminal,
+                refund,
+                attention: None,
+            }
+        }
+        Err(why) => {
+            tracing::warn!(
+                order = order.id.0,
+                why,
+                "no refund computed: the order needs a person"
+            );
+            StatusPlan::Apply {
+                terminal,
+                refund: None,
+                attention: Some(format!("{} upstream: {why}", update.status.as_str())),
+            }
+        }
     }
 }
 
 fn status_refund_reason(order: &Order, update: &StatusUpdate) -> String {
-    match (&update.status, update.remains) {
-        (OrderStatus::Partial, Some(remains)) => format!(
-            "refund: Partial, remains {remains} of {} (order {})",
-            order.units, order.id
-        ),
-        (status, _) => format!("refund: {} (order {})", status.as_str(), order.id),
+    let status = update.status.as_str();
+    let id = order.id;
+    match (shape(order), update) {
+        (Shape::Subscription { posts }, StatusUpdate { delivery, .. })
+            if delivery.posts.is_some() =>
+        {
+            let done = delivery.posts.unwrap_or_default();
+            format!("refund: {status}, {done} of {posts} posts served (order {id})")
+        }
+        (
+            _,
+            StatusUpdate {
+                remains: Some(remains),
+                ..
+            },
+        ) if order.units > 0 && update.status == OrderStatus::Partial => {
+            format!(
+                "refund: Partial, remains {remains} of {} (order {id})",
+                order.units
+            )
+        }
+        (Shape::DripFeed { runs }, StatusUpdate { delivery, .. }) if delivery.runs.is_some() => {
+            let done = delivery.runs.unwrap_or_default();
+            format!("refund: {status}, {done} of {runs} runs done (order {id})")
+        }
+        (_, StatusUpdate { delivery, .. })
+            if delivery.charge.is_some() && update.status == OrderStatus::Partial =>
+        {
+            format!("refund: Partial, by the upstream's charge (order {id})")
+        }
+        _ => format!("refund: {status} (order {id})"),
     }
+}
+
+/// An admin's settlement of an order on the attention list: at most what is left of its charge.
+pub(crate) fn check_settlement(order: &Order, refund: Money) -> Result<(), StoreError> {
+    if order.attention.is_none() {
+        return Err(StoreError::InvalidState(format!(
+            "order {} is not waiting for a settlement",
+            order.id
+        )));
+    }
+    let left = order
+        .charge
+        .checked_sub(order.refunded)
+        .unwrap_or(Money::ZERO);
+    if refund.is_negative() || refund > left {
+        return Err(StoreError::Invalid(format!(
+            "a settlement refunds between 0 and what is left of the charge ({left}), not {refund}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn settlement_reason(order: OrderId, actor: &str, why: &str) -> String {
+    format!("refund: order {order} settled by {actor}: {why}")
 }
 
 /// What a customer's cancel does to their order.

@@ -578,19 +578,22 @@ where
         Ok(())
     }
 
-    /// Records an upstream status report on an order (a refund, if any, is paid separately).
+    /// Records an upstream status report on an order (a refund, if any, is paid separately),
+    /// and puts it on the attention list when a rule said so.
     async fn record_status(
         conn: &mut D::Connection,
         order: OrderId,
         update: &StatusUpdate,
         terminal: bool,
+        attention: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<()> {
         let (status, status_raw) = order_status_text(&update.status);
         sqlx::query::<D>(
             "UPDATE orders SET status = $2, status_raw = $3, \
              start_count = COALESCE($4, start_count), remains = COALESCE($5, remains), \
-             extra = COALESCE($6, extra), next_poll_at = $7, updated_at = $8 WHERE id = $1",
+             extra = COALESCE($6, extra), next_poll_at = $7, updated_at = $8, \
+             attention = COALESCE($9, attention) WHERE id = $1",
         )
         .bind(order.0)
         .bind(status)
@@ -600,6 +603,7 @@ where
         .bind(update.extra.as_deref())
         .bind((!terminal).then_some(update.next_poll_at))
         .bind(now)
+        .bind(attention)
         .execute(conn)
         .await?;
         Ok(())
@@ -1708,6 +1712,64 @@ where
         settle(tx, result).await
     }
 
+    async fn attention_orders(&self, limit: u32) -> StoreResult<Vec<Order>> {
+        let rows = sqlx::query_as::<D, OrderRow>(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE attention IS NOT NULL ORDER BY id LIMIT $1"
+        ))
+        .bind(limit_or_default(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        convert_all(rows)
+    }
+
+    async fn settle_attention(
+        &self,
+        order: OrderId,
+        refund: Money,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<Money> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let before = Order::try_from(Self::lock_order(&mut tx, order).await?)?;
+            rules::check_settlement(&before, refund)?;
+            if refund.is_positive() {
+                let text = rules::settlement_reason(order, actor, reason);
+                Self::pay_refund(&mut tx, &before, refund, &text, actor, now).await?;
+            }
+            sqlx::query::<D>("UPDATE orders SET attention = NULL, updated_at = $2 WHERE id = $1")
+                .bind(order.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let mut before_json = order_summary(&before);
+            if let Some(fields) = before_json.as_object_mut() {
+                fields.insert("attention".to_owned(), json!(before.attention));
+            }
+            let after = json!({
+                "refund": refund.to_string(),
+                "reason": reason,
+                "refunded": before.refunded.checked_add(refund).unwrap_or(before.charge).to_string(),
+            });
+            Self::write_audit(
+                &mut tx,
+                actor,
+                "order.settle",
+                &order_target(order),
+                Some(&before_json.to_string()),
+                Some(&after.to_string()),
+                now,
+            )
+            .await?;
+            Ok(refund)
+        }
+        .await;
+        settle(tx, result).await
+    }
+
     // ---- polling ---------------------------------------------------------------------------
 
     async fn claim_polls(
@@ -1770,7 +1832,7 @@ where
                 return Ok(None);
             };
             let order = Order::try_from(row)?;
-            let (terminal, refund) = match rules::plan_status(&order, &update) {
+            let (terminal, refund, attention) = match rules::plan_status(&order, &update) {
                 StatusPlan::Settled => {
                     return Ok(Some(StatusApplied {
                         order_id: order.id,
@@ -1778,9 +1840,21 @@ where
                         terminal: true,
                     }));
                 }
-                StatusPlan::Apply { terminal, refund } => (terminal, refund),
+                StatusPlan::Apply {
+                    terminal,
+                    refund,
+                    attention,
+                } => (terminal, refund, attention),
             };
-            Self::record_status(&mut tx, order.id, &update, terminal, now).await?;
+            Self::record_status(
+                &mut tx,
+                order.id,
+                &update,
+                terminal,
+                attention.as_deref(),
+                now,
+            )
+            .await?;
             if let Some((amount, reason)) = &refund {
                 match Self::pay_refund(&mut tx, &order, *amount, reason, "reconciler", now).await {
                     Ok(()) => {}
@@ -1865,8 +1939,17 @@ where
                     StatusPlan::Apply {
                         terminal,
                         refund: None,
+                        attention,
                     } => {
-                        Self::record_status(&mut tx, order.id, update, terminal, now).await?;
+                        Self::record_status(
+                            &mut tx,
+                            order.id,
+                            update,
+                            terminal,
+                            attention.as_deref(),
+                            now,
+                        )
+                        .await?;
                         Some(StatusApplied {
                             order_id: order.id,
                             refund: None,

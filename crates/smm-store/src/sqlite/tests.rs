@@ -108,6 +108,7 @@ async fn sent_order(store: &SqliteStore, customer: CustomerId, charge: i64, up: 
 
 fn partial(remains: i64) -> StatusUpdate {
     StatusUpdate {
+        delivery: Default::default(),
         status: OrderStatus::Partial,
         start_count: Some(10),
         remains: Some(remains),
@@ -134,6 +135,7 @@ async fn in_memory_database_works_on_one_connection() {
             "p1",
             "U-1",
             StatusUpdate {
+                delivery: Default::default(),
                 status: OrderStatus::Canceled,
                 ..partial(0)
             },

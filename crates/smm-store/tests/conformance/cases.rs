@@ -111,6 +111,7 @@ async fn sent_order(
 
 fn update(status: OrderStatus, remains: Option<i64>) -> StatusUpdate {
     StatusUpdate {
+        delivery: Default::default(),
         status,
         start_count: Some(3572),
         remains,
@@ -2340,4 +2341,277 @@ pub async fn finishing_closes_every_pending_attempt(db: Db) {
     db.requeue(order.id, T0 + 3, "next route", T0 + 3)
         .await
         .expect("requeue");
+}
+
+// ---- refunds per order type (issue #12) -------------------------------------------------------
+
+/// Places an order with `params` (an `OrderRequest` as JSON) and `units`, and takes it to `sent`.
+async fn sent_typed(
+    db: &Db,
+    customer: CustomerId,
+    params: &str,
+    units: u64,
+    upstream: &str,
+    upstream_cost: Option<Decimal>,
+) -> Order {
+    let mut new = new_order(customer, "1.00000");
+    new.params = params.into();
+    new.units = units;
+    new.quantity = None;
+    let order = match db.place_order(new, T0).await {
+        Ok(Placed::New(order)) => order,
+        other => panic!("expected a new order, got {other:?}"),
+    };
+    let claimed = db.claim_for_forwarding("w", 1000, T0).await.expect("claim");
+    for other in claimed.iter().filter(|o| o.id != order.id) {
+        db.requeue(other.id, T0, "not this test's", T0)
+            .await
+            .expect("requeue");
+    }
+    db.begin_attempt(order.id, "p1", "svc", T0)
+        .await
+        .expect("begin");
+    db.finish_attempt(
+        order.id,
+        ForwardOutcome::Sent {
+            upstream_order_id: upstream.into(),
+            upstream_cost,
+            next_poll_at: T0 + 1_000,
+        },
+        T0,
+    )
+    .await
+    .expect("sent")
+}
+
+fn report(status: OrderStatus, remains: Option<i64>, delivery: Delivery) -> StatusUpdate {
+    StatusUpdate {
+        delivery,
+        ..update(status, remains)
+    }
+}
+
+const SUBSCRIPTION_10: &str = r#"{"type":"subscriptions","username":"u","min":10,"max":100,"delay":0,"posts":10,"old_posts":null,"expiry":null}"#;
+const DRIP_3: &str = r#"{"type":"default","link":"https://x.test/p","quantity":100,"drip_feed":{"runs":3,"interval":10}}"#;
+const PACKAGE: &str = r#"{"type":"package","link":"https://x.test/p"}"#;
+
+async fn refunded_for(db: &Db, order: &Order, status: StatusUpdate) -> Money {
+    db.apply_status(
+        order.provider.as_deref().expect("provider"),
+        order.upstream_order_id.as_deref().expect("upstream id"),
+        status,
+        T0 + 5,
+    )
+    .await
+    .expect("apply")
+    .expect("known order");
+    db.order(order.id).await.expect("order").refunded
+}
+
+/// Subscriptions refund the posts not served: Canceled after 9 of 10 posts pays a tenth,
+/// Expired after 2 of 10 pays eight tenths, Completed pays nothing.
+pub async fn subscriptions_refund_the_posts_not_served(db: Db) {
+    let c = funded(&db, "subs", "10.00000").await;
+    let canceled = sent_typed(&db, c.id, SUBSCRIPTION_10, 1000, "S-1", None).await;
+    let posts = |n| Delivery {
+        posts: Some(n),
+        ..Delivery::default()
+    };
+    assert_eq!(
+        refunded_for(
+            &db,
+            &canceled,
+            report(OrderStatus::Canceled, None, posts(9))
+        )
+        .await,
+        money("0.10000")
+    );
+    let expired = sent_typed(&db, c.id, SUBSCRIPTION_10, 1000, "S-2", None).await;
+    assert_eq!(
+        refunded_for(&db, &expired, report(OrderStatus::Expired, None, posts(2))).await,
+        money("0.80000")
+    );
+    let completed = sent_typed(&db, c.id, SUBSCRIPTION_10, 1000, "S-3", None).await;
+    assert_eq!(
+        refunded_for(
+            &db,
+            &completed,
+            report(OrderStatus::Completed, None, posts(10))
+        )
+        .await,
+        Money::ZERO
+    );
+    // Stopped without a post count: no guess, a person decides.
+    let unknown = sent_typed(&db, c.id, SUBSCRIPTION_10, 1000, "S-4", None).await;
+    assert_eq!(
+        refunded_for(
+            &db,
+            &unknown,
+            report(OrderStatus::Canceled, None, Delivery::default())
+        )
+        .await,
+        Money::ZERO
+    );
+    let listed = db.attention_orders(10).await.expect("attention");
+    assert_eq!(
+        listed.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![unknown.id]
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+/// Drip-feed parents refund the runs not done, whether the upstream says Canceled or a Partial
+/// that reports only runs.
+pub async fn drip_feed_refunds_follow_runs(db: Db) {
+    let c = funded(&db, "drip", "10.00000").await;
+    let runs = |n| Delivery {
+        runs: Some(n),
+        ..Delivery::default()
+    };
+    let canceled = sent_typed(&db, c.id, DRIP_3, 300, "D-1", None).await;
+    assert_eq!(
+        refunded_for(&db, &canceled, report(OrderStatus::Canceled, None, runs(2))).await,
+        money("0.33333")
+    );
+    let partial = sent_typed(&db, c.id, DRIP_3, 300, "D-2", None).await;
+    assert_eq!(
+        refunded_for(&db, &partial, report(OrderStatus::Partial, None, runs(1))).await,
+        money("0.66666")
+    );
+    // remains, when given, is the finer signal.
+    let by_remains = sent_typed(&db, c.id, DRIP_3, 300, "D-3", None).await;
+    assert_eq!(
+        refunded_for(
+            &db,
+            &by_remains,
+            report(OrderStatus::Partial, Some(30), runs(2))
+        )
+        .await,
+        money("0.10000")
+    );
+    // Canceled before any run: the whole charge.
+    let untouched = sent_typed(&db, c.id, DRIP_3, 300, "D-4", None).await;
+    assert_eq!(
+        refunded_for(
+            &db,
+            &untouched,
+            report(OrderStatus::Canceled, None, runs(0))
+        )
+        .await,
+        money("1.00000")
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+/// A Partial without `remains` uses the upstream's own charge against the expected cost; when
+/// no signal tells the share, the order goes on the attention list and is settled by a person,
+/// once, audited and ledgered.
+pub async fn partials_without_remains_use_the_charge_or_wait_for_a_person(db: Db) {
+    let c = funded(&db, "attention", "10.00000").await;
+    let charge = |c: &str| Delivery {
+        charge: Some(c.parse().expect("decimal")),
+        ..Delivery::default()
+    };
+    // A plain Package: the upstream charged 2.00 and now shows 0.50: three quarters undelivered.
+    let package = sent_typed(&db, c.id, PACKAGE, 0, "P-1", Some(Decimal::new(2, 0))).await;
+    assert_eq!(
+        refunded_for(
+            &db,
+            &package,
+            report(OrderStatus::Partial, None, charge("0.50"))
+        )
+        .await,
+        money("0.75000")
+    );
+    // A Default order without remains, with the charge signal.
+    let units = sent_order(&db, c.id, "1.00000", "p1", "U-1").await; // cost 0.12345
+    assert_eq!(
+        refunded_for(
+            &db,
+            &units,
+            report(OrderStatus::Partial, None, charge("0.06172"))
+        )
+        .await,
+        money("0.50004")
+    );
+    // No signal at all: no refund, on the attention list.
+    let blind = sent_typed(&db, c.id, PACKAGE, 0, "P-2", None).await;
+    assert_eq!(
+        refunded_for(
+            &db,
+            &blind,
+            report(OrderStatus::Partial, None, Delivery::default())
+        )
+        .await,
+        Money::ZERO
+    );
+    let waiting = db.attention_orders(10).await.expect("attention");
+    assert_eq!(
+        waiting.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![blind.id]
+    );
+    assert!(
+        waiting[0]
+            .attention
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Partial"))
+    );
+    // Bad settlements change nothing.
+    assert!(matches!(
+        db.settle_attention(blind.id, money("1.00001"), "too much", "ops", T0)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        db.settle_attention(units.id, money("0.10000"), "not waiting", "ops", T0)
+            .await,
+        Err(StoreError::InvalidState(_))
+    ));
+    let paid = db
+        .settle_attention(
+            blind.id,
+            money("0.40000"),
+            "upstream says 60% delivered",
+            "ops",
+            T0,
+        )
+        .await
+        .expect("settle");
+    assert_eq!(paid, money("0.40000"));
+    let settled = db.order(blind.id).await.expect("order");
+    assert_eq!(
+        (settled.refunded, settled.attention),
+        (money("0.40000"), None)
+    );
+    assert!(db.attention_orders(10).await.expect("attention").is_empty());
+    // Once: it is off the list now.
+    assert!(
+        db.settle_attention(blind.id, money("0.10000"), "again", "ops", T0)
+            .await
+            .is_err()
+    );
+    assert!(
+        db.audit_log(50)
+            .await
+            .expect("audit")
+            .iter()
+            .any(|e| e.action == "order.settle" && e.actor == "ops")
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+/// No order is ever placed for nothing.
+pub async fn free_orders_are_refused(db: Db) {
+    let c = funded(&db, "free", "1.00000").await;
+    assert!(matches!(
+        db.place_order(new_order(c.id, "0"), T0).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(
+        db.list_orders(&OrderFilter::default())
+            .await
+            .expect("orders")
+            .is_empty()
+    );
+    assert_books_balance(&db, c.id).await;
 }

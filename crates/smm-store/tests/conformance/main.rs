@@ -66,4 +66,8 @@ conformance!(
     rotate_key_conflict_is_worded,
     customer_rates_refuse_negative_zero,
     finishing_closes_every_pending_attempt,
+    subscriptions_refund_the_posts_not_served,
+    drip_feed_refunds_follow_runs,
+    partials_without_remains_use_the_charge_or_wait_for_a_person,
+    free_orders_are_refused,
 );

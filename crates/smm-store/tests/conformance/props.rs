@@ -245,6 +245,7 @@ async fn run_case(db: &Db, number: u32, case: Case) -> Result<(), TestCaseError>
         let model = &mut models[step.order];
         let now = T0 + 1_000 * i64::try_from(n).unwrap_or(0);
         let update = StatusUpdate {
+            delivery: Default::default(),
             status: step.status.clone(),
             start_count: Some(17),
             remains: step.remains,

@@ -483,6 +483,7 @@ pub async fn same_upstream_id_at_two_providers_is_kept_apart(backend: Backend) {
             "beta",
             "10001",
             StatusUpdate {
+                delivery: Default::default(),
                 status: OrderStatus::Completed,
                 start_count: Some(5),
                 remains: Some(0),

@@ -9,6 +9,7 @@
 //! The cases follow the conformance list (section (f) of the team's v2 protocol reference):
 //! 1–20, plus the seed shapes of `refill`, `refill_status` and `cancel`.
 
+mod billing;
 mod forwarding;
 mod operations;
 mod orders;
@@ -41,6 +42,11 @@ macro_rules! e2e {
 }
 
 e2e!(
+    // billing and refunds per order type (docs/billing.md)
+    billing::subscriptions_refund_the_posts_not_served,
+    billing::partials_without_remains_refund_by_the_upstream_charge,
+    billing::old_posts_and_free_orders_are_refused,
+    billing::unsettled_orders_wait_for_a_person,
     // (f) 1, 2, 3, 13 and the refill/cancel seed shapes
     protocol::balance_is_the_same_however_it_is_asked,
     protocol::errors_are_exact_and_http_200,

@@ -634,7 +634,6 @@ pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
                 ("max", "100"),
                 ("delay", "30"),
                 ("posts", "2"),
-                ("old_posts", "1"),
                 ("expiry", "2030-12-31"),
             ],
             vec![
@@ -643,7 +642,6 @@ pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
                 ("max", "100"),
                 ("delay", "30"),
                 ("posts", "2"),
-                ("old_posts", "1"),
                 ("expiry", "31/12/2030"),
             ],
             // max × posts

@@ -498,6 +498,7 @@ pub async fn refill_and_refill_status_seed_shapes(backend: Backend) {
             "alpha",
             sent.upstream_order_id.as_deref().expect("upstream id"),
             StatusUpdate {
+                delivery: Default::default(),
                 status: OrderStatus::Completed,
                 start_count: Some(10),
                 remains: Some(0),

@@ -808,6 +808,7 @@ pub async fn unknown_statuses_stay_watched(backend: Backend) {
             "alpha",
             &upstream,
             StatusUpdate {
+                delivery: Default::default(),
                 status: unknown.clone(),
                 start_count: Some(7),
                 remains: Some(40),
@@ -913,6 +914,7 @@ pub async fn partial_refunds_are_paid_once(backend: Backend) {
         let provider = order.provider.as_deref().expect("provider");
         let upstream = order.upstream_order_id.as_deref().expect("upstream id");
         let report = |status: OrderStatus, remains: i64| StatusUpdate {
+            delivery: Default::default(),
             status,
             start_count: Some(1),
             remains: Some(remains),
