@@ -1391,6 +1391,23 @@ where
         settle(tx, result).await
     }
 
+    async fn renew_claim(&self, order: OrderId, worker: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query_scalar::<D, i64>(
+            "UPDATE orders SET claimed_at = $3 WHERE id = $1 AND forward_state = 'sending' \
+             AND claimed_by = $2 AND NOT EXISTS (SELECT 1 FROM forward_attempts \
+             WHERE order_id = $1 AND outcome = 'pending') RETURNING id",
+        )
+        .bind(order.0)
+        .bind(worker)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map(|renewed| renewed.is_some())
+        .map_err(StoreError::from);
+        settle(tx, result).await
+    }
+
     async fn begin_attempts(&self, attempts: &[AttemptStart], now: Timestamp) -> StoreResult<()> {
         if attempts.is_empty() {
             return Ok(());

@@ -1090,6 +1090,68 @@ pub async fn batch_attempts_are_all_or_nothing(db: Db) {
     db.begin_attempts(&[], T0).await.expect("empty batch");
 }
 
+/// `renew_claim` keeps a claim waiting for its rate-limit slot out of `recover_sending`, for
+/// its own worker only and only while no attempt is pending (issue #12, 9): a wait is not a
+/// call in flight.
+pub async fn waiting_claims_are_renewed_not_recovered(db: Db) {
+    let c = funded(&db, "ida", "10").await;
+    let waiting = place(&db, c.id, "1").await;
+    let stale = place(&db, c.id, "1").await;
+    let claimed = db.claim_for_forwarding("w", 2, T0).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        !db.renew_claim(waiting.id, "other", T0 + 900)
+            .await
+            .expect("renew"),
+        "another worker's claim is not renewed"
+    );
+    assert!(
+        db.renew_claim(waiting.id, "w", T0 + 900)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        db.order(waiting.id).await.expect("order").claimed_at,
+        Some(T0 + 900)
+    );
+    // The lease (cut-off T0 + 500) takes only the claim that was not renewed.
+    let recovered = db
+        .recover_sending(T0 + 500, T0 + 1000)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, vec![stale.id]);
+    assert_eq!(
+        db.order(waiting.id).await.expect("order").forward_state,
+        ForwardState::Sending
+    );
+    assert!(
+        !db.renew_claim(stale.id, "w", T0 + 1000)
+            .await
+            .expect("renew"),
+        "a recovered claim is not renewed"
+    );
+    // With an attempt pending the lease measures the call: no renewal.
+    db.begin_attempt(waiting.id, "alpha", "7", T0 + 1000)
+        .await
+        .expect("begin");
+    assert!(
+        !db.renew_claim(waiting.id, "w", T0 + 1100)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        db.order(waiting.id).await.expect("order").claimed_at,
+        Some(T0 + 1000)
+    );
+    // A queued order is nobody's claim.
+    let queued = place(&db, c.id, "1").await;
+    assert!(
+        !db.renew_claim(queued.id, "w", T0 + 1100)
+            .await
+            .expect("renew")
+    );
+}
+
 /// `apply_statuses` applies a poller's whole batch: unchanged and non-refund updates together,
 /// refunds exactly once through the one-refund path, unknown ids as `None`, terminal orders
 /// untouched; applied twice, nothing more is paid.
