@@ -31,6 +31,7 @@ use rust_decimal::Decimal;
 use smm_provider_client::{ProviderError, Ready};
 use smm_store::{AttemptStart, ForwardOutcome, Order};
 use smm_wire::OrderRequest;
+use smm_wire::upstream::UpstreamId;
 use tokio::sync::watch;
 
 use crate::app::{App, Provider, now_ms};
@@ -128,12 +129,21 @@ enum Plan {
     /// Send through these routes in turn (each with its provider's client).
     Send {
         request: OrderRequest,
-        routes: Vec<(smm_routing::Route, Arc<Provider>)>,
+        routes: Vec<(Target, Arc<Provider>)>,
         flat_priced: bool,
     },
 }
 
-/// Decides, from the order and the current catalog, whether and where to send it.
+/// One route an order is sent through.
+struct Target {
+    provider: String,
+    upstream_service: UpstreamId,
+    upstream_rate: Decimal,
+}
+
+/// Decides whether and where to send the order: through the routes it was placed with
+/// ([`Order::placed_as`], issue #12, 7), whatever its service id means in the catalog now; for
+/// orders placed before the gateway kept them, through the catalog's current routes.
 fn plan(app: &App, order: &Order) -> Plan {
     let request: OrderRequest = match serde_json::from_str(&order.params) {
         Ok(request) => request,
@@ -142,24 +152,56 @@ fn plan(app: &App, order: &Order) -> Plan {
             return Plan::Reject("stored order parameters unreadable");
         }
     };
-    let catalog = app.catalog();
-    let Some(service) = u64::try_from(order.service_id.0)
-        .ok()
-        .and_then(|s| catalog.get(s))
-    else {
-        return Plan::Reject("the service no longer exists");
+    // A service disabled for a moment by a reload (an upstream catalog without it, a price not
+    // synced yet) is the reseller's trouble, not the order's: held.
+    let disabled = Plan::Hold {
+        reason: "service_disabled",
+        why: "the service is disabled",
     };
-    if !service.enabled {
-        // A reload may disable a service for a moment (an upstream catalog gone missing, a
-        // price not synced yet): the reseller's trouble, not the order's.
-        return Plan::Hold {
-            reason: "service_disabled",
-            why: "the service is disabled",
+    let (targets, flat_priced): (Vec<Target>, bool) = if let Some(placed) = order.placed_as() {
+        let offered: Vec<Target> = placed
+            .routes
+            .iter()
+            .filter(|r| app.upstream_offers(&r.provider, &r.upstream_service))
+            .filter_map(|r| {
+                Some(Target {
+                    provider: r.provider.clone(),
+                    upstream_service: UpstreamId::new(&r.upstream_service)?,
+                    upstream_rate: r.upstream_rate,
+                })
+            })
+            .collect();
+        if offered.is_empty() {
+            return disabled;
+        }
+        let flat = smm_wire::ServiceType::parse(&order.service_type).is_flat_priced();
+        (offered, flat)
+    } else {
+        let catalog = app.catalog();
+        let Some(service) = u64::try_from(order.service_id.0)
+            .ok()
+            .and_then(|s| catalog.get(s))
+        else {
+            return Plan::Reject("the service no longer exists");
         };
-    }
-    let routes: Vec<_> = smm_routing::candidate_routes(service, |p| app.provider_available(p))
+        if !service.enabled {
+            return disabled;
+        }
+        let targets = service
+            .routes
+            .iter()
+            .map(|r| Target {
+                provider: r.provider.clone(),
+                upstream_service: r.upstream_service.clone(),
+                upstream_rate: r.upstream_rate,
+            })
+            .collect();
+        (targets, service.service_type.is_flat_priced())
+    };
+    let routes: Vec<_> = targets
         .into_iter()
-        .filter_map(|route| app.provider(&route.provider).map(|p| (route.clone(), p)))
+        .filter(|t| app.provider_available(&t.provider))
+        .filter_map(|t| app.provider(&t.provider).map(|p| (t, p)))
         .collect();
     if routes.is_empty() {
         return Plan::Requeue("no provider available");
@@ -167,7 +209,7 @@ fn plan(app: &App, order: &Order) -> Plan {
     Plan::Send {
         request,
         routes,
-        flat_priced: service.service_type.is_flat_priced(),
+        flat_priced,
     }
 }
 

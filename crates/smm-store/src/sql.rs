@@ -610,6 +610,11 @@ where
     async fn place_order_once(&self, new: &NewOrder, now: Timestamp) -> Result<Placed, Abort<()>> {
         let units = to_i64("units", new.units)?;
         let quantity = new.quantity.map(|q| to_i64("quantity", q)).transpose()?;
+        let placed_as = new
+            .placed_as
+            .as_ref()
+            .map(|p| serde_json::to_string(p).map_err(|e| StoreError::Invalid(e.to_string())))
+            .transpose()?;
         let mut tx = self.begin().await?;
         let result: Result<Placed, Abort<()>> = async {
             if let Some(key) = &new.idempotency_key
@@ -638,8 +643,9 @@ where
             let inserted = sqlx::query_as::<D, OrderRow>(concat!(
                 "INSERT INTO orders (customer_id, service_id, service_type, params, link, \
                  quantity, units, charge, refunded, status, forward_state, forward_attempts, \
-                 idempotency_key, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 'Pending', 'queued', 0, $9, $10, $10) \
+                 idempotency_key, created_at, updated_at, placed_as) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 'Pending', 'queued', 0, $9, $10, $10, \
+                 $11) \
                  RETURNING ",
                 order_columns!()
             ))
@@ -653,6 +659,7 @@ where
             .bind(new.charge.units())
             .bind(new.idempotency_key.as_deref())
             .bind(now)
+            .bind(placed_as.as_deref())
             .fetch_one(&mut *tx)
             .await;
             let row = match inserted {

@@ -856,3 +856,128 @@ pub async fn rate_limit_waits_never_make_orders_ambiguous(backend: Backend) {
     gw.assert_ledger_consistent(gw.customer).await;
     gw.finish().await;
 }
+
+/// Issue #12 (7): an order keeps what it was placed as. Placed on [`BETA_ONLY`] (beta's
+/// service 1) and held queued by a 429, then a reload re-points that id at one of alpha's
+/// services with the opposite cancel flag: the order still goes to beta's service 1, exactly
+/// once, and `cancel` follows the flag it was placed with, not the id's new meaning.
+pub async fn orders_keep_the_routes_and_flags_they_were_placed_with(backend: Backend) {
+    let gw = TestGateway::start_with(backend, |settings| {
+        settings.forwarder.requeue_after_secs = 1;
+    })
+    .await;
+    let app = gw.app().clone();
+    let placed = app
+        .catalog()
+        .get(BETA_ONLY)
+        .cloned()
+        .expect("beta-only service");
+    let (other, _) = (1..=20u64)
+        .filter_map(|id| app.catalog().get(id).cloned().map(|s| (id, s)))
+        .find(|(_, s)| s.service_type == placed.service_type && s.cancel != placed.cancel)
+        .expect("an alpha service of the same type with the other cancel flag");
+
+    gw.beta()
+        .add_fault(FaultRule::always(Fault::RateLimited).on_action("add"));
+    let link = "https://instagram.com/p/placed-as";
+    let id = gw
+        .add_ok(&[
+            ("service", &BETA_ONLY.to_string()),
+            ("link", link),
+            ("quantity", "100"),
+        ])
+        .await;
+    wait_adds(gw.beta(), 1).await;
+    let stored = gw.order(id).await;
+    let kept = stored.placed_as().expect("placement kept with the order");
+    assert_eq!(kept.cancel, placed.cancel);
+    assert_eq!(
+        kept.routes
+            .iter()
+            .map(|r| (r.provider.as_str(), r.upstream_service.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("beta", "1")]
+    );
+
+    let mut repointed = (*app.settings()).clone();
+    let def = repointed
+        .services
+        .iter_mut()
+        .find(|s| s.id == BETA_ONLY)
+        .expect("def");
+    def.routes = vec![crate::support::route("alpha", other)];
+    app.reload(repointed, "test").await.expect("reload applies");
+    assert_eq!(
+        app.catalog().get(BETA_ONLY).map(|s| s.cancel),
+        Some(!placed.cancel),
+        "the id means another service now"
+    );
+
+    gw.beta().clear_faults();
+    let order = gw.wait_state(id, ForwardState::Sent).await;
+    assert_eq!(order.provider.as_deref(), Some("beta"));
+    assert_eq!(order.upstream_service.as_deref(), Some("1"));
+    assert!(
+        adds(gw.alpha())
+            .iter()
+            .all(|r| r.params.get("link").map(String::as_str) != Some(link)),
+        "never sent to the id's new route"
+    );
+    assert_eq!(gw.beta().orders().len(), 1, "sent exactly once");
+
+    let reply = gw.api("cancel", &[("orders", &id.to_string())]).await;
+    assert_eq!(
+        reply
+            .to_string()
+            .contains("Cancel is disabled for this service"),
+        !placed.cancel,
+        "cancel follows the flag the order was placed with: {reply}"
+    );
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
+
+/// Issue #12 (7): exposing a provider's whole catalog beside explicit services 1..=22 gives
+/// the exposed services ids of their own (1 000 000 and up): none is dropped for an id an
+/// explicit service holds, and no explicit service changes meaning.
+pub async fn exposure_ids_never_collide_with_explicit_ids(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let app = gw.app().clone();
+    let before: Vec<_> = crate::support::ALL_SERVICES
+        .map(|id| app.catalog().get(id).cloned().expect("explicit service"))
+        .collect();
+    let mut exposed = (*app.settings()).clone();
+    exposed.exposures = vec![smm_routing::Exposure {
+        provider: "alpha".into(),
+        categories: None,
+        markup: None,
+    }];
+    app.reload(exposed, "test").await.expect("reload applies");
+    let upstream = gw.alpha().services().len();
+    let catalog = app.catalog();
+    let exposed_ids: Vec<u64> = catalog
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| !crate::support::ALL_SERVICES.contains(id))
+        .collect();
+    assert_eq!(
+        exposed_ids.len(),
+        upstream,
+        "every upstream service exposed"
+    );
+    assert!(
+        exposed_ids
+            .iter()
+            .all(|id| *id >= smm_routing::EXPOSURE_ID_BASE),
+        "{exposed_ids:?}"
+    );
+    for service in &before {
+        assert_eq!(
+            catalog.get(service.id),
+            Some(service),
+            "explicit {} kept",
+            service.id
+        );
+    }
+    gw.finish().await;
+}
