@@ -143,6 +143,14 @@ impl ProviderClient {
         Ready { _slot: () }
     }
 
+    /// [`ready`](Self::ready) without the wait: the slot if the rate limit has one free now.
+    pub fn try_ready(&self) -> Option<Ready> {
+        match &self.inner.limiter {
+            Some(limiter) if !limiter.try_acquire() => None,
+            _ => Some(Ready { _slot: () }),
+        }
+    }
+
     /// The provider's configured name.
     pub fn name(&self) -> &str {
         &self.inner.config.name

@@ -59,6 +59,11 @@ impl RateLimiter {
         self.limit
     }
 
+    /// Takes a call's slot if one is free now, without waiting.
+    pub(crate) fn try_acquire(&self) -> bool {
+        self.gcra.check().is_ok()
+    }
+
     /// Waits until a call is allowed and takes its slot.
     pub(crate) async fn acquire(&self) {
         while let Err(not_until) = self.gcra.check() {

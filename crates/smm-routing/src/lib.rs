@@ -53,6 +53,12 @@
 //! (rounded up) unless `allow_below_cost`, and is never ≤ 0. [`charge`] turns a rate and a
 //! [`smm_wire::order::Billing`] into the amount debited, rounded up to 0.00001.
 
+/// Exposed services get their ids (assigned once by the store, never re-pointed) from
+/// `EXPOSURE_ID_BASE` up; explicit `[[services]]` ids must be below it, so the two never
+/// collide (issue #12, 7). Ids given to exposures before this range existed keep their
+/// service; an explicit id equal to one of them is refused at catalog build.
+pub const EXPOSURE_ID_BASE: u64 = 1_000_000;
+
 pub mod catalog;
 pub mod config;
 pub mod order;

@@ -81,6 +81,16 @@ pub fn validate(
         let at = format!("services[{i}]");
         if s.id == 0 {
             out.push(format!("{at}.id"), "must be at least 1");
+        } else if s.id >= crate::EXPOSURE_ID_BASE {
+            out.push(
+                format!("{at}.id"),
+                format!(
+                    "{} is in the range of exposed services' ids ({} and up): explicit ids \
+                     must be below it",
+                    s.id,
+                    crate::EXPOSURE_ID_BASE
+                ),
+            );
         } else if let Some(first) = ids.get(&s.id) {
             out.push(
                 format!("{at}.id"),
@@ -297,6 +307,25 @@ mod tests {
         assert_eq!(
             validate(&providers, &pricing, &services, &exposures),
             Vec::new()
+        );
+    }
+
+    #[test]
+    fn explicit_ids_stay_below_the_exposure_range() {
+        // Issue #12 (7): exposures get ids from EXPOSURE_ID_BASE up; an explicit id there is
+        // refused with its location instead of colliding with one later.
+        let providers = [provider("alpha")];
+        let services = [
+            service(999_999, &[("alpha", "1")]),
+            service(crate::EXPOSURE_ID_BASE, &[("alpha", "2")]),
+        ];
+        let problems = validate(&providers, &PricingRules::default(), &services, &[]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "services[1].id");
+        assert!(
+            problems[0].message.contains("1000000 and up"),
+            "{}",
+            problems[0]
         );
     }
 

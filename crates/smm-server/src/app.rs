@@ -293,6 +293,11 @@ impl App {
             self.count_reload("invalid");
             return Err(problems.iter().map(ToString::to_string).collect());
         }
+        let conflicts = self.service_id_conflicts(&candidate).await;
+        if !conflicts.is_empty() {
+            self.count_reload("invalid");
+            return Err(conflicts);
+        }
         let old = self.runtime();
         let mut warnings = Vec::new();
         keep_restart_only(&old.settings, &mut candidate, &mut warnings);
@@ -438,6 +443,20 @@ impl App {
     }
 
     /// Is `provider` usable for new orders now (configured, enabled, not cooling down)?
+    /// Whether `provider`'s last synced catalog offers `upstream_service` with a price (a
+    /// service missing there, or priced at zero, is disabled, never sent).
+    pub fn upstream_offers(&self, provider: &str, upstream_service: &str) -> bool {
+        self.upstream
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(provider)
+            .is_some_and(|services| {
+                services.iter().any(|s| {
+                    s.service.as_str() == upstream_service && s.rate > rust_decimal::Decimal::ZERO
+                })
+            })
+    }
+
     pub fn provider_available(&self, provider: &str) -> bool {
         let runtime = self.runtime();
         !runtime.retired.contains(provider)
@@ -603,6 +622,33 @@ impl App {
             }
         }
         messages
+    }
+
+    /// Explicit service ids of `settings` that the store has already given to an exposed
+    /// upstream service (issue #12, 7): an id, once given, is never re-pointed at another
+    /// service, so such a configuration is refused, each problem with its location. (New
+    /// exposure ids come from [`smm_routing::EXPOSURE_ID_BASE`] up, which explicit ids stay
+    /// below; only ids given before that range existed can collide.)
+    pub async fn service_id_conflicts(&self, settings: &Settings) -> Vec<String> {
+        let assigned: BTreeMap<i64, (String, String)> = match self.store.service_ids().await {
+            Ok(all) => all.into_iter().map(|(id, p, s)| (id.0, (p, s))).collect(),
+            Err(e) => return vec![format!("cannot read service ids: {e}")],
+        };
+        settings
+            .services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, def)| {
+                let id = i64::try_from(def.id).ok()?;
+                let (provider, service) = assigned.get(&id)?;
+                Some(format!(
+                    "services[{i}].id: {} is already the id of exposed service {service:?} of \
+                     provider {provider:?}; an id is never re-pointed at another service: \
+                     choose another id",
+                    def.id
+                ))
+            })
+            .collect()
     }
 
     /// Rebuilds the catalog from the last synced upstream catalogs, assigning stable ids to

@@ -6,22 +6,32 @@
 //!
 //! * the upstream accepts → `sent`, polled from then on;
 //! * the upstream definitively refuses (`Rejected`) or the call never left (`NotSent`) → the next
-//!   route; when none is left the order is rejected with a full refund, or — if some route was
-//!   only unreachable — queued again for later;
+//!   route; when none is left the order is rejected with a full refund only if every refusal was
+//!   about the order itself (bad link, below min, ...). If some route was only unreachable, or
+//!   refused for the reseller's own trouble there ([`held_reason`]: HTTP 429, the reseller's key,
+//!   the reseller's funds, a disabled service), the order is held: queued again with backoff,
+//!   logged at warn and counted in `smm_forward_held_total{provider,reason}`, never refunded;
 //! * anything that may have reached the upstream (`Ambiguous`, `Protocol`) → `ambiguous`: never
 //!   re-sent automatically, left to reconciliation and the admin.
 //!
 //! A crash between "sending" and the outcome leaves the order `sending`; [`recover`] turns such
 //! claims into `ambiguous` once their lease has expired.
+//!
+//! The per-provider rate limit is waited for *before* an attempt is noted: the slot is taken
+//! with `ProviderClient::ready` (or `try_ready` for the batch's one commit), the attempt noted,
+//! and the request leaves at once with `add_ready`. While an order waits for its slot its claim
+//! is renewed ([`smm_store::Store::renew_claim`]), so a long queue behind a tight limit never
+//! ages a claim into `ambiguous`: the lease only ever measures a call in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
-use smm_provider_client::ProviderError;
+use smm_provider_client::{ProviderError, Ready};
 use smm_store::{AttemptStart, ForwardOutcome, Order};
 use smm_wire::OrderRequest;
+use smm_wire::upstream::UpstreamId;
 use tokio::sync::watch;
 
 use crate::app::{App, Provider, now_ms};
@@ -67,18 +77,24 @@ pub async fn round(app: &App) -> usize {
         }
     };
     let count = claimed.len();
-    let planned: Vec<(Order, Plan)> = claimed
+    // Each order's first slot is taken now if its provider's rate limit has one free: those
+    // orders' first attempts are noted in one commit, before any call. The others wait for
+    // their slot in `forward`, and note their attempt once they have it.
+    let mut planned: Vec<(Order, Plan, Option<Ready>)> = claimed
         .into_iter()
         .map(|order| {
             let plan = plan(app, &order);
-            (order, plan)
+            let slot = match &plan {
+                Plan::Send { routes, .. } => routes.first().and_then(|(_, p)| p.client.try_ready()),
+                _ => None,
+            };
+            (order, plan, slot)
         })
         .collect();
-    // The first attempt of every order in the batch is noted in one commit, before any call.
     let firsts: Vec<AttemptStart> = planned
         .iter()
-        .filter_map(|(order, plan)| match plan {
-            Plan::Send { routes, .. } => routes.first().map(|(route, _)| AttemptStart {
+        .filter_map(|(order, plan, slot)| match (plan, slot) {
+            (Plan::Send { routes, .. }, Some(_)) => routes.first().map(|(route, _)| AttemptStart {
                 order: order.id,
                 provider: route.provider.clone(),
                 upstream_service: route.upstream_service.as_str().to_owned(),
@@ -86,17 +102,16 @@ pub async fn round(app: &App) -> usize {
             _ => None,
         })
         .collect();
-    let first_noted = match app.store.begin_attempts(&firsts, now_ms()).await {
-        Ok(()) => true,
-        Err(error) => {
-            // Nothing was noted: each order notes its own attempt before its call instead.
-            tracing::error!(%error, orders = firsts.len(), "cannot note the batch's attempts; noting them one by one");
-            false
+    if let Err(error) = app.store.begin_attempts(&firsts, now_ms()).await {
+        // Nothing was noted: each order notes its own attempt before its call instead.
+        tracing::error!(%error, orders = firsts.len(), "cannot note the batch's attempts; noting them one by one");
+        for (_, _, slot) in &mut planned {
+            *slot = None;
         }
-    };
+    }
     futures_util::stream::iter(planned)
-        .for_each_concurrent(settings.concurrency, |(order, plan)| {
-            forward(app, order, plan, first_noted)
+        .for_each_concurrent(settings.concurrency, |(order, plan, noted_slot)| {
+            forward(app, order, plan, noted_slot)
         })
         .await;
     count
@@ -106,15 +121,29 @@ pub async fn round(app: &App) -> usize {
 enum Plan {
     Reject(&'static str),
     Requeue(&'static str),
+    /// Held queued for the reseller's own trouble (`reason` is a metric label).
+    Hold {
+        reason: &'static str,
+        why: &'static str,
+    },
     /// Send through these routes in turn (each with its provider's client).
     Send {
         request: OrderRequest,
-        routes: Vec<(smm_routing::Route, Arc<Provider>)>,
+        routes: Vec<(Target, Arc<Provider>)>,
         flat_priced: bool,
     },
 }
 
-/// Decides, from the order and the current catalog, whether and where to send it.
+/// One route an order is sent through.
+struct Target {
+    provider: String,
+    upstream_service: UpstreamId,
+    upstream_rate: Decimal,
+}
+
+/// Decides whether and where to send the order: through the routes it was placed with
+/// ([`Order::placed_as`], issue #12, 7), whatever its service id means in the catalog now; for
+/// orders placed before the gateway kept them, through the catalog's current routes.
 fn plan(app: &App, order: &Order) -> Plan {
     let request: OrderRequest = match serde_json::from_str(&order.params) {
         Ok(request) => request,
@@ -123,19 +152,56 @@ fn plan(app: &App, order: &Order) -> Plan {
             return Plan::Reject("stored order parameters unreadable");
         }
     };
-    let catalog = app.catalog();
-    let Some(service) = u64::try_from(order.service_id.0)
-        .ok()
-        .and_then(|s| catalog.get(s))
-    else {
-        return Plan::Reject("the service no longer exists");
+    // A service disabled for a moment by a reload (an upstream catalog without it, a price not
+    // synced yet) is the reseller's trouble, not the order's: held.
+    let disabled = Plan::Hold {
+        reason: "service_disabled",
+        why: "the service is disabled",
     };
-    if !service.enabled {
-        return Plan::Reject("the service is disabled");
-    }
-    let routes: Vec<_> = smm_routing::candidate_routes(service, |p| app.provider_available(p))
+    let (targets, flat_priced): (Vec<Target>, bool) = if let Some(placed) = order.placed_as() {
+        let offered: Vec<Target> = placed
+            .routes
+            .iter()
+            .filter(|r| app.upstream_offers(&r.provider, &r.upstream_service))
+            .filter_map(|r| {
+                Some(Target {
+                    provider: r.provider.clone(),
+                    upstream_service: UpstreamId::new(&r.upstream_service)?,
+                    upstream_rate: r.upstream_rate,
+                })
+            })
+            .collect();
+        if offered.is_empty() {
+            return disabled;
+        }
+        let flat = smm_wire::ServiceType::parse(&order.service_type).is_flat_priced();
+        (offered, flat)
+    } else {
+        let catalog = app.catalog();
+        let Some(service) = u64::try_from(order.service_id.0)
+            .ok()
+            .and_then(|s| catalog.get(s))
+        else {
+            return Plan::Reject("the service no longer exists");
+        };
+        if !service.enabled {
+            return disabled;
+        }
+        let targets = service
+            .routes
+            .iter()
+            .map(|r| Target {
+                provider: r.provider.clone(),
+                upstream_service: r.upstream_service.clone(),
+                upstream_rate: r.upstream_rate,
+            })
+            .collect();
+        (targets, service.service_type.is_flat_priced())
+    };
+    let routes: Vec<_> = targets
         .into_iter()
-        .filter_map(|route| app.provider(&route.provider).map(|p| (route.clone(), p)))
+        .filter(|t| app.provider_available(&t.provider))
+        .filter_map(|t| app.provider(&t.provider).map(|p| (t, p)))
         .collect();
     if routes.is_empty() {
         return Plan::Requeue("no provider available");
@@ -143,7 +209,7 @@ fn plan(app: &App, order: &Order) -> Plan {
     Plan::Send {
         request,
         routes,
-        flat_priced: service.service_type.is_flat_priced(),
+        flat_priced,
     }
 }
 
@@ -183,9 +249,51 @@ pub async fn recover(app: &App, lease: Duration) {
     }
 }
 
-/// Forwards one claimed order through its routes. `first_noted`: the first route's attempt is
-/// already durably noted (by the batch), so it is not noted again.
-async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
+/// Why a refusal is the reseller's own trouble at that provider, not the order's: the order is
+/// then held (failed over, else queued again), never rejected and refunded. `None` for a refusal
+/// about the order itself (bad link, below min, a busy link, ...), which is final.
+pub fn held_reason(kind: &smm_wire::ErrorKind) -> Option<&'static str> {
+    use smm_wire::ErrorKind as K;
+    Some(match kind {
+        K::RateLimited => "rate_limited",
+        K::InvalidKey => "invalid_key",
+        K::NotEnoughFunds => "no_funds",
+        K::AccountSuspended => "account_suspended",
+        K::IncorrectServiceId => "service_unknown",
+        K::Unavailable => "unavailable",
+        _ => return None,
+    })
+}
+
+/// Waits for a slot in `provider`'s rate limit, renewing `order`'s claim meanwhile so the wait
+/// never counts against the lease. `None` when the claim was lost (nothing may be sent).
+async fn wait_for_slot(app: &App, order: &Order, provider: &Provider) -> Option<Ready> {
+    let lease = Duration::from_secs(app.settings().forwarder.lease_secs);
+    let beat = (lease / 4).max(Duration::from_millis(100));
+    let ready = provider.client.ready();
+    tokio::pin!(ready);
+    loop {
+        tokio::select! {
+            slot = &mut ready => return Some(slot),
+            () = tokio::time::sleep(beat) => {
+                match app.store.renew_claim(order.id, &app.worker_id, now_ms()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(order = order.id.0, "claim lost while waiting for the rate limit; not sending");
+                        return None;
+                    }
+                    // Not renewed: should the lease run out, the attempt cannot be noted (the
+                    // order is no longer `sending`), so nothing is sent. Keep waiting.
+                    Err(error) => tracing::error!(order = order.id.0, %error, "cannot renew a claim"),
+                }
+            }
+        }
+    }
+}
+
+/// Forwards one claimed order through its routes. `noted_slot`: the first route's attempt is
+/// already durably noted (by the batch) in this rate-limit slot, so it is not noted again.
+async fn forward(app: &App, order: Order, plan: Plan, mut noted_slot: Option<Ready>) {
     let id = order.id;
     let (request, routes, flat_priced) = match plan {
         Plan::Reject(why) => {
@@ -196,6 +304,10 @@ async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
             requeue(app, &order, why).await;
             return;
         }
+        Plan::Hold { reason, why } => {
+            hold(app, &order, "-", reason, why).await;
+            return;
+        }
         Plan::Send {
             request,
             routes,
@@ -203,29 +315,40 @@ async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
         } => (request, routes, flat_priced),
     };
     let mut unreachable = false;
+    let mut held: Option<(String, &'static str)> = None;
     let mut last_refusal = String::new();
     let mut last_kind = None;
-    for (index, (route, provider)) in routes.into_iter().enumerate() {
-        let noted = if index == 0 && first_noted {
-            Ok(())
+    for (route, provider) in routes {
+        let slot = if let Some(slot) = noted_slot.take() {
+            slot
         } else {
-            app.store
+            // The rate-limit wait comes first, then the attempt is noted, then the call
+            // leaves at once: only the call itself runs against the lease.
+            let Some(slot) = wait_for_slot(app, &order, &provider).await else {
+                return;
+            };
+            let noted = app
+                .store
                 .begin_attempt(
                     id,
                     &route.provider,
                     route.upstream_service.as_str(),
                     now_ms(),
                 )
-                .await
+                .await;
+            if let Err(error) = noted {
+                // Not durably noted: do not send. The claim's lease turns it ambiguous if we
+                // are the ones who lost track; otherwise it is still `sending` and safe.
+                tracing::error!(order = id.0, %error, "cannot record a forwarding attempt; not sending");
+                return;
+            }
+            slot
         };
-        if let Err(error) = noted {
-            // Not durably noted: do not send. The claim's lease turns it ambiguous if we are
-            // the ones who lost track; otherwise it is still `sending` and safe.
-            tracing::error!(order = id.0, %error, "cannot record a forwarding attempt; not sending");
-            return;
-        }
         let call_started = std::time::Instant::now();
-        let result = provider.client.add(&route.upstream_service, &request).await;
+        let result = provider
+            .client
+            .add_ready(slot, &route.upstream_service, &request)
+            .await;
         let class = match &result {
             Ok(_) => "ok",
             Err(e) => e.class(),
@@ -268,7 +391,11 @@ async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
                     if *kind == smm_wire::ErrorKind::NotEnoughFunds {
                         provider.health.record_out_of_funds();
                     }
-                    last_kind = Some(kind.clone());
+                    if let Some(reason) = held_reason(kind) {
+                        held = Some((route.provider.clone(), reason));
+                    } else {
+                        last_kind = Some(kind.clone());
+                    }
                 }
                 ForwardOutcome::Failed {
                     not_sent: matches!(error, ProviderError::NotSent { .. }),
@@ -321,7 +448,10 @@ async fn forward(app: &App, order: Order, plan: Plan, first_noted: bool) {
             return;
         }
     }
-    if unreachable {
+    if let Some((provider, reason)) = held {
+        let why = format!("held: the reseller's trouble at a provider ({last_refusal})");
+        hold(app, &order, &provider, reason, &why).await;
+    } else if unreachable {
         requeue(app, &order, &format!("no route reachable ({last_refusal})")).await;
     } else {
         if let Some(kind) = last_kind {
@@ -345,6 +475,28 @@ async fn requeue(app: &App, order: &Order, why: &str) {
     match app.store.requeue(order.id, later, why, now_ms()).await {
         Ok(()) => tracing::info!(order = order.id.0, why, "order queued again for later"),
         Err(error) => tracing::error!(order = order.id.0, %error, "cannot requeue"),
+    }
+}
+
+/// Holds an order queued for the reseller's own trouble (`reason` at `provider`), with backoff:
+/// `requeue_after_secs` doubled per claim so far, at most 16 times that. Alerts: a warn line
+/// and `smm_forward_held_total`. Never refunds.
+async fn hold(app: &App, order: &Order, provider: &str, reason: &'static str, why: &str) {
+    app.metrics.forward_held(provider, reason);
+    tracing::warn!(
+        order = order.id.0,
+        provider,
+        reason,
+        why,
+        "order held queued: the reseller's own trouble at the provider, not refunded"
+    );
+    let base = app.settings().forwarder.requeue_after_secs.max(1);
+    let doublings = order.forward_attempts.saturating_sub(1).min(4);
+    let delay = base.saturating_mul(1 << doublings);
+    let later = now_ms().saturating_add(secs_ms(delay));
+    match app.store.requeue(order.id, later, why, now_ms()).await {
+        Ok(()) => {}
+        Err(error) => tracing::error!(order = order.id.0, %error, "cannot requeue a held order"),
     }
 }
 

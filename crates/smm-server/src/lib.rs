@@ -69,6 +69,10 @@ impl Gateway {
             .await
             .map_err(|e| format!("database: {e}"))?;
         let app = Arc::new(App::new(settings, store)?);
+        let conflicts = app.service_id_conflicts(&app.settings()).await;
+        if !conflicts.is_empty() {
+            return Err(conflicts.join("; "));
+        }
         for issue in app.load_saved_catalogs().await {
             tracing::warn!("{issue}");
         }

@@ -66,6 +66,12 @@ struct Reason {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderReason {
+    provider: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProviderLabel {
     provider: String,
 }
@@ -95,6 +101,7 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamCall, Counter>,
     upstream_call_duration: Latency<UpstreamAction>,
     forward_outcomes: Family<Outcome, Counter>,
+    forward_held: Family<ProviderReason, Counter>,
     refunds: Family<Reason, Counter>,
     config_reloads: Family<Outcome, Counter>,
     price_change_alerts: Family<ProviderLabel, Counter>,
@@ -110,6 +117,7 @@ impl Default for Metrics {
             upstream_calls: Family::default(),
             upstream_call_duration: Family::new_with_constructor(latency),
             forward_outcomes: Family::default(),
+            forward_held: Family::default(),
             refunds: Family::default(),
             config_reloads: Family::default(),
             price_change_alerts: Family::default(),
@@ -140,6 +148,12 @@ impl Default for Metrics {
             "smm_forward_outcomes",
             "Forwarding attempts by outcome",
             metrics.forward_outcomes.clone(),
+        );
+        registry.register(
+            "smm_forward_held",
+            "Orders held queued because of the reseller's own trouble at a provider (rate \
+             limit, key, funds, a service disabled), by provider and reason",
+            metrics.forward_held.clone(),
         );
         registry.register(
             "smm_refunds",
@@ -210,6 +224,17 @@ impl Metrics {
         self.forward_outcomes
             .get_or_create(&Outcome {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `smm_forward_held_total`: an order held queued (not refunded) because of `reason`
+    /// at `provider` (`"-"` when no provider was asked).
+    pub fn forward_held(&self, provider: &str, reason: &str) {
+        self.forward_held
+            .get_or_create(&ProviderReason {
+                provider: provider.to_owned(),
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -255,6 +255,25 @@ fn enabled_service(app: &App, id: u64) -> Result<LocalService, ErrorKind> {
         .ok_or(ErrorKind::IncorrectServiceId)
 }
 
+/// What an order of `service` is placed as (issue #12, 7): its routes and flags now, kept with
+/// the order so a later change of what the id means changes nothing for it.
+fn placed_as(service: &LocalService) -> smm_store::PlacedAs {
+    smm_store::PlacedAs {
+        cancel: service.cancel,
+        refill: service.refill,
+        dripfeed: service.dripfeed,
+        routes: service
+            .routes
+            .iter()
+            .map(|r| smm_store::PlacedRoute {
+                provider: r.provider.clone(),
+                upstream_service: r.upstream_service.as_str().to_owned(),
+                upstream_rate: r.upstream_rate,
+            })
+            .collect(),
+    }
+}
+
 async fn add(
     app: &App,
     customer: &Customer,
@@ -309,6 +328,7 @@ async fn add(
         units,
         charge,
         idempotency_key,
+        placed_as: Some(placed_as(&service)),
     };
     let placed = app
         .store
@@ -479,10 +499,16 @@ async fn refill_one(
     order: Option<&Order>,
 ) -> Result<u64, ErrorKind> {
     let order = order.ok_or(ErrorKind::IncorrectOrderId)?;
-    let refillable = u64::try_from(order.service_id.0)
-        .ok()
-        .and_then(|id| app.catalog().get(id).map(|s| s.refill))
-        .unwrap_or(false);
+    // What the order was placed as decides (issue #12, 7), not what the id means now.
+    let refillable = order.placed_as().map_or_else(
+        || {
+            u64::try_from(order.service_id.0)
+                .ok()
+                .and_then(|id| app.catalog().get(id).map(|s| s.refill))
+                .unwrap_or(false)
+        },
+        |placed| placed.refill,
+    );
     if !refillable {
         return Err(ErrorKind::RefillDisabled);
     }
@@ -564,10 +590,16 @@ async fn cancel_one(
 ) -> Result<(), ErrorKind> {
     let order = order.ok_or(ErrorKind::IncorrectOrderId)?;
     if order.forward_state != ForwardState::Queued {
-        let cancellable = u64::try_from(order.service_id.0)
-            .ok()
-            .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
-            .unwrap_or(false);
+        // What the order was placed as decides (issue #12, 7), not what the id means now.
+        let cancellable = order.placed_as().map_or_else(
+            || {
+                u64::try_from(order.service_id.0)
+                    .ok()
+                    .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
+                    .unwrap_or(false)
+            },
+            |placed| placed.cancel,
+        );
         if !cancellable {
             return Err(ErrorKind::CancelDisabled);
         }

@@ -243,6 +243,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// Renews the claim of an order `worker` holds in `sending` with no attempt pending
+    /// (`claimed_at = now`), while it waits for its provider's rate limit before the attempt is
+    /// noted: a wait is not a call in flight, so it never counts against the lease. False when
+    /// the claim is no longer `worker`'s (recovered, or finished): then nothing may be sent.
+    async fn renew_claim(&self, order: OrderId, worker: &str, now: Timestamp) -> StoreResult<bool>;
+
     /// [`Store::begin_attempt`] for several orders in one transaction (the forwarder notes the
     /// first route of a whole claimed batch with one commit). All or nothing: on any error no
     /// attempt is noted and nothing may be sent.

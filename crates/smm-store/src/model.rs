@@ -204,6 +204,34 @@ pub struct NewOrder {
     pub units: u64,
     pub charge: Money,
     pub idempotency_key: Option<String>,
+    /// What the order is placed as (its routes and the service's flags), kept with the order.
+    pub placed_as: Option<PlacedAs>,
+}
+
+/// What an order was placed as, frozen at placement: the route choice and the service flags
+/// that matter after `add`. The forwarder sends through these routes, and refill/cancel
+/// eligibility follows these flags, whatever the service id means in the catalog later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedAs {
+    /// The service offered cancels (`cancel: true` in its catalog entry).
+    pub cancel: bool,
+    /// The service offered refills.
+    pub refill: bool,
+    /// The service offered drip-feed.
+    #[serde(default)]
+    pub dripfeed: bool,
+    /// The routes, in priority order.
+    pub routes: Vec<PlacedRoute>,
+}
+
+/// One route of [`PlacedAs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedRoute {
+    pub provider: String,
+    pub upstream_service: String,
+    /// The upstream's rate at placement (per 1000, or per order for flat-priced types), in
+    /// the provider's currency.
+    pub upstream_rate: Decimal,
 }
 
 /// An order as stored.
@@ -244,10 +272,18 @@ pub struct Order {
     /// Why the order waits for a person: it ended upstream but no signal told the refund it is
     /// owed (`Store::attention_orders`, settled with `Store::settle_attention`).
     pub attention: Option<String>,
+    /// See [`Order::placed_as`].
+    pub placed_as: Option<PlacedAs>,
 }
 
 impl Order {
     /// The charge net of refunds: what the customer's `status` shows.
+    /// What the order was placed as (routes, cancel/refill flags); `None` for orders placed
+    /// before the gateway kept it (the catalog's current entry is all there is for them).
+    pub fn placed_as(&self) -> Option<&PlacedAs> {
+        self.placed_as.as_ref()
+    }
+
     pub fn net_charge(&self) -> Money {
         self.charge
             .checked_sub(self.refunded)

@@ -23,7 +23,7 @@ macro_rules! order_columns {
          refunded, status, status_raw, start_count, remains, extra, provider, upstream_service, \
          upstream_order_id, upstream_cost, forward_state, forward_attempts, forward_error, \
          claimed_by, claimed_at, forwarded_at, next_poll_at, idempotency_key, created_at, \
-         updated_at, attention"
+         updated_at, attention, placed_as"
     };
 }
 /// What `status` reads of an order: the narrow [`OrderStatusRow`].
@@ -270,6 +270,7 @@ pub(crate) struct OrderRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub attention: Option<String>,
+    pub placed_as: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -313,6 +314,11 @@ impl TryFrom<OrderRow> for Order {
             created_at: row.created_at,
             updated_at: row.updated_at,
             attention: row.attention,
+            placed_as: row
+                .placed_as
+                .as_deref()
+                .map(|json| serde_json::from_str(json).map_err(|_| corrupt("placed_as", json)))
+                .transpose()?,
         })
     }
 }

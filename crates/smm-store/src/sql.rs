@@ -614,6 +614,11 @@ where
     async fn place_order_once(&self, new: &NewOrder, now: Timestamp) -> Result<Placed, Abort<()>> {
         let units = to_i64("units", new.units)?;
         let quantity = new.quantity.map(|q| to_i64("quantity", q)).transpose()?;
+        let placed_as = new
+            .placed_as
+            .as_ref()
+            .map(|p| serde_json::to_string(p).map_err(|e| StoreError::Invalid(e.to_string())))
+            .transpose()?;
         let mut tx = self.begin().await?;
         let result: Result<Placed, Abort<()>> = async {
             if let Some(key) = &new.idempotency_key
@@ -642,8 +647,9 @@ where
             let inserted = sqlx::query_as::<D, OrderRow>(concat!(
                 "INSERT INTO orders (customer_id, service_id, service_type, params, link, \
                  quantity, units, charge, refunded, status, forward_state, forward_attempts, \
-                 idempotency_key, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 'Pending', 'queued', 0, $9, $10, $10) \
+                 idempotency_key, created_at, updated_at, placed_as) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 'Pending', 'queued', 0, $9, $10, $10, \
+                 $11) \
                  RETURNING ",
                 order_columns!()
             ))
@@ -657,6 +663,7 @@ where
             .bind(new.charge.units())
             .bind(new.idempotency_key.as_deref())
             .bind(now)
+            .bind(placed_as.as_deref())
             .fetch_one(&mut *tx)
             .await;
             let row = match inserted {
@@ -1392,6 +1399,23 @@ where
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let result = Self::note_attempt(&mut tx, order, provider, upstream_service, now).await;
+        settle(tx, result).await
+    }
+
+    async fn renew_claim(&self, order: OrderId, worker: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query_scalar::<D, i64>(
+            "UPDATE orders SET claimed_at = $3 WHERE id = $1 AND forward_state = 'sending' \
+             AND claimed_by = $2 AND NOT EXISTS (SELECT 1 FROM forward_attempts \
+             WHERE order_id = $1 AND outcome = 'pending') RETURNING id",
+        )
+        .bind(order.0)
+        .bind(worker)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map(|renewed| renewed.is_some())
+        .map_err(StoreError::from);
         settle(tx, result).await
     }
 

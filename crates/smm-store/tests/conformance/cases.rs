@@ -59,6 +59,7 @@ fn new_order(customer: CustomerId, charge: &str) -> NewOrder {
         units: 1000,
         charge: money(charge),
         idempotency_key: None,
+        placed_as: None,
     }
 }
 
@@ -1091,6 +1092,107 @@ pub async fn batch_attempts_are_all_or_nothing(db: Db) {
     db.begin_attempts(&[], T0).await.expect("empty batch");
 }
 
+/// Issue #12 (7): what an order was placed as (routes, flags) is stored with it and read back
+/// unchanged; orders placed without it read back `None`.
+pub async fn orders_keep_what_they_were_placed_as(db: Db) {
+    let c = funded(&db, "pia", "10").await;
+    let placed_as = PlacedAs {
+        cancel: true,
+        refill: false,
+        dripfeed: true,
+        routes: vec![
+            PlacedRoute {
+                provider: "alpha".into(),
+                upstream_service: "101".into(),
+                upstream_rate: Decimal::new(123_456, 5),
+            },
+            PlacedRoute {
+                provider: "beta".into(),
+                upstream_service: "7".into(),
+                upstream_rate: Decimal::ONE,
+            },
+        ],
+    };
+    let new = NewOrder {
+        placed_as: Some(placed_as.clone()),
+        ..new_order(c.id, "1")
+    };
+    let Placed::New(order) = db.place_order(new, T0).await.expect("place") else {
+        panic!("a new order");
+    };
+    assert_eq!(order.placed_as(), Some(&placed_as));
+    assert_eq!(
+        db.order(order.id).await.expect("order").placed_as(),
+        Some(&placed_as)
+    );
+    let claimed = db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    assert_eq!(claimed[0].placed_as(), Some(&placed_as));
+    let legacy = place(&db, c.id, "1").await;
+    assert_eq!(db.order(legacy.id).await.expect("order").placed_as(), None);
+}
+
+/// `renew_claim` keeps a claim waiting for its rate-limit slot out of `recover_sending`, for
+/// its own worker only and only while no attempt is pending (issue #12, 9): a wait is not a
+/// call in flight.
+pub async fn waiting_claims_are_renewed_not_recovered(db: Db) {
+    let c = funded(&db, "ida", "10").await;
+    let waiting = place(&db, c.id, "1").await;
+    let stale = place(&db, c.id, "1").await;
+    let claimed = db.claim_for_forwarding("w", 2, T0).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        !db.renew_claim(waiting.id, "other", T0 + 900)
+            .await
+            .expect("renew"),
+        "another worker's claim is not renewed"
+    );
+    assert!(
+        db.renew_claim(waiting.id, "w", T0 + 900)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        db.order(waiting.id).await.expect("order").claimed_at,
+        Some(T0 + 900)
+    );
+    // The lease (cut-off T0 + 500) takes only the claim that was not renewed.
+    let recovered = db
+        .recover_sending(T0 + 500, T0 + 1000)
+        .await
+        .expect("recover");
+    assert_eq!(recovered, vec![stale.id]);
+    assert_eq!(
+        db.order(waiting.id).await.expect("order").forward_state,
+        ForwardState::Sending
+    );
+    assert!(
+        !db.renew_claim(stale.id, "w", T0 + 1000)
+            .await
+            .expect("renew"),
+        "a recovered claim is not renewed"
+    );
+    // With an attempt pending the lease measures the call: no renewal.
+    db.begin_attempt(waiting.id, "alpha", "7", T0 + 1000)
+        .await
+        .expect("begin");
+    assert!(
+        !db.renew_claim(waiting.id, "w", T0 + 1100)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        db.order(waiting.id).await.expect("order").claimed_at,
+        Some(T0 + 1000)
+    );
+    // A queued order is nobody's claim.
+    let queued = place(&db, c.id, "1").await;
+    assert!(
+        !db.renew_claim(queued.id, "w", T0 + 1100)
+            .await
+            .expect("renew")
+    );
+}
+
 /// `apply_statuses` applies a poller's whole batch: unchanged and non-refund updates together,
 /// refunds exactly once through the one-refund path, unknown ids as `None`, terminal orders
 /// untouched; applied twice, nothing more is paid.
@@ -1451,6 +1553,11 @@ pub async fn service_ids_are_stable(db: Db) {
     let c = db.service_id("beta", "1").await.expect("id");
     assert_ne!(a, b);
     assert_ne!(a, c);
+    // Issue #12 (7): exposure ids come from their own range, apart from explicit ids (which
+    // config validation keeps below 1 000 000, smm_routing::EXPOSURE_ID_BASE).
+    for id in [a, b, c] {
+        assert!(id.0 >= 1_000_000, "exposure id {id:?} in its own range");
+    }
     assert_eq!(db.service_id("alpha", "1").await.expect("id"), a);
     // Concurrent first sight still yields one id.
     let mut tasks = Vec::new();

@@ -46,6 +46,8 @@ conformance!(
     polling_and_refunds,
     batched_statuses_pay_each_refund_once,
     batch_attempts_are_all_or_nothing,
+    waiting_claims_are_renewed_not_recovered,
+    orders_keep_what_they_were_placed_as,
     concurrent_partial_pays_one_refund,
     defer_polls_only_moves_the_schedule,
     refills,

@@ -10,7 +10,7 @@ use smm_wire::{Money, OrderStatus};
 
 use crate::support::{
     BETA_ONLY, Backend, LINK, START_BALANCE, TestGateway, adds, error_reply, forwarded_params,
-    json, money_sub, now_ms, per_thousand, wait_for,
+    json, money_sub, now_ms, order_id_of, per_thousand, wait_for,
 };
 
 /// Several forwarder rounds (the interval is 50 ms).
@@ -346,13 +346,23 @@ pub async fn raw_upstream_error_keys_reject_and_refund(backend: Backend) {
     let id = gw
         .add_ok(&[("service", "1"), ("link", LINK), ("quantity", "100")])
         .await;
-    assert_rejected_and_refunded(&gw, id, charge1).await;
-    let reason = gw.order(id).await.forward_error.unwrap_or_default();
-    assert!(
-        reason.contains("Not enough funds on balance"),
-        "the raw key is understood as the canonical error: {reason:?}"
-    );
-    assert_eq!(gw.balance().await, START_BALANCE);
+    // Issue #12 (8): no funds on the reseller's own account upstream is the reseller's
+    // trouble: the order is held queued, not rejected and refunded (as it was before).
+    wait_for(
+        "the no-funds refusal noted on the held order",
+        Duration::from_secs(10),
+        || async {
+            gw.order(id)
+                .await
+                .forward_error
+                .is_some_and(|e| e.contains("Not enough funds on balance"))
+        },
+    )
+    .await;
+    let order = gw.order(id).await;
+    assert_eq!(order.forward_state, ForwardState::Queued, "held");
+    assert_eq!(order.refunded, Money::ZERO);
+    assert_eq!(gw.balance().await, money_sub(START_BALANCE, charge1));
     gw.assert_ledger_consistent(gw.customer).await;
     gw.finish().await;
 }
@@ -409,19 +419,21 @@ pub async fn add_wait_answers_upstream_refusals_in_canonical_words(backend: Back
     let bad_link = gw.orders_of(gw.customer).await[0].id;
     assert_rejected_and_refunded(&gw, bad_link, charge1).await;
 
+    // Issue #12 (8): no funds on the reseller's own account upstream holds the order (it was
+    // rejected and refunded before): `add` answers with its id once the wait is over.
     no_funds_upstream(&gw).await;
-    assert_eq!(
-        gw.add(&[("service", "1"), ("link", LINK), ("quantity", "100")])
+    let no_funds = order_id_of(
+        &gw.add(&[("service", "1"), ("link", LINK), ("quantity", "100")])
             .await,
-        error_reply("Not enough funds on balance")
     );
-    let no_funds = gw.orders_of(gw.customer).await[0].id;
-    assert_rejected_and_refunded(&gw, no_funds, charge1).await;
+    let order = gw.order(no_funds).await;
+    assert_eq!(order.forward_state, ForwardState::Queued, "held");
+    assert_eq!(order.refunded, Money::ZERO);
 
     assert_eq!(
         gw.balance().await,
-        expected_balance,
-        "every refusal refunded"
+        money_sub(expected_balance, charge1),
+        "every refusal about the order refunded, the held order not"
     );
     assert_eq!(gw.orders_of(gw.customer).await.len(), 4);
     gw.assert_ledger_consistent(gw.customer).await;
@@ -563,5 +575,410 @@ pub async fn canceled_orders_show_everything_remaining(backend: Backend) {
     let reply = gw.api("status", &[("orders", &list)]).await;
     assert_eq!(reply[rejected.to_string()]["remains"], json!("100"));
     assert_eq!(reply[queued.to_string()]["remains"], json!("250"));
+    gw.finish().await;
+}
+
+/// The admin listener's `/metrics` text.
+async fn metrics_text(gw: &TestGateway) -> String {
+    gw.http
+        .get(format!("{}/metrics", gw.admin_url))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Waits until `sim` has seen `n` adds, then a few more forwarder rounds.
+async fn wait_adds(sim: &Sim, n: usize) {
+    wait_for(
+        &format!("{n} adds upstream"),
+        Duration::from_secs(15),
+        || async move { adds(sim).len() >= n },
+    )
+    .await;
+}
+
+/// Asserts the order is held: queued again (not rejected), charged, nothing refunded.
+async fn assert_held(gw: &TestGateway, id: OrderId, charge: Money, reason: &str) {
+    let order = gw.order(id).await;
+    assert!(
+        matches!(
+            order.forward_state,
+            ForwardState::Queued | ForwardState::Sending
+        ),
+        "order {id} held, not {:?} ({:?})",
+        order.forward_state,
+        order.forward_error
+    );
+    assert_eq!(order.refunded, Money::ZERO, "nothing refunded");
+    assert_eq!(order.charge, charge);
+    assert!(
+        gw.ledger_of(gw.customer)
+            .await
+            .iter()
+            .all(|e| e.kind != LedgerKind::Refund),
+        "no refund row"
+    );
+    let metrics = metrics_text(gw).await;
+    assert!(
+        metrics.contains(&format!(
+            "smm_forward_held_total{{provider=\"beta\",reason=\"{reason}\"}}"
+        )),
+        "alerted in the metrics: {metrics}"
+    );
+}
+
+/// Issue #12 (8): refusals that are the reseller's own trouble at the only route — HTTP 429,
+/// "Invalid API key", "Not enough funds" on the reseller's account there — hold the order
+/// queued (never canceled and refunded), and it goes through exactly once when the fault
+/// clears. With a second route, a 429 fails over at once.
+pub async fn transient_refusals_hold_the_order_until_they_clear(backend: Backend) {
+    let gw = TestGateway::start_with(backend, |settings| {
+        settings.forwarder.requeue_after_secs = 1;
+    })
+    .await;
+    let beta_only = BETA_ONLY.to_string();
+    let charge = per_thousand(gw.rate(BETA_ONLY).await, 100);
+    let mut balance = START_BALANCE;
+    let mut accepted = 0;
+
+    let faults = [
+        (Fault::RateLimited, "rate_limited"),
+        (
+            Fault::Error {
+                text: "Invalid API key".into(),
+            },
+            "invalid_key",
+        ),
+    ];
+    for (n, (fault, reason)) in faults.into_iter().enumerate() {
+        gw.beta()
+            .add_fault(FaultRule::always(fault).on_action("add"));
+        let link = format!("https://instagram.com/p/held-{n}");
+        let id = gw
+            .add_ok(&[
+                ("service", &beta_only),
+                ("link", &link),
+                ("quantity", "100"),
+            ])
+            .await;
+        balance = money_sub(balance, charge);
+        let before = adds(gw.beta()).len();
+        // Refused twice: still held, still paid for, never refunded.
+        wait_adds(gw.beta(), before + 2).await;
+        assert_held(&gw, id, charge, reason).await;
+        assert_eq!(gw.balance().await, balance);
+
+        gw.beta().clear_faults();
+        let order = gw.wait_state(id, ForwardState::Sent).await;
+        accepted += 1;
+        assert_eq!(order.refunded, Money::ZERO);
+        assert_eq!(gw.beta().orders().len(), accepted, "accepted exactly once");
+        let sent: Vec<_> = adds(gw.beta())
+            .into_iter()
+            .filter(|r| r.fault.is_none() && r.params.get("link") == Some(&link))
+            .collect();
+        assert_eq!(sent.len(), 1, "forwarded exactly once");
+        assert_eq!(gw.balance().await, balance);
+    }
+
+    // No funds on the reseller's account at beta: held until the balance is back.
+    let funds = gw.beta().balance(DEMO_KEY).expect("the reseller's account");
+    gw.beta().set_balance(DEMO_KEY, rust_decimal::Decimal::ZERO);
+    let link = "https://instagram.com/p/held-funds";
+    let id = gw
+        .add_ok(&[("service", &beta_only), ("link", link), ("quantity", "100")])
+        .await;
+    balance = money_sub(balance, charge);
+    let before = adds(gw.beta()).len();
+    wait_adds(gw.beta(), before + 1).await;
+    tokio::time::sleep(SEVERAL_ROUNDS).await;
+    assert_held(&gw, id, charge, "no_funds").await;
+    assert_eq!(gw.balance().await, balance);
+    gw.beta().set_balance(DEMO_KEY, funds);
+    gw.app().check_balances().await;
+    let order = gw.wait_state(id, ForwardState::Sent).await;
+    assert_eq!(order.refunded, Money::ZERO);
+    assert_eq!(
+        gw.beta().orders().len(),
+        accepted + 1,
+        "accepted exactly once"
+    );
+
+    // Two routes: alpha's 429 fails over to beta at once.
+    gw.alpha()
+        .add_fault(FaultRule::always(Fault::RateLimited).on_action("add"));
+    let id = gw
+        .add_ok(&[
+            ("service", "1"),
+            ("link", "https://instagram.com/p/held-failover"),
+            ("quantity", "100"),
+        ])
+        .await;
+    balance = money_sub(balance, per_thousand(gw.rate(1).await, 100));
+    let order = gw.wait_state(id, ForwardState::Sent).await;
+    assert_eq!(order.provider.as_deref(), Some("beta"));
+    assert_eq!(gw.balance().await, balance);
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
+
+/// Issue #12 (8): a service disabled for a moment by a reload (its upstream service missing
+/// from a catalog sync) holds its queued orders instead of canceling and refunding them; once
+/// the service is back they are sent, once.
+pub async fn briefly_disabled_service_holds_orders(backend: Backend) {
+    let gw = TestGateway::start_with(backend, |settings| {
+        settings.forwarder.requeue_after_secs = 1;
+    })
+    .await;
+    let beta_only = BETA_ONLY.to_string();
+    let charge = per_thousand(gw.rate(BETA_ONLY).await, 100);
+    // Held at first by a 429, so the order is still queued when the service goes away.
+    gw.beta()
+        .add_fault(FaultRule::always(Fault::RateLimited).on_action("add"));
+    let link = "https://instagram.com/p/held-disabled";
+    let id = gw
+        .add_ok(&[("service", &beta_only), ("link", link), ("quantity", "100")])
+        .await;
+    wait_adds(gw.beta(), 1).await;
+
+    let services = gw.beta().services();
+    let (_, upstream) = crate::support::first_route(BETA_ONLY);
+    gw.beta().set_services(
+        services
+            .iter()
+            .filter(|s| s.id != upstream)
+            .cloned()
+            .collect(),
+    );
+    gw.app().sync_catalog().await;
+    assert!(
+        !gw.app().catalog().get(BETA_ONLY).is_some_and(|s| s.enabled),
+        "the service is disabled"
+    );
+    gw.beta().clear_faults();
+    // Several retries while disabled: held, not rejected, nothing refunded.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let order = gw.order(id).await;
+    assert_eq!(
+        order.forward_state,
+        ForwardState::Queued,
+        "held while disabled ({:?})",
+        order.forward_error
+    );
+    assert_eq!(order.refunded, Money::ZERO);
+    assert_eq!(gw.balance().await, money_sub(START_BALANCE, charge));
+    assert!(
+        metrics_text(&gw)
+            .await
+            .contains("smm_forward_held_total{provider=\"-\",reason=\"service_disabled\"}"),
+        "alerted"
+    );
+
+    gw.beta().set_services(services);
+    gw.app().sync_catalog().await;
+    let order = gw.wait_state(id, ForwardState::Sent).await;
+    assert_eq!(order.refunded, Money::ZERO);
+    assert_eq!(gw.beta().orders().len(), 1, "accepted exactly once");
+    assert_eq!(gw.balance().await, money_sub(START_BALANCE, charge));
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
+
+/// Issue #12 (9): a tight per-provider rate limit (1 call a second) with many orders queued at
+/// once and a short claim lease (5 s): waiting for the rate limit does not count against the
+/// lease, so no order is parked `ambiguous`; each is forwarded exactly once.
+pub async fn rate_limit_waits_never_make_orders_ambiguous(backend: Backend) {
+    const ORDERS: usize = 16;
+    let gw = TestGateway::start_with(backend, |settings| {
+        settings.forwarder.lease_secs = 5;
+        settings.server.rate_limit_per_minute = 1_000_000;
+        for provider in &mut settings.providers {
+            provider.timeout_secs = 1;
+            provider.connect_timeout_secs = 1;
+            if provider.name == "beta" {
+                provider.rate_limit_per_second = Some(1);
+            }
+        }
+    })
+    .await;
+    let beta_only = BETA_ONLY.to_string();
+    let charge = per_thousand(gw.rate(BETA_ONLY).await, 100);
+    let links: Vec<String> = (0..ORDERS)
+        .map(|n| format!("https://instagram.com/p/limited-{n}"))
+        .collect();
+    let ids: Vec<OrderId> = futures_util::future::join_all(links.iter().map(|link| {
+        let beta_only = &beta_only;
+        let gw = &gw;
+        async move {
+            gw.add_ok(&[("service", beta_only), ("link", link), ("quantity", "100")])
+                .await
+        }
+    }))
+    .await;
+    wait_for("every order forwarded", Duration::from_secs(60), || async {
+        let mut done = true;
+        for id in &ids {
+            let state = gw.order(*id).await.forward_state;
+            assert_ne!(
+                state,
+                ForwardState::Ambiguous,
+                "order {id} parked ambiguous"
+            );
+            done &= state == ForwardState::Sent;
+        }
+        done
+    })
+    .await;
+    for id in &ids {
+        let attempts = gw.store().attempts(*id).await.expect("attempts");
+        assert_eq!(attempts.len(), 1, "order {id}: {attempts:?}");
+        assert_eq!(attempts[0].outcome, "sent", "order {id}: {attempts:?}");
+    }
+    let sent = adds(gw.beta());
+    assert_eq!(sent.len(), ORDERS, "each forwarded exactly once");
+    for link in &links {
+        assert_eq!(
+            sent.iter()
+                .filter(|r| r.params.get("link") == Some(link))
+                .count(),
+            1,
+            "{link}"
+        );
+    }
+    assert_eq!(gw.beta().orders().len(), ORDERS);
+    assert_eq!(
+        gw.balance().await,
+        Money::from_units(START_BALANCE.units() - charge.units() * ORDERS as i64)
+    );
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
+
+/// Issue #12 (7): an order keeps what it was placed as. Placed on [`BETA_ONLY`] (beta's
+/// service 1) and held queued by a 429, then a reload re-points that id at one of alpha's
+/// services with the opposite cancel flag: the order still goes to beta's service 1, exactly
+/// once, and `cancel` follows the flag it was placed with, not the id's new meaning.
+pub async fn orders_keep_the_routes_and_flags_they_were_placed_with(backend: Backend) {
+    let gw = TestGateway::start_with(backend, |settings| {
+        settings.forwarder.requeue_after_secs = 1;
+    })
+    .await;
+    let app = gw.app().clone();
+    let placed = app
+        .catalog()
+        .get(BETA_ONLY)
+        .cloned()
+        .expect("beta-only service");
+    let (other, _) = (1..=20u64)
+        .filter_map(|id| app.catalog().get(id).cloned().map(|s| (id, s)))
+        .find(|(_, s)| s.service_type == placed.service_type && s.cancel != placed.cancel)
+        .expect("an alpha service of the same type with the other cancel flag");
+
+    gw.beta()
+        .add_fault(FaultRule::always(Fault::RateLimited).on_action("add"));
+    let link = "https://instagram.com/p/placed-as";
+    let id = gw
+        .add_ok(&[
+            ("service", &BETA_ONLY.to_string()),
+            ("link", link),
+            ("quantity", "100"),
+        ])
+        .await;
+    wait_adds(gw.beta(), 1).await;
+    let stored = gw.order(id).await;
+    let kept = stored.placed_as().expect("placement kept with the order");
+    assert_eq!(kept.cancel, placed.cancel);
+    assert_eq!(
+        kept.routes
+            .iter()
+            .map(|r| (r.provider.as_str(), r.upstream_service.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("beta", "1")]
+    );
+
+    let mut repointed = (*app.settings()).clone();
+    let def = repointed
+        .services
+        .iter_mut()
+        .find(|s| s.id == BETA_ONLY)
+        .expect("def");
+    def.routes = vec![crate::support::route("alpha", other)];
+    app.reload(repointed, "test").await.expect("reload applies");
+    assert_eq!(
+        app.catalog().get(BETA_ONLY).map(|s| s.cancel),
+        Some(!placed.cancel),
+        "the id means another service now"
+    );
+
+    gw.beta().clear_faults();
+    let order = gw.wait_state(id, ForwardState::Sent).await;
+    assert_eq!(order.provider.as_deref(), Some("beta"));
+    assert_eq!(order.upstream_service.as_deref(), Some("1"));
+    assert!(
+        adds(gw.alpha())
+            .iter()
+            .all(|r| r.params.get("link").map(String::as_str) != Some(link)),
+        "never sent to the id's new route"
+    );
+    assert_eq!(gw.beta().orders().len(), 1, "sent exactly once");
+
+    let reply = gw.api("cancel", &[("orders", &id.to_string())]).await;
+    assert_eq!(
+        reply
+            .to_string()
+            .contains("Cancel is disabled for this service"),
+        !placed.cancel,
+        "cancel follows the flag the order was placed with: {reply}"
+    );
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
+
+/// Issue #12 (7): exposing a provider's whole catalog beside explicit services 1..=22 gives
+/// the exposed services ids of their own (1 000 000 and up): none is dropped for an id an
+/// explicit service holds, and no explicit service changes meaning.
+pub async fn exposure_ids_never_collide_with_explicit_ids(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let app = gw.app().clone();
+    let before: Vec<_> = crate::support::ALL_SERVICES
+        .map(|id| app.catalog().get(id).cloned().expect("explicit service"))
+        .collect();
+    let mut exposed = (*app.settings()).clone();
+    exposed.exposures = vec![smm_routing::Exposure {
+        provider: "alpha".into(),
+        categories: None,
+        markup: None,
+    }];
+    app.reload(exposed, "test").await.expect("reload applies");
+    let upstream = gw.alpha().services().len();
+    let catalog = app.catalog();
+    let exposed_ids: Vec<u64> = catalog
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| !crate::support::ALL_SERVICES.contains(id))
+        .collect();
+    assert_eq!(
+        exposed_ids.len(),
+        upstream,
+        "every upstream service exposed"
+    );
+    assert!(
+        exposed_ids
+            .iter()
+            .all(|id| *id >= smm_routing::EXPOSURE_ID_BASE),
+        "{exposed_ids:?}"
+    );
+    for service in &before {
+        assert_eq!(
+            catalog.get(service.id),
+            Some(service),
+            "explicit {} kept",
+            service.id
+        );
+    }
     gw.finish().await;
 }

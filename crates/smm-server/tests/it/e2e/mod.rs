@@ -72,6 +72,12 @@ e2e!(
     forwarding::add_wait_answers_upstream_refusals_in_canonical_words,
     forwarding::same_upstream_id_at_two_providers_is_kept_apart,
     forwarding::canceled_orders_show_everything_remaining,
+    // issue #12: transient refusals, rate-limit waits
+    forwarding::transient_refusals_hold_the_order_until_they_clear,
+    forwarding::briefly_disabled_service_holds_orders,
+    forwarding::rate_limit_waits_never_make_orders_ambiguous,
+    forwarding::orders_keep_the_routes_and_flags_they_were_placed_with,
+    forwarding::exposure_ids_never_collide_with_explicit_ids,
     // (f) 14, 15, 16, 17–20: the reconciler
     reconcile::many_orders_reach_terminal_states_with_exact_refunds,
     reconcile::equal_upstream_ids_never_cross,
