@@ -66,4 +66,6 @@ conformance!(
     rotate_key_conflict_is_worded,
     customer_rates_refuse_negative_zero,
     finishing_closes_every_pending_attempt,
+    cancels_of_orders_in_flight_wait_for_the_send,
+    refills_are_one_open_per_order,
 );
