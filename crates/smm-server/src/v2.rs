@@ -545,20 +545,62 @@ async fn refill_status(app: &App, customer: &Customer, target: Target) -> Reply 
     }
 }
 
+/// The answer to a repeated cancel whose request the upstream refused: the refusal, in its
+/// canonical text. What was about the reseller's own account or call (a key, funds, a
+/// transport failure) is never shown; the customer reads "Order can not be canceled".
+fn cancel_refusal(error: Option<&str>) -> ErrorKind {
+    let Some(text) = error else {
+        return ErrorKind::CancelNotAllowed;
+    };
+    match ErrorKind::from_upstream(text) {
+        ErrorKind::Other(other)
+            if [
+                "rejected by the upstream",
+                "not sent",
+                "not forwarded",
+                "provider ",
+            ]
+            .iter()
+            .any(|p| other.starts_with(p)) =>
+        {
+            ErrorKind::CancelNotAllowed
+        }
+        ErrorKind::InvalidKey
+        | ErrorKind::NotEnoughFunds
+        | ErrorKind::AccountSuspended
+        | ErrorKind::RateLimited
+        | ErrorKind::Unavailable
+        | ErrorKind::IncorrectRequest
+        | ErrorKind::TooManyIds => ErrorKind::CancelNotAllowed,
+        kind => kind,
+    }
+}
+
+/// Whether the order's service allows cancels.
+///
+/// Seam: this reads the catalog entry the order's service id names now. Once orders carry
+/// what they were placed as (their route and type, issue 12 item 7), the flag recorded at
+/// placement is the one to read here.
+fn cancellable(app: &App, order: &Order) -> bool {
+    u64::try_from(order.service_id.0)
+        .ok()
+        .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
+        .unwrap_or(false)
+}
+
+/// One order's cancel. The service's flag decides, whatever the order's forwarding state,
+/// so the same request gets the same answer before and after the forwarder sends it. A
+/// cancel of an order on its way (`sending`, `ambiguous`) is accepted and recorded; the
+/// store forwards it once the order is upstream, or cancels and refunds the order here if it
+/// never gets there.
 async fn cancel_one(
     app: &App,
     customer: &Customer,
     order: Option<&Order>,
 ) -> Result<(), ErrorKind> {
     let order = order.ok_or(ErrorKind::IncorrectOrderId)?;
-    if order.forward_state != ForwardState::Queued {
-        let cancellable = u64::try_from(order.service_id.0)
-            .ok()
-            .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
-            .unwrap_or(false);
-        if !cancellable {
-            return Err(ErrorKind::CancelDisabled);
-        }
+    if !cancellable(app, order) {
+        return Err(ErrorKind::CancelDisabled);
     }
     match app
         .store
@@ -569,6 +611,11 @@ async fn cancel_one(
             tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
             app.metrics.refund("canceled_before_forwarding");
             Ok(())
+        }
+        Ok(CancelOutcome::Requested(request))
+            if request.forward_state == ForwardState::Rejected =>
+        {
+            Err(cancel_refusal(request.error.as_deref()))
         }
         Ok(CancelOutcome::Requested(_)) => Ok(()),
         Err(StoreError::NotFound(_)) => Err(ErrorKind::IncorrectOrderId),
@@ -588,10 +635,9 @@ async fn cancel(app: &App, customer: &Customer, target: Target) -> Reply {
             let orders = orders_of(app, customer, ids.as_slice()).await?;
             let mut items = Vec::with_capacity(ids.len());
             for id in ids.as_slice() {
+                // Each id answers for itself: a store failure on one id is that id's error, so
+                // the cancels that already took effect for earlier ids are still reported.
                 let result = cancel_one(app, customer, find(&orders, *id)).await;
-                if result == Err(ErrorKind::Unavailable) {
-                    return Err(ErrorKind::Unavailable);
-                }
                 items.push((*id, result));
             }
             to_body(&MultiCancelReply(items))
