@@ -408,10 +408,11 @@ fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem {
         runs: field("runs")
             .and_then(serde_json::Value::as_u64)
             .and_then(|r| u32::try_from(r).ok()),
-        orders: field("orders").and_then(|o| {
-            o.as_array()
-                .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-        }),
+        // The upstream's child order ids (subscriptions, drip-feed runs) are left out: they
+        // are ids at the provider, which the customer cannot ask about here and must not
+        // confuse with the gateway's own order ids, and the gateway has no ids of its own for
+        // them. `posts` and `runs` say how far the order got.
+        orders: None,
         posts: field("posts").and_then(serde_json::Value::as_u64),
         expiry: field("expiry").and_then(|e| e.as_str().map(str::to_owned)),
     }
