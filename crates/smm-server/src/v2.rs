@@ -547,15 +547,17 @@ async fn refill_status(app: &App, customer: &Customer, target: Target) -> Reply 
 }
 
 /// The answer to a repeated cancel whose request the upstream refused: the refusal, in its
-/// canonical text. What was about the reseller's own account or call (a key, funds, a
-/// transport failure) is never shown; the customer reads "Order can not be canceled".
+/// canonical text. Only a refusal about the order itself is passed on; anything about the
+/// reseller's own account or call (a key, funds, an id the upstream does not know, a transport
+/// failure) reads "Order can not be canceled".
 fn cancel_refusal(error: Option<&str>) -> ErrorKind {
     let Some(text) = error else {
         return ErrorKind::CancelNotAllowed;
     };
     match ErrorKind::from_upstream(text) {
+        kind @ ErrorKind::CancelDisabled => kind,
         ErrorKind::Other(other)
-            if [
+            if ![
                 "rejected by the upstream",
                 "not sent",
                 "not forwarded",
@@ -564,16 +566,9 @@ fn cancel_refusal(error: Option<&str>) -> ErrorKind {
             .iter()
             .any(|p| other.starts_with(p)) =>
         {
-            ErrorKind::CancelNotAllowed
+            ErrorKind::Other(other)
         }
-        ErrorKind::InvalidKey
-        | ErrorKind::NotEnoughFunds
-        | ErrorKind::AccountSuspended
-        | ErrorKind::RateLimited
-        | ErrorKind::Unavailable
-        | ErrorKind::IncorrectRequest
-        | ErrorKind::TooManyIds => ErrorKind::CancelNotAllowed,
-        kind => kind,
+        _ => ErrorKind::CancelNotAllowed,
     }
 }
 
@@ -643,5 +638,43 @@ async fn cancel(app: &App, customer: &Customer, target: Target) -> Reply {
             }
             to_body(&MultiCancelReply(items))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smm_wire::ErrorKind;
+
+    use super::cancel_refusal;
+
+    #[test]
+    fn a_refused_cancel_answers_with_the_refusal_about_the_order_only() {
+        assert_eq!(
+            cancel_refusal(Some("Order can not be canceled")),
+            ErrorKind::CancelNotAllowed
+        );
+        assert_eq!(
+            cancel_refusal(Some("Cancel is disabled for this service")),
+            ErrorKind::CancelDisabled
+        );
+        assert_eq!(
+            cancel_refusal(Some("Order is already being processed")),
+            ErrorKind::Other("Order is already being processed".into())
+        );
+        // The reseller's own trouble is never the customer's answer.
+        for text in [
+            "Invalid API key",
+            "Not enough funds on balance",
+            "Incorrect order ID",
+            "rejected by the upstream: Invalid API key",
+            "not forwarded: order 7 was refused upstream; canceled and refunded in full locally",
+        ] {
+            assert_eq!(
+                cancel_refusal(Some(text)),
+                ErrorKind::CancelNotAllowed,
+                "{text}"
+            );
+        }
+        assert_eq!(cancel_refusal(None), ErrorKind::CancelNotAllowed);
     }
 }
