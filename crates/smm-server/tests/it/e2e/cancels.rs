@@ -362,3 +362,42 @@ pub async fn subscription_status_shows_no_upstream_child_ids(backend: Backend) {
     }
     gw.finish().await;
 }
+
+/// A cancel call that certainly never left (the provider's port refuses connections) is not a
+/// refusal: the request goes back to the queue for a later round, and a repeat still answers
+/// "accepted".
+pub async fn unsent_cancel_calls_are_queued_again(backend: Backend) {
+    let mut gw = TestGateway::start_polling(backend, |_| {}).await;
+    let id = add(
+        &gw,
+        crate::support::BETA_ONLY,
+        1000,
+        "https://instagram.com/p/cancel-unsent",
+    )
+    .await;
+    gw.wait_state(id, ForwardState::Sent).await;
+    assert_eq!(
+        gw.api("cancel", &[("order", &id.to_string())]).await,
+        json!({"cancel": 1})
+    );
+    let _beta = gw.stop_beta();
+    gw.reconcile().await;
+    let queued = gw
+        .store()
+        .cancels_in_state(ForwardState::Queued, 10)
+        .await
+        .expect("cancels");
+    assert_eq!(
+        queued.iter().map(|r| r.order_id).collect::<Vec<_>>(),
+        [id],
+        "not sent, so queued again: {:?}",
+        gw.store()
+            .cancels_in_state(ForwardState::Rejected, 10)
+            .await
+    );
+    assert_eq!(
+        gw.api("cancel", &[("order", &id.to_string())]).await,
+        json!({"cancel": 1})
+    );
+    gw.finish().await;
+}

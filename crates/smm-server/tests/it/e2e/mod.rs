@@ -89,4 +89,5 @@ e2e!(
     cancels::cancel_while_sending_is_delivered_after_the_send,
     cancels::refills_are_one_open_per_order,
     cancels::subscription_status_shows_no_upstream_child_ids,
+    cancels::unsent_cancel_calls_are_queued_again,
 );
