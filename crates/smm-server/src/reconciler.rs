@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smm_provider_client::ProviderError;
 use smm_store::{ForwardState, PollItem, RefillUpdate, StatusUpdate, Timestamp};
 use smm_wire::upstream::{UpstreamId, UpstreamStatus};
 use smm_wire::{MAX_IDS, OrderStatus};
@@ -430,6 +431,28 @@ async fn set_refill(app: &App, id: smm_store::RefillId, update: RefillUpdate) ->
 
 /// Sends queued cancel requests upstream, each exactly once, grouped per provider.
 async fn forward_cancels(app: &App) {
+    // First the requests whose order will never be upstream: refused everywhere (already
+    // refunded) or queued again (canceled and refunded now, as a cancel of a queued order is).
+    match app
+        .store
+        .close_unsendable_cancels(MAX_IDS as u32, now_ms())
+        .await
+    {
+        Ok(closed) => {
+            for (order, refund) in closed {
+                if let Some(refund) = refund {
+                    tracing::info!(order = order.0, %refund, "order canceled before forwarding");
+                    app.metrics.refund("canceled_before_forwarding");
+                } else {
+                    tracing::info!(
+                        order = order.0,
+                        "cancel of an order refused upstream closed"
+                    );
+                }
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot close cancels of orders not upstream"),
+    }
     // Claimed (`sending`, committed) before any call: never twice, across instances or a crash.
     let queued = match app
         .store
@@ -522,16 +545,18 @@ async fn send_cancels(app: &App, provider: String, requests: Vec<(UpstreamId, i6
                 .await;
         }
         for failure in &outcome.failed {
-            let state = if failure.error.is_definitive_no() {
-                ForwardState::Rejected
-            } else {
-                ForwardState::Ambiguous
+            // Certainly not received (`NotSent`): back in the queue for the next round, as a
+            // transport failure says nothing about the order.
+            let (state, error) = match &failure.error {
+                ProviderError::NotSent { .. } => (ForwardState::Queued, None),
+                e if e.is_definitive_no() => (ForwardState::Rejected, Some(e.to_string())),
+                e => (ForwardState::Ambiguous, Some(e.to_string())),
             };
             for id in &failure.ids {
                 if let Some((_, request)) = chunk.iter().find(|(u, _)| u == id) {
                     let _ = app
                         .store
-                        .update_cancel(*request, state, Some(&failure.error.to_string()), now_ms())
+                        .update_cancel(*request, state, error.as_deref(), now_ms())
                         .await;
                 }
             }

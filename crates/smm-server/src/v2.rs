@@ -440,10 +440,11 @@ fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem {
         runs: field("runs")
             .and_then(serde_json::Value::as_u64)
             .and_then(|r| u32::try_from(r).ok()),
-        orders: field("orders").and_then(|o| {
-            o.as_array()
-                .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
-        }),
+        // The upstream's child order ids (subscriptions, drip-feed runs) are left out: they
+        // are ids at the provider, which the customer cannot ask about here and must not
+        // confuse with the gateway's own order ids, and the gateway has no ids of its own for
+        // them. `posts` and `runs` say how far the order got.
+        orders: None,
         posts: field("posts").and_then(serde_json::Value::as_u64),
         expiry: field("expiry").and_then(|e| e.as_str().map(str::to_owned)),
     }
@@ -583,26 +584,64 @@ async fn refill_status(app: &App, customer: &Customer, target: Target) -> Reply 
     }
 }
 
+/// The answer to a repeated cancel whose request the upstream refused: the refusal, in its
+/// canonical text. Only a refusal about the order itself is passed on; anything about the
+/// reseller's own account or call (a key, funds, an id the upstream does not know, a transport
+/// failure) reads "Order can not be canceled".
+fn cancel_refusal(error: Option<&str>) -> ErrorKind {
+    let Some(text) = error else {
+        return ErrorKind::CancelNotAllowed;
+    };
+    match ErrorKind::from_upstream(text) {
+        kind @ ErrorKind::CancelDisabled => kind,
+        ErrorKind::Other(other)
+            if ![
+                "rejected by the upstream",
+                "not sent",
+                "not forwarded",
+                "provider ",
+            ]
+            .iter()
+            .any(|p| other.starts_with(p)) =>
+        {
+            ErrorKind::Other(other)
+        }
+        _ => ErrorKind::CancelNotAllowed,
+    }
+}
+
+/// Whether the order's service allows cancels.
+///
+/// Seam: this reads the catalog entry the order's service id names now. Once orders carry
+/// what they were placed as (their route and type, issue 12 item 7), the flag recorded at
+/// placement is the one to read here.
+fn cancellable(app: &App, order: &Order) -> bool {
+    // What the order was placed as decides (issue #12, 7), not what the id means now; orders
+    // placed before that was recorded fall back to the catalog.
+    order.placed_as().map_or_else(
+        || {
+            u64::try_from(order.service_id.0)
+                .ok()
+                .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
+                .unwrap_or(false)
+        },
+        |placed| placed.cancel,
+    )
+}
+
+/// One order's cancel. The service's flag decides, whatever the order's forwarding state,
+/// so the same request gets the same answer before and after the forwarder sends it. A
+/// cancel of an order on its way (`sending`, `ambiguous`) is accepted and recorded; the
+/// store forwards it once the order is upstream, or cancels and refunds the order here if it
+/// never gets there.
 async fn cancel_one(
     app: &App,
     customer: &Customer,
     order: Option<&Order>,
 ) -> Result<(), ErrorKind> {
     let order = order.ok_or(ErrorKind::IncorrectOrderId)?;
-    if order.forward_state != ForwardState::Queued {
-        // What the order was placed as decides (issue #12, 7), not what the id means now.
-        let cancellable = order.placed_as().map_or_else(
-            || {
-                u64::try_from(order.service_id.0)
-                    .ok()
-                    .and_then(|id| app.catalog().get(id).map(|s| s.cancel))
-                    .unwrap_or(false)
-            },
-            |placed| placed.cancel,
-        );
-        if !cancellable {
-            return Err(ErrorKind::CancelDisabled);
-        }
+    if !cancellable(app, order) {
+        return Err(ErrorKind::CancelDisabled);
     }
     match app
         .store
@@ -613,6 +652,11 @@ async fn cancel_one(
             tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
             app.metrics.refund("canceled_before_forwarding");
             Ok(())
+        }
+        Ok(CancelOutcome::Requested(request))
+            if request.forward_state == ForwardState::Rejected =>
+        {
+            Err(cancel_refusal(request.error.as_deref()))
         }
         Ok(CancelOutcome::Requested(_)) => Ok(()),
         Err(StoreError::NotFound(_)) => Err(ErrorKind::IncorrectOrderId),
@@ -632,13 +676,50 @@ async fn cancel(app: &App, customer: &Customer, target: Target) -> Reply {
             let orders = orders_of(app, customer, ids.as_slice()).await?;
             let mut items = Vec::with_capacity(ids.len());
             for id in ids.as_slice() {
+                // Each id answers for itself: a store failure on one id is that id's error, so
+                // the cancels that already took effect for earlier ids are still reported.
                 let result = cancel_one(app, customer, find(&orders, *id)).await;
-                if result == Err(ErrorKind::Unavailable) {
-                    return Err(ErrorKind::Unavailable);
-                }
                 items.push((*id, result));
             }
             to_body(&MultiCancelReply(items))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smm_wire::ErrorKind;
+
+    use super::cancel_refusal;
+
+    #[test]
+    fn a_refused_cancel_answers_with_the_refusal_about_the_order_only() {
+        assert_eq!(
+            cancel_refusal(Some("Order can not be canceled")),
+            ErrorKind::CancelNotAllowed
+        );
+        assert_eq!(
+            cancel_refusal(Some("Cancel is disabled for this service")),
+            ErrorKind::CancelDisabled
+        );
+        assert_eq!(
+            cancel_refusal(Some("Order is already being processed")),
+            ErrorKind::Other("Order is already being processed".into())
+        );
+        // The reseller's own trouble is never the customer's answer.
+        for text in [
+            "Invalid API key",
+            "Not enough funds on balance",
+            "Incorrect order ID",
+            "rejected by the upstream: Invalid API key",
+            "not forwarded: order 7 was refused upstream; canceled and refunded in full locally",
+        ] {
+            assert_eq!(
+                cancel_refusal(Some(text)),
+                ErrorKind::CancelNotAllowed,
+                "{text}"
+            );
+        }
+        assert_eq!(cancel_refusal(None), ErrorKind::CancelNotAllowed);
     }
 }

@@ -372,7 +372,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // ---- refills and cancels ---------------------------------------------------------------
 
-    /// Records a customer's refill request for their order (`queued`).
+    /// Records a customer's refill request for their order (`queued`), or returns the order's
+    /// open refill (`queued`, `sending` or `sent` and not Completed, Rejected or Canceled) if it
+    /// has one: one open refill per order, however many ask at once.
     async fn create_refill(
         &self,
         customer: CustomerId,
@@ -425,14 +427,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Vec<RefillId>>;
 
     /// A customer asks to cancel their order. Still `queued` locally → canceled and fully
-    /// refunded at once; already forwarded → a cancel request (one per order) is recorded for
-    /// forwarding; terminal or `rejected` → `InvalidState`.
+    /// refunded at once; upstream and running, or on its way (`sending`, `ambiguous`) → a
+    /// cancel request (one per order) is recorded, forwarded once the order is `sent`; asked
+    /// again → that same request, whatever became of it (a `rejected` one carries the
+    /// upstream's refusal); terminal (with no refused request) or `rejected` → `InvalidState`.
+    /// Whether the service allows cancels is the caller's check.
     async fn request_cancel(
         &self,
         customer: CustomerId,
         order: OrderId,
         now: Timestamp,
     ) -> StoreResult<CancelOutcome>;
+
+    /// Ends queued cancel requests (at most `limit`) whose order will not reach the upstream:
+    /// every route refused it (`rejected`, already refunded in full) or it went back to the
+    /// queue (canceled and refunded in full now). Each closed request becomes `rejected` with
+    /// a note, never forwarded. Returns the orders, with the refund paid now if any.
+    async fn close_unsendable_cancels(
+        &self,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<(OrderId, Option<Money>)>>;
 
     async fn update_cancel(
         &self,
@@ -448,8 +463,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> StoreResult<Vec<CancelRequest>>;
 
-    /// Claims up to `limit` queued cancel requests, oldest first, and marks them `sending` by
-    /// `worker`: [`Store::claim_refills`] for cancels. The claimer records the outcome with
+    /// Claims up to `limit` queued cancel requests of `sent` orders, oldest first, and marks
+    /// them `sending` by `worker`: [`Store::claim_refills`] for cancels. The claimer records the outcome with
     /// [`Store::update_cancel`].
     async fn claim_cancels(
         &self,

@@ -10,7 +10,9 @@ use serde_json::json;
 use smm_wire::{Money, OrderStatus};
 
 use crate::rows::order_status_text;
-use crate::{CustomerId, ForwardState, LedgerKind, Order, OrderId, StatusUpdate, StoreError};
+use crate::{
+    CancelRequest, CustomerId, ForwardState, LedgerKind, Order, OrderId, StatusUpdate, StoreError,
+};
 
 // ---- input checks ----------------------------------------------------------------------------
 
@@ -402,16 +404,32 @@ pub(crate) fn settlement_reason(order: OrderId, actor: &str, why: &str) -> Strin
 pub(crate) enum CancelPlan {
     /// Not sent yet: canceled here, the whole charge refunded.
     Locally,
-    /// At the upstream and still running: a cancel request is queued for it.
+    /// At the upstream and still running, or on its way there (`sending`, `ambiguous`): a
+    /// cancel request is recorded, forwarded once the order is known to be upstream.
     Request,
-    /// Neither: refused with this message.
+    /// The order's one cancel request already exists: the answer is that request's (a
+    /// repeat after the upstream refused it gets the refusal, not a new "accepted").
+    Existing,
+    /// None of these: refused with this message.
     Refuse(String),
 }
 
-pub(crate) fn plan_cancel(order: &Order) -> CancelPlan {
+/// The cancel of `order`, given its cancel request if one exists. Whether the service allows
+/// cancels at all is the front end's check (the service's flag, whatever the order's state).
+pub(crate) fn plan_cancel(order: &Order, existing: Option<&CancelRequest>) -> CancelPlan {
+    let refused_upstream = existing.is_some_and(|r| r.forward_state == ForwardState::Rejected);
     match order.forward_state {
         ForwardState::Queued => CancelPlan::Locally,
+        ForwardState::Sending | ForwardState::Ambiguous if existing.is_some() => {
+            CancelPlan::Existing
+        }
+        ForwardState::Sending | ForwardState::Ambiguous => CancelPlan::Request,
+        ForwardState::Sent if existing.is_some() && !order.status.is_terminal() => {
+            CancelPlan::Existing
+        }
         ForwardState::Sent if !order.status.is_terminal() => CancelPlan::Request,
+        // Finished since: a refusal stays the answer; an accepted cancel is done.
+        ForwardState::Sent if refused_upstream => CancelPlan::Existing,
         state => CancelPlan::Refuse(format!(
             "order {} cannot be canceled now ({}, {})",
             order.id,
@@ -419,6 +437,12 @@ pub(crate) fn plan_cancel(order: &Order) -> CancelPlan {
             order.status.as_str()
         )),
     }
+}
+
+/// The note on a cancel request that was never forwarded because its order never reached the
+/// upstream: the order was canceled and refunded in full here instead.
+pub(crate) fn cancel_closed_locally(order: OrderId, why: &str) -> String {
+    format!("not forwarded: order {order} {why}; canceled and refunded in full locally")
 }
 
 /// Why an order was given up locally, with the texts the order and the ledger carry.

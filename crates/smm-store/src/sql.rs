@@ -345,6 +345,43 @@ where
         .ok_or(StoreError::NotFound("order"))
     }
 
+    /// The order's one cancel request, if any.
+    async fn cancel_request_of(
+        conn: &mut D::Connection,
+        order: OrderId,
+    ) -> StoreResult<Option<CancelRequest>> {
+        sqlx::query_as::<D, CancelRow>(concat!(
+            "SELECT ",
+            cancel_columns!(),
+            " FROM cancel_requests WHERE order_id = $1"
+        ))
+        .bind(order.0)
+        .fetch_optional(conn)
+        .await?
+        .map(CancelRequest::try_from)
+        .transpose()
+    }
+
+    /// Ends the order's queued cancel request without forwarding it: its order was canceled
+    /// and refunded here ([`rules::cancel_closed_locally`] says why).
+    async fn close_cancel_request(
+        conn: &mut D::Connection,
+        order: OrderId,
+        why: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query::<D>(
+            "UPDATE cancel_requests SET forward_state = 'rejected', error = $2, updated_at = $3 \
+             WHERE order_id = $1 AND forward_state = 'queued'",
+        )
+        .bind(order.0)
+        .bind(rules::cancel_closed_locally(order, why))
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     async fn lock_customer(conn: &mut D::Connection, id: CustomerId) -> StoreResult<CustomerRow> {
         sqlx::query_as::<D, CustomerRow>(sql::<D>(concat!(
             "SELECT ",
@@ -2023,23 +2060,40 @@ where
         now: Timestamp,
     ) -> StoreResult<Refill> {
         let mut tx = self.begin().await?;
-        let result = sqlx::query_as::<D, RefillRow>(concat!(
-            "INSERT INTO refills (order_id, customer_id, provider, status, forward_state, \
-             created_at, updated_at) \
-             SELECT id, customer_id, provider, 'Pending', 'queued', $3, $3 FROM orders \
-             WHERE id = $1 AND customer_id = $2 RETURNING ",
-            refill_columns!()
-        ))
-        .bind(order.0)
-        .bind(customer.0)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::from);
-        settle(tx, result)
-            .await?
-            .ok_or(StoreError::NotFound("order"))?
-            .try_into()
+        let result = async {
+            // The order's row lock makes the check and the insert one step for concurrent asks.
+            let row = Self::lock_order(&mut tx, order).await?;
+            if row.customer_id != customer.0 {
+                return Err(StoreError::NotFound("order"));
+            }
+            let open = sqlx::query_as::<D, RefillRow>(concat!(
+                "SELECT ",
+                refill_columns!(),
+                " FROM refills WHERE order_id = $1 \
+                 AND forward_state IN ('queued', 'sending', 'sent') \
+                 AND status NOT IN ('Completed', 'Rejected', 'Canceled') ORDER BY id LIMIT 1"
+            ))
+            .bind(order.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(open) = open {
+                return Ok(open);
+            }
+            Ok(sqlx::query_as::<D, RefillRow>(concat!(
+                "INSERT INTO refills (order_id, customer_id, provider, status, forward_state, \
+                 created_at, updated_at) \
+                 SELECT id, customer_id, provider, 'Pending', 'queued', $3, $3 FROM orders \
+                 WHERE id = $1 AND customer_id = $2 RETURNING ",
+                refill_columns!()
+            ))
+            .bind(order.0)
+            .bind(customer.0)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?)
+        }
+        .await;
+        settle(tx, result).await?.try_into()
     }
 
     async fn update_refill(
@@ -2157,16 +2211,29 @@ where
     ) -> StoreResult<CancelOutcome> {
         let mut tx = self.begin().await?;
         let result = async {
+            // The order's row lock serialises every cancel (and the forwarder's finish) of it.
             let row = Order::try_from(Self::lock_order(&mut tx, order).await?)?;
             if row.customer_id != customer {
                 return Err(StoreError::NotFound("order"));
             }
-            match rules::plan_cancel(&row) {
+            let existing = Self::cancel_request_of(&mut tx, order).await?;
+            match rules::plan_cancel(&row, existing.as_ref()) {
                 CancelPlan::Locally => {
                     let why = LocalCancel::by_customer(order);
                     let refund = Self::cancel_locally(&mut tx, &row, &why, now).await?;
+                    // Recorded while the order was on its way and then queued again.
+                    Self::close_cancel_request(
+                        &mut tx,
+                        order,
+                        "was canceled before forwarding",
+                        now,
+                    )
+                    .await?;
                     Ok(CancelOutcome::CanceledLocally { refund })
                 }
+                CancelPlan::Existing => Ok(CancelOutcome::Requested(
+                    existing.ok_or(StoreError::NotFound("cancel request"))?,
+                )),
                 CancelPlan::Request => {
                     sqlx::query::<D>(
                         "INSERT INTO cancel_requests (order_id, customer_id, forward_state, \
@@ -2178,18 +2245,64 @@ where
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    let request = sqlx::query_as::<D, CancelRow>(concat!(
-                        "SELECT ",
-                        cancel_columns!(),
-                        " FROM cancel_requests WHERE order_id = $1"
-                    ))
-                    .bind(order.0)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    Ok(CancelOutcome::Requested(request.try_into()?))
+                    let request = Self::cancel_request_of(&mut tx, order)
+                        .await?
+                        .ok_or(StoreError::NotFound("cancel request"))?;
+                    Ok(CancelOutcome::Requested(request))
                 }
                 CancelPlan::Refuse(message) => Err(StoreError::InvalidState(message)),
             }
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    async fn close_unsendable_cancels(
+        &self,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<(OrderId, Option<Money>)>> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            // Requests whose order will never be upstream (refused: `rejected`) or went back to
+            // the queue: neither can be forwarded, both end here.
+            let candidates: Vec<i64> = sqlx::query_scalar::<D, i64>(
+                "SELECT c.order_id FROM cancel_requests c JOIN orders o ON o.id = c.order_id \
+                 WHERE c.forward_state = 'queued' AND o.forward_state IN ('queued', 'rejected') \
+                 ORDER BY c.order_id LIMIT $1",
+            )
+            .bind(limit_or_default(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut closed = Vec::with_capacity(candidates.len());
+            for id in candidates {
+                let order = OrderId(id);
+                // Locked, then looked at again: the forwarder may have moved it meanwhile.
+                let row = Order::try_from(Self::lock_order(&mut tx, order).await?)?;
+                let outcome = match row.forward_state {
+                    ForwardState::Queued => {
+                        let why = LocalCancel::by_customer(order);
+                        let refund = Self::cancel_locally(&mut tx, &row, &why, now).await?;
+                        Self::close_cancel_request(
+                            &mut tx,
+                            order,
+                            "was queued again before forwarding",
+                            now,
+                        )
+                        .await?;
+                        Some(refund)
+                    }
+                    ForwardState::Rejected => {
+                        // Refunded in full when every route refused it.
+                        Self::close_cancel_request(&mut tx, order, "was refused upstream", now)
+                            .await?;
+                        None
+                    }
+                    _ => continue,
+                };
+                closed.push((order, outcome));
+            }
+            Ok(closed)
         }
         .await;
         settle(tx, result).await
@@ -2244,7 +2357,17 @@ where
         limit: u32,
         now: Timestamp,
     ) -> StoreResult<Vec<CancelRequest>> {
-        let statement = sql::<D>(claim_outbox_sql!("cancel_requests", cancel_columns!()));
+        // Only requests whose order is upstream (`sent`): one recorded while its order was
+        // `sending` or `ambiguous` waits for the outcome, without holding up the others.
+        let statement = sql::<D>(concat!(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT id AS picked_id FROM cancel_requests WHERE forward_state = 'queued' \
+                 AND order_id IN (SELECT id FROM orders WHERE forward_state = 'sent') \
+                 ORDER BY id LIMIT $3{skip_locked}) \
+             UPDATE cancel_requests SET forward_state = 'sending', claimed_by = $1, \
+             claimed_at = $2, updated_at = $2 FROM picked WHERE id = picked_id RETURNING ",
+            cancel_columns!()
+        ));
         let rows: Vec<CancelRow> = self.claim_outbox(statement, worker, limit, now).await?;
         convert_all(rows)
     }

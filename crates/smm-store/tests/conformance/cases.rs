@@ -1767,12 +1767,11 @@ fn assert_each_claimed_once(a: &[i64], b: &[i64], expected: usize, what: &str) {
 
 pub async fn concurrent_refill_claims_take_each_once(db: Db) {
     let c = funded(&db, "uma", "100").await;
-    let orders = sent_orders(&db, c.id, 50).await;
+    // One open refill per order: 500 orders, one refill each.
+    let orders = sent_orders(&db, c.id, 500).await;
     let mut refills = Vec::new();
     for order in &orders {
-        for _ in 0..10 {
-            refills.push(db.create_refill(c.id, order.id, T0).await.expect("refill"));
-        }
+        refills.push(db.create_refill(c.id, order.id, T0).await.expect("refill"));
     }
     assert_eq!(refills.len(), 500);
 
@@ -2721,4 +2720,307 @@ pub async fn free_orders_are_refused(db: Db) {
             .is_empty()
     );
     assert_books_balance(&db, c.id).await;
+}
+
+/// Claims `order` for forwarding and begins its attempt at alpha: the order is `sending`.
+async fn sending_order(db: &Db, customer: CustomerId, charge: &str) -> Order {
+    let order = place(db, customer, charge).await;
+    let claimed = db.claim_for_forwarding("w", 1000, T0).await.expect("claim");
+    assert!(claimed.iter().any(|o| o.id == order.id));
+    for other in claimed.iter().filter(|o| o.id != order.id) {
+        db.requeue(other.id, T0, "not this test's", T0)
+            .await
+            .expect("requeue");
+    }
+    db.begin_attempt(order.id, "alpha", "svc-1", T0)
+        .await
+        .expect("begin");
+    let order = db.order(order.id).await.expect("get");
+    assert_eq!(order.forward_state, ForwardState::Sending);
+    order
+}
+
+fn requested(outcome: CancelOutcome) -> CancelRequest {
+    match outcome {
+        CancelOutcome::Requested(request) => request,
+        other => panic!("expected a cancel request, got {other:?}"),
+    }
+}
+
+/// A cancel that arrives while its order is `sending` (or `ambiguous`) is recorded, not
+/// refused, and waits for the send's outcome: forwarded once the order is `sent`; closed (the
+/// order refunded in full exactly once) when every route refused it or it went back to the
+/// queue. A repeat after the upstream refused a cancel gets that refusal back.
+pub async fn cancels_of_orders_in_flight_wait_for_the_send(db: Db) {
+    let c = funded(&db, "ursula", "20").await;
+
+    // Sent after all: the request is forwarded then, and only then.
+    let a = sending_order(&db, c.id, "1").await;
+    let request = requested(db.request_cancel(c.id, a.id, T0).await.expect("cancel"));
+    assert_eq!(request.forward_state, ForwardState::Queued);
+    assert_eq!(
+        requested(db.request_cancel(c.id, a.id, T0 + 1).await.expect("again")),
+        request
+    );
+    assert!(
+        db.claim_cancels("r", 10, T0)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not forwarded before the order is upstream"
+    );
+    assert!(
+        db.close_unsendable_cancels(10, T0)
+            .await
+            .expect("close")
+            .is_empty()
+    );
+    db.finish_attempt(
+        a.id,
+        ForwardOutcome::Sent {
+            upstream_order_id: "a-1".into(),
+            upstream_cost: None,
+            next_poll_at: T0 + 1_000,
+        },
+        T0,
+    )
+    .await
+    .expect("finish");
+    let claimed = db.claim_cancels("r", 10, T0 + 2).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, request.id);
+    // The upstream refuses it: asking again answers with that refusal, not "accepted".
+    db.update_cancel(
+        request.id,
+        ForwardState::Rejected,
+        Some("Order can not be canceled"),
+        T0 + 3,
+    )
+    .await
+    .expect("refused");
+    let again = requested(db.request_cancel(c.id, a.id, T0 + 4).await.expect("again"));
+    assert_eq!(again.forward_state, ForwardState::Rejected);
+    assert_eq!(again.error.as_deref(), Some("Order can not be canceled"));
+    db.apply_status(
+        "alpha",
+        "a-1",
+        update(OrderStatus::Completed, Some(0)),
+        T0 + 5,
+    )
+    .await
+    .expect("apply");
+    let finished = requested(
+        db.request_cancel(c.id, a.id, T0 + 6)
+            .await
+            .expect("finished"),
+    );
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("Order can not be canceled"),
+        "still the refusal once the order finished"
+    );
+
+    // Refused by every route: the order is refunded once (by the rejection), the request is
+    // closed and never forwarded.
+    let before = db.customer(c.id).await.expect("get").balance;
+    let b = sending_order(&db, c.id, "2").await;
+    requested(db.request_cancel(c.id, b.id, T0).await.expect("cancel"));
+    db.finish_attempt(
+        b.id,
+        ForwardOutcome::Failed {
+            not_sent: false,
+            detail: "Incorrect link".into(),
+        },
+        T0,
+    )
+    .await
+    .expect("finish");
+    assert_eq!(
+        db.reject_order(b.id, "Incorrect link", T0)
+            .await
+            .expect("reject"),
+        money("2")
+    );
+    assert_eq!(
+        db.close_unsendable_cancels(10, T0 + 1)
+            .await
+            .expect("close"),
+        vec![(b.id, None)]
+    );
+    assert!(
+        db.close_unsendable_cancels(10, T0 + 2)
+            .await
+            .expect("close")
+            .is_empty()
+    );
+    assert!(
+        db.claim_cancels("r", 10, T0 + 2)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let closed = db
+        .cancels_in_state(ForwardState::Rejected, 10)
+        .await
+        .expect("list");
+    assert!(closed.iter().any(|r| r.order_id == b.id));
+    assert_eq!(db.customer(c.id).await.expect("get").balance, before);
+    assert_eq!(refund_rows(&db, c.id, b.id).await, 1);
+    assert!(matches!(
+        db.request_cancel(c.id, b.id, T0 + 3).await,
+        Err(StoreError::InvalidState(_))
+    ));
+
+    // Back in the queue (no route took it): canceled and refunded in full, once.
+    let d = sending_order(&db, c.id, "3").await;
+    requested(db.request_cancel(c.id, d.id, T0).await.expect("cancel"));
+    db.finish_attempt(
+        d.id,
+        ForwardOutcome::Failed {
+            not_sent: true,
+            detail: "connection refused".into(),
+        },
+        T0,
+    )
+    .await
+    .expect("finish");
+    db.requeue(d.id, T0, "no route now", T0)
+        .await
+        .expect("requeue");
+    assert_eq!(
+        db.close_unsendable_cancels(10, T0 + 1)
+            .await
+            .expect("close"),
+        vec![(d.id, Some(money("3")))]
+    );
+    let d = db.order(d.id).await.expect("get");
+    assert_eq!(d.status, OrderStatus::Canceled);
+    assert_eq!(d.forward_state, ForwardState::Rejected);
+    assert_eq!(d.refunded, money("3"));
+    assert!(
+        db.close_unsendable_cancels(10, T0 + 2)
+            .await
+            .expect("close")
+            .is_empty()
+    );
+    assert_eq!(db.customer(c.id).await.expect("get").balance, before);
+
+    // Ambiguous: the request waits with the order, forwarded once it is found upstream.
+    let e = sending_order(&db, c.id, "1").await;
+    db.finish_attempt(
+        e.id,
+        ForwardOutcome::Ambiguous {
+            detail: "timeout".into(),
+        },
+        T0,
+    )
+    .await
+    .expect("finish");
+    let request = requested(db.request_cancel(c.id, e.id, T0).await.expect("cancel"));
+    assert!(
+        db.claim_cancels("r", 10, T0)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(
+        db.close_unsendable_cancels(10, T0)
+            .await
+            .expect("close")
+            .is_empty()
+    );
+    db.attach_upstream_order(e.id, "alpha", "e-1", "admin", T0 + 1)
+        .await
+        .expect("attach");
+    let claimed = db.claim_cancels("r", 10, T0 + 2).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [request.id]
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+/// While a refill of an order is open, asking again returns it; many asking at once create
+/// one. A finished (or refused) refill lets the next one be created.
+pub async fn refills_are_one_open_per_order(db: Db) {
+    let c = funded(&db, "vera", "10").await;
+    let order = sent_order(&db, c.id, "1", "alpha", "r-1").await;
+    db.apply_status("alpha", "r-1", update(OrderStatus::Completed, Some(0)), T0)
+        .await
+        .expect("apply");
+    let asks: Vec<_> = (0..8)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move { db.create_refill(c.id, order.id, T0 + i).await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for ask in asks {
+        ids.insert(ask.await.expect("task").expect("refill").id.0);
+    }
+    assert_eq!(ids.len(), 1, "one refill for concurrent asks: {ids:?}");
+    let first = RefillId(*ids.first().expect("one"));
+    for state in [ForwardState::Sending, ForwardState::Sent] {
+        db.update_refill(
+            first,
+            RefillUpdate {
+                forward_state: Some(state),
+                ..RefillUpdate::default()
+            },
+            T0 + 10,
+        )
+        .await
+        .expect("update");
+        assert_eq!(
+            db.create_refill(c.id, order.id, T0 + 11)
+                .await
+                .expect("again")
+                .id,
+            first,
+            "still open while {state:?}"
+        );
+    }
+    assert_eq!(
+        db.refills_in_state(ForwardState::Sent, 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    db.update_refill(
+        first,
+        RefillUpdate {
+            status: Some(RefillStatus::Completed),
+            ..RefillUpdate::default()
+        },
+        T0 + 12,
+    )
+    .await
+    .expect("done");
+    let second = db
+        .create_refill(c.id, order.id, T0 + 13)
+        .await
+        .expect("next");
+    assert!(second.id > first);
+    db.update_refill(
+        second.id,
+        RefillUpdate {
+            forward_state: Some(ForwardState::Rejected),
+            error: Some("Order not eligible for refill".into()),
+            ..RefillUpdate::default()
+        },
+        T0 + 14,
+    )
+    .await
+    .expect("refused");
+    let third = db
+        .create_refill(c.id, order.id, T0 + 15)
+        .await
+        .expect("next");
+    assert!(third.id > second.id);
+    let stranger = funded(&db, "walt", "1").await;
+    assert_eq!(
+        db.create_refill(stranger.id, order.id, T0).await,
+        Err(StoreError::NotFound("order"))
+    );
 }

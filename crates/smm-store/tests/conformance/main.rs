@@ -72,4 +72,6 @@ conformance!(
     drip_feed_refunds_follow_runs,
     partials_without_remains_use_the_charge_or_wait_for_a_person,
     free_orders_are_refused,
+    cancels_of_orders_in_flight_wait_for_the_send,
+    refills_are_one_open_per_order,
 );

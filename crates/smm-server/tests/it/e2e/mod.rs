@@ -10,6 +10,7 @@
 //! 1–20, plus the seed shapes of `refill`, `refill_status` and `cancel`.
 
 mod billing;
+mod cancels;
 mod forwarding;
 mod operations;
 mod orders;
@@ -95,4 +96,10 @@ e2e!(
     operations::reload_changes_prices_or_nothing,
     operations::customer_prices_are_their_own,
     operations::comment_packages_refund_undelivered_lines,
+    // issue #12: cancels, refills and status under races
+    cancels::cancel_is_decided_by_the_flag_whatever_the_state,
+    cancels::cancel_while_sending_is_delivered_after_the_send,
+    cancels::refills_are_one_open_per_order,
+    cancels::subscription_status_shows_no_upstream_child_ids,
+    cancels::unsent_cancel_calls_are_queued_again,
 );
