@@ -352,10 +352,11 @@ pub async fn raw_upstream_error_keys_reject_and_refund(backend: Backend) {
         "the no-funds refusal noted on the held order",
         Duration::from_secs(10),
         || async {
-            gw.order(id)
-                .await
-                .forward_error
-                .is_some_and(|e| e.contains("Not enough funds on balance"))
+            let order = gw.order(id).await;
+            order.forward_state == ForwardState::Queued
+                && order
+                    .forward_error
+                    .is_some_and(|e| e.contains("Not enough funds on balance"))
         },
     )
     .await;
