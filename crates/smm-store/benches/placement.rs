@@ -37,6 +37,7 @@ fn new_order(customer: CustomerId) -> NewOrder {
         units: 1000,
         charge: Money::from_units(27_819),
         idempotency_key: None,
+        request_fingerprint: None,
     }
 }
 

@@ -204,6 +204,18 @@ pub struct NewOrder {
     pub units: u64,
     pub charge: Money,
     pub idempotency_key: Option<String>,
+    /// What an idempotent `add` asked for, as a hash the caller computes (the server: SHA-256
+    /// of the service id and the canonical order parameters). Stored with the order, so a
+    /// retry with the same key can be told apart from a different request reusing it.
+    pub request_fingerprint: Option<String>,
+}
+
+/// An order found by its idempotency key, with the fingerprint of the request that placed it
+/// (`None` for orders placed without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedOrder {
+    pub order: Order,
+    pub request_fingerprint: Option<String>,
 }
 
 /// An order as stored.

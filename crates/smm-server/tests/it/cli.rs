@@ -217,6 +217,7 @@ async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
                     units: 100,
                     charge: Money::from_units(100_000),
                     idempotency_key: None,
+                    request_fingerprint: None,
                 },
                 1,
             )

@@ -71,6 +71,7 @@ fn new_order(customer: CustomerId, charge: i64, key: Option<&str>) -> NewOrder {
         units: 1000,
         charge: Money::from_units(charge),
         idempotency_key: key.map(str::to_owned),
+        request_fingerprint: None,
     }
 }
 

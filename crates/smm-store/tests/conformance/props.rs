@@ -190,6 +190,7 @@ async fn run_case(db: &Db, number: u32, case: Case) -> Result<(), TestCaseError>
                     units: spec.units,
                     charge: Money::from_units(spec.charge),
                     idempotency_key: None,
+                    request_fingerprint: None,
                 },
                 T0,
             )
