@@ -56,6 +56,7 @@ e2e!(
     orders::drip_feed_is_charged_per_run_and_forwarded,
     orders::comments_are_counted_and_packages_are_flat,
     orders::every_type_forwards_exactly_its_parameters,
+    orders::idempotency_keys_name_one_request,
     // (f) 10–12, 16
     forwarding::dropped_connection_is_ambiguous_and_never_resent,
     forwarding::hanging_upstream_is_ambiguous_and_never_resent,
