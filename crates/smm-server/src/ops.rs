@@ -458,7 +458,10 @@ impl Ops<'_> {
         Ok((&entry).into())
     }
 
-    /// Replaces the customer's key; the old one stops working at once.
+    /// Replaces the customer's key. The old one stops working at once in the process that made
+    /// the change, on PostgreSQL in every instance as soon as the change commits, and on SQLite
+    /// in a gateway process other than this one within `server.key_cache_ttl_secs`. The same
+    /// holds for [`Ops::set_status`]: a suspended customer is refused on every action.
     pub async fn rotate_key(&self, id: i64) -> OpResult<WithKey> {
         let key = generate_api_key()?;
         let customer = self
@@ -623,7 +626,9 @@ impl Ops<'_> {
 
     /// Sets the customer's discount (a percent strictly between 0 and 100, as a decimal string
     /// with at most 5 decimals) or, with `None`, removes it. Audited. A running gateway applies
-    /// it at once when set through the admin API, within the key cache's lifetime otherwise.
+    /// it at once when set through the admin API; on PostgreSQL every instance applies it as
+    /// soon as it commits (the store announces it), wherever it was made; on SQLite a change
+    /// made by another process (the CLI) within `server.key_cache_ttl_secs` (at most 60 s).
     pub async fn set_discount(&self, id: i64, discount: Option<&str>) -> OpResult<PricingView> {
         let discount = match discount {
             None => None,

@@ -67,7 +67,12 @@ async fn listen_customers(pool: Pool<Postgres>, events: mpsc::Sender<CustomerEve
                 }
                 backoff = FIRST_BACKOFF;
                 loop {
-                    let event = match listener.try_recv().await {
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        // Nobody listens any more: give the connection back.
+                        () = events.closed() => return,
+                    };
+                    let event = match received {
                         Ok(Some(notification)) => notification
                             .payload()
                             .parse::<i64>()
