@@ -360,6 +360,8 @@ pub struct Ops<'a> {
 
 impl Ops<'_> {
     /// Creates a customer and returns their API key (shown once; only its hash is stored).
+    /// `currency` defaults to, and must be, the server's (`server.currency`): amounts are never
+    /// converted, so any other currency is refused.
     pub async fn create_customer(&self, name: &str, currency: Option<&str>) -> OpResult<WithKey> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
@@ -370,6 +372,16 @@ impl Ops<'_> {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(OpError::Invalid(format!(
                 "currency must be a 3-letter upper-case code, not {currency:?}"
+            )));
+        }
+        // Prices, charges, balances and the ledger are all in the server's currency: a customer
+        // labelled with another would be shown amounts in a currency they are not in. Until the
+        // gateway converts (rates, rounding, the rate kept on each order), it refuses others.
+        if currency != self.settings.server.currency {
+            return Err(OpError::Invalid(format!(
+                "currency {currency} is not supported: this gateway prices, charges and keeps \
+                 balances in {} only (server.currency); create the customer in {}",
+                self.settings.server.currency, self.settings.server.currency
             )));
         }
         let key = generate_api_key()?;

@@ -82,6 +82,7 @@ e2e!(
     operations::admin_api_keeps_exact_books,
     operations::admin_api_finds_and_resolves_orders,
     operations::reload_changes_prices_or_nothing,
+    operations::customers_are_created_in_the_servers_currency_only,
     operations::customer_prices_are_their_own,
     operations::comment_packages_refund_undelivered_lines,
 );
