@@ -727,7 +727,23 @@ impl App {
         }
     }
 
-    /// Forgets cached key lookups (after a rotation or a suspension made by this process).
+    /// Forgets what is cached of one customer (their key lookups and custom rates): after a
+    /// change to them announced by the database.
+    pub fn forget_customer(&self, id: CustomerId) {
+        let hashes: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|(_, customer)| customer.id == id)
+            .map(|(hash, _)| (*hash).clone())
+            .collect();
+        for hash in hashes {
+            self.keys.invalidate(&hash);
+        }
+        self.rates.invalidate(&id);
+    }
+
+    /// Forgets every cached key lookup and custom rate (after a change made by this process,
+    /// or when changes announced by the database may have been missed).
     pub fn invalidate_keys(&self) {
         self.keys.invalidate_all();
         self.unknown_keys.invalidate_all();

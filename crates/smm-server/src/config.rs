@@ -42,6 +42,10 @@ pub struct Settings {
     pub exposures: Vec<Exposure>,
 }
 
+/// The upper bound of `server.key_cache_ttl_secs`: the longest a key rotation, a suspension or
+/// a price change can go unseen anywhere.
+pub const MAX_KEY_CACHE_TTL_SECS: u64 = 60;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
@@ -49,6 +53,10 @@ pub struct ServerSettings {
     pub currency: String,
     pub body_limit_bytes: usize,
     pub rate_limit_per_minute: u32,
+    /// How long an instance may answer from its cache of key lookups and custom rates (0 is
+    /// read as 1, at most [`MAX_KEY_CACHE_TTL_SECS`]). On PostgreSQL every instance forgets a
+    /// customer as soon as a change to them commits (`LISTEN/NOTIFY`); on SQLite a change made
+    /// by another process (the CLI) is seen within this lifetime.
     pub key_cache_ttl_secs: u64,
     /// How long `add` waits for the first forwarding outcome before answering (0 = answer at
     /// once). When every route definitively refuses within that time, the customer gets the
@@ -348,6 +356,16 @@ impl Settings {
         }
         if self.server.currency.trim().is_empty() {
             problem("server.currency".into(), "must not be empty".into());
+        }
+        if self.server.key_cache_ttl_secs > MAX_KEY_CACHE_TTL_SECS {
+            problem(
+                "server.key_cache_ttl_secs".into(),
+                format!(
+                    "must be at most {MAX_KEY_CACHE_TTL_SECS}: it bounds how long a rotated key, \
+                     a suspension or a price change may go unseen by a gateway that cannot be \
+                     told at once (SQLite, a lost PostgreSQL listener)"
+                ),
+            );
         }
         if self.server.body_limit_bytes < 1024 {
             problem(

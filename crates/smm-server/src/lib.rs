@@ -129,6 +129,13 @@ impl Gateway {
             )));
             tracing::info!(addr = ?admin_addr, "admin listener (healthz, readyz, metrics, admin API)");
         }
+        if let Some(events) = app.store.customer_events() {
+            tasks.push(tokio::spawn(forget_changed_customers(
+                app.clone(),
+                events,
+                signal.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(reconciler::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));
@@ -157,6 +164,29 @@ impl Gateway {
             .is_err()
         {
             tracing::warn!("shutdown: work still running after 30 s; stopping anyway");
+        }
+    }
+}
+
+/// Forgets a customer's cached key lookups and rates as soon as the database announces a
+/// change to them (PostgreSQL: a rotation, suspension or price change by any instance or the
+/// CLI), and everything cached when announcements may have been missed.
+async fn forget_changed_customers(
+    app: Arc<App>,
+    mut events: tokio::sync::mpsc::Receiver<smm_store::CustomerEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(smm_store::CustomerEvent::Changed(id)) => {
+                    tracing::debug!(customer = id.0, "customer changed; cache entries dropped");
+                    app.forget_customer(id);
+                }
+                Some(smm_store::CustomerEvent::Resync) => app.invalidate_keys(),
+                None => return,
+            },
+            _ = shutdown.changed() => return,
         }
     }
 }

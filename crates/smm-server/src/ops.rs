@@ -364,6 +364,8 @@ pub struct Ops<'a> {
 
 impl Ops<'_> {
     /// Creates a customer and returns their API key (shown once; only its hash is stored).
+    /// `currency` defaults to, and must be, the server's (`server.currency`): amounts are never
+    /// converted, so any other currency is refused.
     pub async fn create_customer(&self, name: &str, currency: Option<&str>) -> OpResult<WithKey> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
@@ -374,6 +376,16 @@ impl Ops<'_> {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(OpError::Invalid(format!(
                 "currency must be a 3-letter upper-case code, not {currency:?}"
+            )));
+        }
+        // Prices, charges, balances and the ledger are all in the server's currency: a customer
+        // labelled with another would be shown amounts in a currency they are not in. Until the
+        // gateway converts (rates, rounding, the rate kept on each order), it refuses others.
+        if currency != self.settings.server.currency {
+            return Err(OpError::Invalid(format!(
+                "currency {currency} is not supported: this gateway prices, charges and keeps \
+                 balances in {} only (server.currency); create the customer in {}",
+                self.settings.server.currency, self.settings.server.currency
             )));
         }
         let key = generate_api_key()?;
@@ -462,7 +474,10 @@ impl Ops<'_> {
         Ok((&entry).into())
     }
 
-    /// Replaces the customer's key; the old one stops working at once.
+    /// Replaces the customer's key. The old one stops working at once in the process that made
+    /// the change, on PostgreSQL in every instance as soon as the change commits, and on SQLite
+    /// in a gateway process other than this one within `server.key_cache_ttl_secs`. The same
+    /// holds for [`Ops::set_status`]: a suspended customer is refused on every action.
     pub async fn rotate_key(&self, id: i64) -> OpResult<WithKey> {
         let key = generate_api_key()?;
         let customer = self
@@ -653,7 +668,9 @@ impl Ops<'_> {
 
     /// Sets the customer's discount (a percent strictly between 0 and 100, as a decimal string
     /// with at most 5 decimals) or, with `None`, removes it. Audited. A running gateway applies
-    /// it at once when set through the admin API, within the key cache's lifetime otherwise.
+    /// it at once when set through the admin API; on PostgreSQL every instance applies it as
+    /// soon as it commits (the store announces it), wherever it was made; on SQLite a change
+    /// made by another process (the CLI) within `server.key_cache_ttl_secs` (at most 60 s).
     pub async fn set_discount(&self, id: i64, discount: Option<&str>) -> OpResult<PricingView> {
         let discount = match discount {
             None => None,

@@ -14,8 +14,8 @@ use axum::routing::any;
 use serde::Serialize;
 use smm_routing::LocalService;
 use smm_store::{
-    CancelOutcome, Customer, ForwardState, NewOrder, Order, OrderId, OrderStatusView, Placed,
-    Refill, RefillId, ServiceId, StoreError,
+    CancelOutcome, Customer, ForwardState, KeyedOrder, NewOrder, Order, OrderId, OrderStatusView,
+    Placed, Refill, RefillId, ServiceId, StoreError,
 };
 use smm_wire::order::Billing;
 use smm_wire::request::Credentials;
@@ -24,7 +24,7 @@ use smm_wire::response::{
     MultiRefillStatusReply, MultiStatusReply, RefillReply, RefillStatusReply, ServiceItem,
     StatusItem,
 };
-use smm_wire::{ApiRequest, ErrorKind, OrderRequest, OrderStatus, Params, Target};
+use smm_wire::{ApiRequest, ErrorKind, OrderRequest, OrderStatus, Params, ServiceType, Target};
 use tracing::Instrument;
 
 use crate::app::{App, now_ms, unavailable};
@@ -180,12 +180,7 @@ async fn handle(
                 service,
                 idempotency_key,
             } => {
-                let header_key = headers
-                    .get("idempotency-key")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty() && k.len() <= 128)
-                    .map(str::to_owned);
+                let header_key = idempotency_header(headers)?;
                 add(
                     app,
                     &customer,
@@ -202,6 +197,79 @@ async fn handle(
         }
     };
     dispatch.await
+}
+
+/// The `Idempotency-Key` header, under the same rules as the `idempotency_key` field (trimmed,
+/// blank is absent, 1 to 128 printable ASCII characters): a key that breaks them is refused
+/// with the field's error, never ignored (ignoring it would make a retry a second order).
+/// The header wins over the field.
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ErrorKind> {
+    let refused = ErrorKind::IncorrectField("idempotency_key");
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| refused.clone())?.trim();
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.len() > 128 || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(refused);
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The answer to an idempotency key reused for a different request.
+fn key_reused() -> ErrorKind {
+    ErrorKind::Other("Idempotency key already used with different parameters".into())
+}
+
+/// What an `add` asked for, canonically: SHA-256 (hex) of the service id and the parsed order
+/// (its JSON, the same text stored as the order's `params`). Field order, spelling variants
+/// and whitespace the parser normalises do not change it; any parameter that changes the
+/// order does.
+fn request_fingerprint(service: u64, order: &OrderRequest) -> Result<String, ErrorKind> {
+    use sha2::Digest;
+    let canonical = serde_json::to_string(order).map_err(|_| ErrorKind::Unavailable)?;
+    let mut hash = sha2::Sha256::new();
+    hash.update(format!("v1\n{service}\n").as_bytes());
+    hash.update(canonical.as_bytes());
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// A retry of a keyed `add`: the first order's id if this request asks for the same thing,
+/// else the key-reused error. Decided before any validation, so a retry gets the first answer
+/// even when the service is now disabled, its price changed or the balance no longer covers
+/// it. Orders placed before fingerprints were kept are answered with their id, as before.
+fn replay(service_id: u64, params: &Params, first: &KeyedOrder) -> Reply {
+    let order = &first.order;
+    if u64::try_from(order.service_id.0).ok() != Some(service_id) {
+        return Err(key_reused());
+    }
+    if let Some(stored) = &first.request_fingerprint {
+        let service_type = ServiceType::parse(&order.service_type);
+        let asked = OrderRequest::parse(&service_type, params).map_err(|_| key_reused())?;
+        if request_fingerprint(service_id, &asked)? != *stored {
+            return Err(key_reused());
+        }
+    }
+    tracing::debug!(
+        order = order.id.0,
+        "idempotent retry answered with the first order"
+    );
+    to_body(&AddReply {
+        order: u64::try_from(order.id.0).map_err(|_| ErrorKind::Unavailable)?,
+    })
+}
+
+async fn keyed_order(
+    app: &App,
+    customer: &Customer,
+    key: &str,
+) -> Result<Option<KeyedOrder>, ErrorKind> {
+    app.store
+        .order_by_idempotency_key(customer.id, key)
+        .await
+        .map_err(|e| unavailable(&e))
 }
 
 async fn services(app: &App, customer: &Customer) -> Reply {
@@ -281,8 +349,14 @@ async fn add(
     idempotency_key: Option<String>,
     params: &Params,
 ) -> Reply {
+    if let Some(key) = &idempotency_key
+        && let Some(first) = keyed_order(app, customer, key).await?
+    {
+        return replay(service_id, params, &first);
+    }
     let service = enabled_service(app, service_id)?;
     let order = OrderRequest::parse(&service.service_type, params)?;
+    let fingerprint = request_fingerprint(service.id, &order)?;
     smm_routing::check_order(&service, &order)?;
     if let OrderRequest::Subscriptions { posts: None, .. } = &order {
         // Unlimited subscriptions would need a charge per new post; until the gateway bills
@@ -327,9 +401,11 @@ async fn add(
         quantity: order.quantity(),
         units,
         charge,
+        request_fingerprint: idempotency_key.is_some().then_some(fingerprint),
         idempotency_key,
         placed_as: Some(placed_as(&service)),
     };
+    let new_key = new.idempotency_key.clone();
     let placed = app
         .store
         .place_order(new, now_ms())
@@ -339,6 +415,15 @@ async fn add(
             StoreError::CustomerSuspended => ErrorKind::AccountSuspended,
             other => unavailable(&other),
         })?;
+    if let Placed::Existing(_) = &placed
+        && let Some(key) = &new_key
+    {
+        // A concurrent request with the same key was placed first: answer as its retry would.
+        return match keyed_order(app, customer, key).await? {
+            Some(first) => replay(service_id, params, &first),
+            None => Err(ErrorKind::Unavailable),
+        };
+    }
     if let Placed::New(order) = &placed {
         tracing::info!(order = order.id.0, service = service.id, charge = %order.charge, "order placed");
         app.forward_wake.notify_one();
@@ -611,10 +696,6 @@ fn cancel_refusal(error: Option<&str>) -> ErrorKind {
 }
 
 /// Whether the order's service allows cancels.
-///
-/// Seam: this reads the catalog entry the order's service id names now. Once orders carry
-/// what they were placed as (their route and type, issue 12 item 7), the flag recorded at
-/// placement is the one to read here.
 fn cancellable(app: &App, order: &Order) -> bool {
     // What the order was placed as decides (issue #12, 7), not what the id means now; orders
     // placed before that was recorded fall back to the catalog.

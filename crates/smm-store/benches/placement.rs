@@ -38,6 +38,7 @@ fn new_order(customer: CustomerId) -> NewOrder {
         charge: Money::from_units(27_819),
         idempotency_key: None,
         placed_as: None,
+        request_fingerprint: None,
     }
 }
 

@@ -195,6 +195,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// nothing. `InsufficientFunds` and `CustomerSuspended` change nothing.
     async fn place_order(&self, new: NewOrder, now: Timestamp) -> StoreResult<Placed>;
 
+    /// The customer's order placed with idempotency key `key`, with the request fingerprint
+    /// it was placed with ([`NewOrder::request_fingerprint`]), if any.
+    async fn order_by_idempotency_key(
+        &self,
+        customer: CustomerId,
+        key: &str,
+    ) -> StoreResult<Option<KeyedOrder>>;
+
     async fn order(&self, id: OrderId) -> StoreResult<Order>;
 
     /// The customer's orders among `ids` (others' and unknown ids are simply absent).
@@ -515,6 +523,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every saved catalog: `(provider, services JSON, synced at)`.
     async fn provider_catalogs(&self) -> StoreResult<Vec<(String, String, Timestamp)>>;
+
+    // ---- change notifications --------------------------------------------------------------
+
+    /// Customer changes committed by any process on this database (a key rotation, a status,
+    /// a discount or a custom rate), as they commit: on PostgreSQL each of those transactions
+    /// sends a `NOTIFY` on [`CUSTOMER_CHANNEL`] and a background task (spawned here, on the
+    /// current tokio runtime) listens; after the listening connection is (re)established it
+    /// sends [`CustomerEvent::Resync`], since changes may have been missed meanwhile. `None`
+    /// where the database cannot notify (SQLite): caches then rely on their lifetime alone.
+    /// The task ends when the receiver is dropped.
+    fn customer_events(&self) -> Option<tokio::sync::mpsc::Receiver<CustomerEvent>> {
+        None
+    }
+}
+
+/// The PostgreSQL channel customer changes are announced on (payload: the customer id).
+pub const CUSTOMER_CHANNEL: &str = "smm_customer_changed";
+
+/// A customer change announced by the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerEvent {
+    /// This customer's key, status or prices changed.
+    Changed(CustomerId),
+    /// Changes may have been missed (the listener (re)connected): forget everything cached.
+    Resync,
 }
 
 /// What forwarding or polling learned about a refill. `None` fields are left as they are.

@@ -206,6 +206,10 @@ pub struct NewOrder {
     pub idempotency_key: Option<String>,
     /// What the order is placed as (its routes and the service's flags), kept with the order.
     pub placed_as: Option<PlacedAs>,
+    /// What an idempotent `add` asked for, as a hash the caller computes (the server: SHA-256
+    /// of the service id and the canonical order parameters). Stored with the order, so a
+    /// retry with the same key can be told apart from a different request reusing it.
+    pub request_fingerprint: Option<String>,
 }
 
 /// What an order was placed as, frozen at placement: the route choice and the service flags
@@ -232,6 +236,14 @@ pub struct PlacedRoute {
     /// The upstream's rate at placement (per 1000, or per order for flat-priced types), in
     /// the provider's currency.
     pub upstream_rate: Decimal,
+}
+
+/// An order found by its idempotency key, with the fingerprint of the request that placed it
+/// (`None` for orders placed without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedOrder {
+    pub order: Order,
+    pub request_fingerprint: Option<String>,
 }
 
 /// An order as stored.

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use sqlx::Postgres;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{Pool, Postgres};
+use tokio::sync::mpsc;
 
 use crate::sql::{Dialect, SqlStore};
-use crate::{Backend, StoreError, StoreResult};
+use crate::{Backend, CUSTOMER_CHANNEL, CustomerEvent, CustomerId, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -34,6 +35,68 @@ impl Dialect for Postgres {
             // An unknown word stays in the text, so the statement fails to prepare.
             other => format!("{{{other}}}"),
         }
+    }
+    const NOTIFY_CUSTOMER: Option<&'static str> =
+        Some("SELECT pg_notify('smm_customer_changed', $1)");
+
+    fn customer_events(pool: &Pool<Postgres>) -> Option<mpsc::Receiver<CustomerEvent>> {
+        let (sender, receiver) = mpsc::channel(1024);
+        tokio::spawn(listen_customers(pool.clone(), sender));
+        Some(receiver)
+    }
+}
+
+/// Listens on [`CUSTOMER_CHANNEL`] until `events` is dropped or the pool is closed,
+/// reconnecting with a capped backoff. Every (re)connection is followed by a `Resync`:
+/// announcements made while no connection listened are lost.
+async fn listen_customers(pool: Pool<Postgres>, events: mpsc::Sender<CustomerEvent>) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = FIRST_BACKOFF;
+    while !events.is_closed() && !pool.is_closed() {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CUSTOMER_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listening {
+            Ok(mut listener) => {
+                if events.send(CustomerEvent::Resync).await.is_err() {
+                    return;
+                }
+                backoff = FIRST_BACKOFF;
+                loop {
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        // Nobody listens any more: give the connection back.
+                        () = events.closed() => return,
+                    };
+                    let event = match received {
+                        Ok(Some(notification)) => notification
+                            .payload()
+                            .parse::<i64>()
+                            .map_or(CustomerEvent::Resync, |id| {
+                                CustomerEvent::Changed(CustomerId(id))
+                            }),
+                        // The connection was lost: listen again on a new one.
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(%e, "customer change listener failed; reconnecting");
+                            break;
+                        }
+                    };
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%e, "cannot listen for customer changes; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

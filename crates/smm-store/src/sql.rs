@@ -63,6 +63,13 @@ pub trait Dialect: sqlx::Database {
     ///   array bound as `$n` (ids as integers, or texts);
     /// * `poll_index`: the index hint that keeps the poll claim on the partial poll index.
     fn word(name: &str, param: &str) -> String;
+
+    /// The statement announcing, inside a transaction, that the customer bound as `$1` (its id
+    /// as text) changed; `None` where the database cannot notify other connections.
+    const NOTIFY_CUSTOMER: Option<&'static str>;
+
+    /// Starts listening for those announcements ([`Store::customer_events`]).
+    fn customer_events(pool: &Pool<Self>) -> Option<tokio::sync::mpsc::Receiver<CustomerEvent>>;
 }
 
 /// The store on a SQL database: a pool for writes and one for reads (the same pool except on
@@ -410,6 +417,19 @@ where
         .await?)
     }
 
+    /// Announces (delivered when the transaction commits, dropped if it rolls back) that the
+    /// customer's key, status or prices changed, so every gateway instance forgets what it
+    /// cached of them ([`Store::customer_events`]).
+    async fn notify_customer(conn: &mut D::Connection, id: CustomerId) -> StoreResult<()> {
+        if let Some(statement) = D::NOTIFY_CUSTOMER {
+            sqlx::query::<D>(statement)
+                .bind(id.0.to_string())
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn write_audit(
         conn: &mut D::Connection,
         actor: &str,
@@ -684,9 +704,9 @@ where
             let inserted = sqlx::query_as::<D, OrderRow>(concat!(
                 "INSERT INTO orders (customer_id, service_id, service_type, params, link, \
                  quantity, units, charge, refunded, status, forward_state, forward_attempts, \
-                 idempotency_key, created_at, updated_at, placed_as) \
+                 idempotency_key, created_at, updated_at, placed_as, request_fingerprint) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 'Pending', 'queued', 0, $9, $10, $10, \
-                 $11) \
+                 $11, $12) \
                  RETURNING ",
                 order_columns!()
             ))
@@ -701,6 +721,7 @@ where
             .bind(new.idempotency_key.as_deref())
             .bind(now)
             .bind(placed_as.as_deref())
+            .bind(new.request_fingerprint.as_deref())
             .fetch_one(&mut *tx)
             .await;
             let row = match inserted {
@@ -789,6 +810,7 @@ where
         let mut tx = self.begin().await?;
         let result: StoreResult<CustomerRow> = async {
             let before = Self::lock_customer(&mut tx, id).await?;
+            Self::notify_customer(&mut tx, id).await?;
             let (action, before_json, after_json, query) = match change {
                 CustomerChange::Status(status) => (
                     "customer.status",
@@ -983,6 +1005,10 @@ where
         D::BACKEND
     }
 
+    fn customer_events(&self) -> Option<tokio::sync::mpsc::Receiver<CustomerEvent>> {
+        D::customer_events(&self.writer)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query::<D>("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -1120,6 +1146,7 @@ where
         let mut tx = self.begin().await?;
         let result = async {
             Self::lock_customer(&mut tx, id).await?;
+            Self::notify_customer(&mut tx, id).await?;
             let old: Option<String> = sqlx::query_scalar::<D, String>(
                 "SELECT rate FROM customer_rates WHERE customer_id = $1 AND service_id = $2",
             )
@@ -1282,6 +1309,28 @@ where
                     })?;
                 Ok(Placed::Existing(first.try_into()?))
             }
+        }
+    }
+
+    async fn order_by_idempotency_key(
+        &self,
+        customer: CustomerId,
+        key: &str,
+    ) -> StoreResult<Option<KeyedOrder>> {
+        let found: Option<(i64, Option<String>)> = sqlx::query_as::<D, (i64, Option<String>)>(
+            "SELECT id, request_fingerprint FROM orders \
+             WHERE customer_id = $1 AND idempotency_key = $2",
+        )
+        .bind(customer.0)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?;
+        match found {
+            None => Ok(None),
+            Some((id, request_fingerprint)) => Ok(Some(KeyedOrder {
+                order: self.order(OrderId(id)).await?,
+                request_fingerprint,
+            })),
         }
     }
 

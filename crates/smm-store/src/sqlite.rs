@@ -21,11 +21,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Sqlite};
 
 use crate::sql::{Dialect, SqlStore};
-use crate::{Backend, StoreError, StoreResult};
+use crate::{Backend, CustomerEvent, StoreError, StoreResult};
 
 const READERS: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +50,14 @@ impl Dialect for Sqlite {
             // An unknown word stays in the text, so the statement fails to prepare.
             other => format!("{{{other}}}"),
         }
+    }
+    // One process writes the file at a time, but the CLI is another process and SQLite cannot
+    // tell a connection about another's commit: caches rely on their lifetime
+    // (`server.key_cache_ttl_secs`, at most 60 s).
+    const NOTIFY_CUSTOMER: Option<&'static str> = None;
+
+    fn customer_events(_: &Pool<Sqlite>) -> Option<tokio::sync::mpsc::Receiver<CustomerEvent>> {
+        None
     }
 }
 

@@ -218,6 +218,7 @@ async fn ambiguous_orders_are_listed_attached_or_canceled_and_audited() {
                     charge: Money::from_units(100_000),
                     idempotency_key: None,
                     placed_as: None,
+                    request_fingerprint: None,
                 },
                 1,
             )
@@ -435,4 +436,90 @@ async fn custom_prices_are_set_shown_refused_and_cleared_from_the_cli() {
     };
     assert_eq!(count("customer.discount"), 2, "{audit:?}");
     assert_eq!(count("customer.rate"), 2, "{audit:?}");
+}
+
+/// Issue #12, defect 13: the key cache's lifetime is the stated bound on how long a change can
+/// go unseen where the database cannot announce it: the configuration refuses more than 60 s,
+/// and on SQLite a suspension and a rotation made by the CLI (another process) are seen by a
+/// running gateway within its lifetime (2 s here), on every action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_reach_a_running_gateway_within_the_cache_lifetime() {
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
+    let over = gateway(
+        &dir,
+        &["config", "check"],
+        &[("SMM_GATEWAY__SERVER__KEY_CACHE_TTL_SECS", "61")],
+    );
+    assert!(!over.status.success(), "{}", text(&over));
+    assert!(
+        text(&over).contains("server.key_cache_ttl_secs"),
+        "{}",
+        text(&over)
+    );
+    let at_limit = gateway(
+        &dir,
+        &["config", "check"],
+        &[("SMM_GATEWAY__SERVER__KEY_CACHE_TTL_SECS", "60")],
+    );
+    assert!(
+        !text(&at_limit).contains("server.key_cache_ttl_secs"),
+        "{}",
+        text(&at_limit)
+    );
+
+    let url = format!("sqlite://{}/ttl.db", dir.display());
+    let sim = smm_panel_sim::Sim::spawn(smm_panel_sim::SimConfig::demo())
+        .await
+        .expect("sim");
+    let mut settings = crate::support::one_service_settings(&url, &sim.api_url());
+    settings.server.key_cache_ttl_secs = 2;
+    let gw = crate::support::start_gateway(settings, false).await;
+    let key = "cli-ttl-customer-key-0001";
+    let customer = funded_customer(
+        gw.app.store.as_ref(),
+        "ttl",
+        key,
+        smm_wire::Money::from_units(1_000_000),
+        "test",
+        0,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let call = async |key: &str, action: &str| -> serde_json::Value {
+        http.post(gw.api_url())
+            .form(&[("key", key), ("action", action), ("order", "1")])
+            .send()
+            .await
+            .expect("v2")
+            .json()
+            .await
+            .expect("json")
+    };
+    assert_eq!(call(key, "balance").await["balance"], "10.00000");
+    let env = [("SMM_GATEWAY__DATABASE__URL", url.as_str())];
+    let id = customer.id.0.to_string();
+    let bound = std::time::Duration::from_millis(2_000 + 1_500); // the lifetime + slack
+
+    let suspended = serde_json::json!({ "error": "Your account is suspended" });
+    let out = gateway(&dir, &["customers", "suspend", &id], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let since = std::time::Instant::now();
+    while call(key, "balance").await != suspended {
+        assert!(since.elapsed() < bound, "suspension unseen after {bound:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for action in ["services", "status", "cancel", "refill", "add"] {
+        assert_eq!(call(key, action).await, suspended, "{action}");
+    }
+    let out = gateway(&dir, &["customers", "activate", &id], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = gateway(&dir, &["customers", "rotate-key", &id], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let since = std::time::Instant::now();
+    while call(key, "balance").await != serde_json::json!({ "error": "Invalid API key" }) {
+        assert!(since.elapsed() < bound, "rotation unseen after {bound:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await;
 }

@@ -130,3 +130,130 @@ async fn two_instances_agree_on_keys_balances_and_prices() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The `smm-gateway` command line, another process on the same database.
+fn cli(database: &str, args: &[&str]) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_smm-gateway"))
+        .args(args)
+        .env_remove("SMM_GATEWAY_CONFIG")
+        .env("SMM_GATEWAY__DATABASE__URL", database)
+        .output()
+        .expect("run smm-gateway");
+    assert!(output.status.success(), "{}", support::text(&output));
+}
+
+/// Polls `check` for up to 3 s: far under the gateways' 60 s key-cache lifetime.
+async fn at_once<F: FnMut() -> Fut, Fut: Future<Output = bool>>(what: &str, check: F) {
+    wait_for(
+        &format!("{what} within 3 s (the cache lifetime is 60 s)"),
+        Duration::from_secs(3),
+        check,
+    )
+    .await;
+}
+
+/// Issue #12, defect 13: on PostgreSQL a customer change committed anywhere — instance A's
+/// operations, or the CLI in another process — reaches instance B at once (`LISTEN/NOTIFY`),
+/// not after B's key cache expires (60 s here, the most the configuration allows). A suspended
+/// customer is refused on every action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_every_instance_at_once() {
+    let Some(db) = support::TestDb::create(Backend::Postgres, "instances-notify").await else {
+        return;
+    };
+    let sim = Sim::spawn(SimConfig::demo()).await.expect("sim");
+    let start_long = async || {
+        let mut settings = one_service_settings(&db.url, &sim.api_url());
+        settings.server.key_cache_ttl_secs = smm_server::config::MAX_KEY_CACHE_TTL_SECS;
+        start_gateway(settings, false).await
+    };
+    let a = start_long().await;
+    let b = start_long().await;
+    let http = reqwest::Client::new();
+    let settings = a.app.settings();
+    let ops = Ops {
+        store: a.app.store.as_ref(),
+        settings: &settings,
+        actor: "test",
+    };
+    let created = ops.create_customer("notified", None).await.expect("create");
+    let id = created.customer.id;
+    let key = created.api_key;
+    ops.change_balance(id, true, "10", "deposit")
+        .await
+        .expect("credit");
+    // B caches the key and the (absent) custom rates.
+    let list_rate = call(&http, &b, &key, "services").await[0]["rate"].clone();
+    assert_eq!(
+        call(&http, &b, &key, "balance").await["balance"],
+        "10.00000"
+    );
+
+    // A rotation through A: B refuses the old key at once.
+    let rotated = ops.rotate_key(id).await.expect("rotate");
+    at_once("B refuses the rotated-out key", async || {
+        call(&http, &b, &key, "balance").await == json!({ "error": "Invalid API key" })
+    })
+    .await;
+    let key = rotated.api_key;
+    assert_eq!(
+        call(&http, &b, &key, "balance").await["balance"],
+        "10.00000"
+    );
+
+    // A suspension by the CLI (another process): B refuses every action at once.
+    cli(&db.url, &["customers", "suspend", &id.to_string()]);
+    let suspended = json!({ "error": "Your account is suspended" });
+    at_once("B refuses the suspended customer", async || {
+        call(&http, &b, &key, "balance").await == suspended
+    })
+    .await;
+    for (action, extra) in [
+        ("services", &[][..]),
+        ("status", &[("order", "1")][..]),
+        ("refill", &[("order", "1")][..]),
+        ("refill_status", &[("refill", "1")][..]),
+        ("cancel", &[("order", "1")][..]),
+        (
+            "add",
+            &[
+                ("service", "1"),
+                ("link", "https://x.example/p"),
+                ("quantity", "100"),
+            ][..],
+        ),
+    ] {
+        let mut params = vec![("key", key.as_str()), ("action", action)];
+        params.extend_from_slice(extra);
+        let reply: Value = http
+            .post(b.api_url())
+            .form(&params)
+            .send()
+            .await
+            .expect("v2")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(reply, suspended, "{action}");
+    }
+    cli(&db.url, &["customers", "activate", &id.to_string()]);
+    at_once("B serves the reactivated customer", async || {
+        call(&http, &b, &key, "balance").await["balance"] == "10.00000"
+    })
+    .await;
+
+    // Prices: a discount and a custom rate set through A reach B's `services` at once.
+    ops.set_discount(id, Some("50")).await.expect("discount");
+    at_once("B applies the discount", async || {
+        call(&http, &b, &key, "services").await[0]["rate"] != list_rate
+    })
+    .await;
+    ops.set_rate(id, 1, Some("5.4242")).await.expect("rate");
+    at_once("B applies the custom rate", async || {
+        call(&http, &b, &key, "services").await[0]["rate"].as_str() == Some("5.4242")
+    })
+    .await;
+
+    a.shutdown().await;
+    b.shutdown().await;
+}

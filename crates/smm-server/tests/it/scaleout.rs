@@ -446,7 +446,7 @@ async fn three_gateways_one_sigkilled_forward_each_order_once() {
     );
     sim.add_fault(
         FaultRule::always(Fault::Error {
-            text: "Incorrect service ID".into(),
+            text: "Incorrect link".into(),
         })
         .on_action("add")
         .times(FAULTS),

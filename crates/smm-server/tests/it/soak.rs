@@ -3,7 +3,8 @@
 //!
 //! Clients send mixed orders — every service type, drip-feed, subscriptions with posts, custom
 //! comment lists — some with an idempotency key (header or field) that they retry after
-//! connection errors and sometimes replay on purpose, a few invalid ones, a few cancels, and one
+//! connection errors and sometimes replay on purpose or reuse with other parameters (refused),
+//! a few invalid ones, cancels of any service sent at once (racing the forwarder), and one
 //! customer who keeps running out of money. Meanwhile both simulators rotate through every
 //! fault mode (on `add`, on `status`, on anything), the second one speaking a non-canonical
 //! dialect, and the gateway is SIGKILLed and restarted at seeded random moments of the load, and
@@ -18,8 +19,9 @@
 //! * no upstream order exists without its local order, and no local order without a request;
 //! * no order was forwarded twice: at most one upstream order per local order, no `add` sent
 //!   again after one whose outcome the gateway could not know, no cancel sent twice;
-//! * refunds are exactly those owed: [`refund_due`] of the upstream's final status for a
-//!   forwarded order, the full charge for one that never reached an upstream;
+//! * refunds are exactly those owed: `docs/billing.md`'s table applied to what the upstream
+//!   delivered (remains, runs done, posts served) for a forwarded order, the full charge for
+//!   one that never reached an upstream;
 //! * every balance equals its ledger sum and is never negative, and the ledger holds exactly the
 //!   deposit, one charge per order and at most one refund per order.
 //!
@@ -38,12 +40,12 @@ use smm_panel_sim::{
     DEMO_KEY, Dialect, Fault, FaultRule, RecordedRequest, Sim, SimAccount, SimConfig, SimOrder,
     Timing,
 };
-use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store, refund_due};
+use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store};
 use smm_wire::{Money, OrderStatus};
 
 use crate::support::{
-    Backend, GatewayProcess, TestDb, eventually, free_port, funded_customer, temp_dir, wait_for,
-    wire_status,
+    Backend, GatewayProcess, TestDb, eventually, free_port, funded_customer, owed_by_the_table,
+    temp_dir, wait_for, wire_status,
 };
 
 /// Every link (and every subscription's username) ends with the request's tag, `soak-N`, which
@@ -58,6 +60,7 @@ const CANCELABLE: [u64; 5] = [1, 2, 6, 14, 19];
 const FUNDED: Money = Money::from_units(100_000 * 100_000);
 const POOR: Money = Money::from_units(20 * 100_000);
 const NOT_ENOUGH_FUNDS: &str = "Not enough funds on balance";
+const KEY_REUSED: &str = "Idempotency key already used with different parameters";
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
@@ -153,8 +156,11 @@ struct Request {
     outcome: Outcome,
     /// A keyed order sent again after its reply: the id that came back.
     replay: Option<Outcome>,
-    /// A cancel was asked for the order.
-    canceled: bool,
+    /// A keyed order's key sent again with other parameters: must be refused.
+    changed: Option<Outcome>,
+    /// A cancel was asked for the order right after its `add` (racing the forwarder): the
+    /// reply, or why none came.
+    cancel: Option<Result<Value, String>>,
 }
 
 /// What the client tasks share.
@@ -374,7 +380,8 @@ async fn soak(backend: Backend) {
     let summary = format!(
         "soak {backend} seed={seed} orders={} requests={} clients={} customers={} kills={kills} \
          forwarded={} ambiguous={} attached={attached} canceled_ambiguous={given_up} \
-         rejected={} refused={} unacked={} keyed={} retries={} replays={} cancels={} faults={faults_added} \
+         rejected={} refused={} unacked={} keyed={} retries={} replays={} cancels={} changed_keys={} \
+         faults={faults_added} \
          faulted_requests={} refunds={} refunded={} refund_policy_differs={} load={load_secs}s elapsed={}s",
         report.orders,
         requests.len(),
@@ -388,7 +395,8 @@ async fn soak(backend: Backend) {
         requests.iter().filter(|r| r.keyed).count(),
         requests.iter().map(|r| u64::from(r.retries)).sum::<u64>(),
         requests.iter().filter(|r| r.replay.is_some()).count(),
-        requests.iter().filter(|r| r.canceled).count(),
+        requests.iter().filter(|r| r.cancel.is_some()).count(),
+        requests.iter().filter(|r| r.changed.is_some()).count(),
         report.faulted_requests,
         report.refunds,
         report.refunded,
@@ -625,19 +633,34 @@ async fn client(load: Arc<Load>, index: usize) -> Vec<Request> {
             retries,
             outcome,
             replay: None,
-            canceled: false,
+            changed: None,
+            cancel: None,
         };
         if let Outcome::Order(id) = request.outcome {
             if keyed && rng.u8(..100) < 20 {
                 request.replay = Some(send_add(&load, &http, &pairs, true, header).await.0);
             }
-            if CANCELABLE.contains(&service) && rng.u8(..100) < 8 {
+            if keyed && rng.u8(..100) < 15 {
+                // The same key, another request: one more, another service.
+                let changed: Vec<(&str, String)> = params
+                    .iter()
+                    .map(|(k, v)| match *k {
+                        "quantity" => (*k, (v.parse::<u64>().expect("a number") + 1).to_string()),
+                        "service" => (*k, (service % SERVICES + 1).to_string()),
+                        _ => (*k, v.clone()),
+                    })
+                    .collect();
+                let changed: Vec<(&str, &str)> =
+                    changed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                request.changed = Some(send_add(&load, &http, &changed, true, header).await.0);
+            }
+            if rng.u8(..100) < 12 {
+                // On any service, at once: the answer is the service's flag's, never the
+                // forwarder's progress; the final statuses and refunds are checked against the
+                // upstream whatever it was.
                 let id = id.to_string();
-                let params = [("key", key.as_str()), ("action", "cancel"), ("orders", &id)];
-                // Whatever the answer (accepted, too late, the gateway down): the final
-                // statuses and refunds are checked against the upstream either way.
-                let _ = post(&http, &load.api, &params, None).await;
-                request.canceled = true;
+                let params = [("key", key.as_str()), ("action", "cancel"), ("order", &id)];
+                request.cancel = Some(post(&http, &load.api, &params, None).await);
             }
         }
         done.push(request);
@@ -1037,6 +1060,30 @@ async fn check(
                         request.tag, request.outcome
                     ));
                 }
+                if let Some(changed) = &request.changed
+                    && !matches!(changed, Outcome::Refused(text) if text == KEY_REUSED)
+                {
+                    problems.push(format!(
+                        "{}: its key with other parameters got {changed:?}",
+                        request.tag
+                    ));
+                }
+                if let Some(Ok(reply)) = &request.cancel {
+                    let expected: &[Value] = if CANCELABLE.contains(&request.service) {
+                        &[
+                            serde_json::json!({"cancel": 1}),
+                            serde_json::json!({"error": "Order can not be canceled"}),
+                        ]
+                    } else {
+                        &[serde_json::json!({"error": "Cancel is disabled for this service"})]
+                    };
+                    if !expected.contains(reply) {
+                        problems.push(format!(
+                            "{}: cancel of service {} answered {reply}",
+                            request.tag, request.service
+                        ));
+                    }
+                }
             }
             Outcome::Refused(text) => {
                 report.refused += 1;
@@ -1192,8 +1239,8 @@ async fn check(
                         order.id, order.status, sim_order.status
                     ));
                 }
-                let remains = i64::try_from(sim_order.remains).expect("remains fit");
-                let owed = refund_due(&status, order.charge, order.units, Some(remains));
+                let remains = sim_order.remains;
+                let owed = owed_by_the_table(order, sim_order);
                 if order.refunded != owed {
                     problems.push(format!(
                         "order {} ({tag}): refunded {}, owed {owed} ({status:?}, charge {}, \
@@ -1202,7 +1249,7 @@ async fn check(
                     ));
                 }
                 // The upstream's refund to the reseller as a share of its charge, against the
-                // customer's refund as a share of theirs. Noted, not failed: `refund_due` is the
+                // customer's refund as a share of theirs. Noted, not failed: the table is the
                 // gateway's policy, and where it departs from the upstream's, the reseller gains
                 // or loses the difference (the summary counts such orders).
                 let ours = order.refunded.to_decimal() * sim_order.charge;

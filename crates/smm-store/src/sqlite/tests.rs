@@ -72,6 +72,7 @@ fn new_order(customer: CustomerId, charge: i64, key: Option<&str>) -> NewOrder {
         charge: Money::from_units(charge),
         idempotency_key: key.map(str::to_owned),
         placed_as: None,
+        request_fingerprint: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn new_order(customer: CustomerId, charge: &str) -> NewOrder {
         charge: money(charge),
         idempotency_key: None,
         placed_as: None,
+        request_fingerprint: None,
     }
 }
 
@@ -458,6 +459,130 @@ pub async fn place_order_debits_and_queues(db: Db) {
         mine.iter().map(|o| o.id).collect::<Vec<_>>(),
         vec![first.id]
     );
+}
+
+/// Issue #12, defect 11: the fingerprint of the request that placed a keyed order is kept and
+/// found with the order by its key (per customer), so a retry can be told from a different
+/// request reusing the key.
+pub async fn idempotency_fingerprints_are_kept(db: Db) {
+    let c = funded(&db, "fiona", "10").await;
+    let other = funded(&db, "gus", "10").await;
+    let placed = db
+        .place_order(
+            NewOrder {
+                idempotency_key: Some("k-1".into()),
+                request_fingerprint: Some("fp-a".into()),
+                ..new_order(c.id, "1")
+            },
+            T0,
+        )
+        .await
+        .expect("place");
+    let found = db
+        .order_by_idempotency_key(c.id, "k-1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(&found.order, placed.order());
+    assert_eq!(found.request_fingerprint.as_deref(), Some("fp-a"));
+    // A retry carrying another fingerprint still gets the first order (the caller compares):
+    // nothing is charged again and the stored fingerprint is the first one.
+    let again = db
+        .place_order(
+            NewOrder {
+                idempotency_key: Some("k-1".into()),
+                request_fingerprint: Some("fp-b".into()),
+                ..new_order(c.id, "2")
+            },
+            T0 + 1,
+        )
+        .await
+        .expect("again");
+    assert_eq!(again, Placed::Existing(placed.order().clone()));
+    let found = db
+        .order_by_idempotency_key(c.id, "k-1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.request_fingerprint.as_deref(), Some("fp-a"));
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("9"));
+    // Keyed without a fingerprint; other keys and other customers find nothing.
+    db.place_order(
+        NewOrder {
+            idempotency_key: Some("k-2".into()),
+            ..new_order(c.id, "1")
+        },
+        T0,
+    )
+    .await
+    .expect("place");
+    let bare = db
+        .order_by_idempotency_key(c.id, "k-2")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(bare.request_fingerprint, None);
+    assert_eq!(
+        db.order_by_idempotency_key(c.id, "k-3")
+            .await
+            .expect("lookup"),
+        None
+    );
+    assert_eq!(
+        db.order_by_idempotency_key(other.id, "k-1")
+            .await
+            .expect("lookup"),
+        None
+    );
+    assert_books_balance(&db, c.id).await;
+}
+
+/// Issue #12, defect 13: on PostgreSQL every committed key rotation, status change, discount
+/// and custom rate is announced to listeners (other gateway instances), and a change that
+/// fails announces nothing; SQLite has no announcements (its caches rely on their lifetime).
+pub async fn customer_changes_are_announced(db: Db) {
+    let Some(mut events) = db.customer_events() else {
+        assert_eq!(db.backend(), Backend::Sqlite);
+        return;
+    };
+    assert_eq!(db.backend(), Backend::Postgres);
+    let next = async |events: &mut tokio::sync::mpsc::Receiver<CustomerEvent>| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .expect("an announcement within 10 s")
+            .expect("listener alive")
+    };
+    // Listening starts with a resync.
+    assert_eq!(next(&mut events).await, CustomerEvent::Resync);
+    let c = customer(&db, "announced").await;
+    let changed = CustomerEvent::Changed(c.id);
+    db.rotate_key(c.id, &hash_api_key("rotated"), "rotate", "admin", T0)
+        .await
+        .expect("rotate");
+    assert_eq!(next(&mut events).await, changed);
+    db.set_customer_status(c.id, CustomerStatus::Suspended, "admin", T0)
+        .await
+        .expect("suspend");
+    assert_eq!(next(&mut events).await, changed);
+    db.set_discount(c.id, Some(Decimal::new(5, 0)), "admin", T0)
+        .await
+        .expect("discount");
+    assert_eq!(next(&mut events).await, changed);
+    db.set_customer_rate(c.id, ServiceId(1), Some(Decimal::new(2, 0)), "admin", T0)
+        .await
+        .expect("rate");
+    assert_eq!(next(&mut events).await, changed);
+    // A change that fails (an unknown customer) rolls back and announces nothing; the next
+    // announcement is the next real change.
+    assert!(
+        db.set_customer_status(CustomerId(999_999), CustomerStatus::Active, "admin", T0)
+            .await
+            .is_err()
+    );
+    db.set_customer_status(c.id, CustomerStatus::Active, "admin", T0)
+        .await
+        .expect("reactivate");
+    assert_eq!(next(&mut events).await, changed);
 }
 
 pub async fn idempotency_keys(db: Db) {

@@ -37,6 +37,8 @@ conformance!(
     balance_adjustments,
     place_order_debits_and_queues,
     idempotency_keys,
+    idempotency_fingerprints_are_kept,
+    customer_changes_are_announced,
     concurrent_placements_spend_exactly_the_balance,
     concurrent_claims_take_each_order_once,
     forwarding_lifecycle,

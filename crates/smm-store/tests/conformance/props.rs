@@ -191,6 +191,7 @@ async fn run_case(db: &Db, number: u32, case: Case) -> Result<(), TestCaseError>
                     charge: Money::from_units(spec.charge),
                     idempotency_key: None,
                     placed_as: None,
+                    request_fingerprint: None,
                 },
                 T0,
             )

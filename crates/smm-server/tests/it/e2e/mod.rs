@@ -63,6 +63,7 @@ e2e!(
     orders::drip_feed_is_charged_per_run_and_forwarded,
     orders::comments_are_counted_and_packages_are_flat,
     orders::every_type_forwards_exactly_its_parameters,
+    orders::idempotency_keys_name_one_request,
     // (f) 10–12, 16
     forwarding::dropped_connection_is_ambiguous_and_never_resent,
     forwarding::hanging_upstream_is_ambiguous_and_never_resent,
@@ -94,6 +95,7 @@ e2e!(
     operations::admin_api_keeps_exact_books,
     operations::admin_api_finds_and_resolves_orders,
     operations::reload_changes_prices_or_nothing,
+    operations::customers_are_created_in_the_servers_currency_only,
     operations::customer_prices_are_their_own,
     operations::comment_packages_refund_undelivered_lines,
     // issue #12: cancels, refills and status under races

@@ -644,3 +644,64 @@ pub async fn comment_packages_refund_undelivered_lines(backend: Backend) {
     gw.assert_ledger_consistent(gw.customer).await;
     gw.finish().await;
 }
+
+/// Issue #12, defect 6: a customer's currency is never just a label. Amounts are never
+/// converted, so creating a customer in any currency other than the server's is refused, with
+/// a clear error, by the admin API and the CLI alike, and creates nothing; the server's own
+/// currency (given or defaulted) is accepted.
+pub async fn customers_are_created_in_the_servers_currency_only(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let before = gw.store().list_customers().await.expect("list").len();
+    for currency in ["EUR", "INR", "BRL", "RUB"] {
+        let (status, refused) = gw
+            .admin(
+                Method::POST,
+                "/admin/v1/customers",
+                Some(&json!({ "name": "Abroad", "currency": currency })),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), error_code(&refused)),
+            (400, "invalid_request"),
+            "{refused}"
+        );
+        let message = refused["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains(currency) && message.contains("USD"),
+            "{message}"
+        );
+    }
+    // The CLI, another process on the same database, refuses the same way.
+    let url = gw.app().settings().database.url.clone();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_smm-gateway"))
+        .args([
+            "customers",
+            "create",
+            "--name",
+            "Abroad",
+            "--currency",
+            "EUR",
+        ])
+        .env_remove("SMM_GATEWAY_CONFIG")
+        .env("SMM_GATEWAY__DATABASE__URL", &url)
+        .output()
+        .expect("run smm-gateway");
+    assert!(!output.status.success());
+    let text = crate::support::text(&output);
+    assert!(text.contains("currency EUR is not supported"), "{text}");
+    assert_eq!(
+        gw.store().list_customers().await.expect("list").len(),
+        before
+    );
+    for body in [
+        json!({ "name": "Home", "currency": "USD" }),
+        json!({ "name": "Default" }),
+    ] {
+        let (status, created) = gw
+            .admin(Method::POST, "/admin/v1/customers", Some(&body))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["customer"]["currency"], "USD");
+    }
+    gw.finish().await;
+}

@@ -787,3 +787,165 @@ pub async fn every_type_forwards_exactly_its_parameters(backend: Backend) {
     assert_eq!(gw.orders_of(gw.customer).await.len(), ids.len());
     gw.finish().await;
 }
+
+/// An `add` as the funded customer with an `Idempotency-Key` header: the parsed reply.
+async fn add_with_header(gw: &TestGateway, header: &str, extra: &[(&str, &str)]) -> Value {
+    let mut params = vec![("key", KEY), ("action", "add")];
+    params.extend_from_slice(extra);
+    let response = gw
+        .http
+        .post(&gw.url)
+        .header("Idempotency-Key", header)
+        .form(&params)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    json(&response.text().await.expect("body"))
+}
+
+/// Issue #12, defect 11: an idempotency key names one request. A retry with the same key and
+/// the same parameters (in any order, by field or header) gets the first order even when
+/// placing it again would now fail (price changed, funds gone, service disabled); the same key
+/// with other parameters is refused with a clear error and changes nothing; an
+/// `Idempotency-Key` header longer than the limit is refused like the field, never ignored.
+pub async fn idempotency_keys_name_one_request(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let reused = error_reply("Idempotency key already used with different parameters");
+    let rate = gw.rate(1).await;
+    let charge = per_thousand(rate, 100);
+    let first = gw
+        .add_ok(&[
+            ("service", "1"),
+            ("link", LINK),
+            ("quantity", "100"),
+            ("idempotency_key", "k-1"),
+        ])
+        .await;
+    let paid = money_sub(START_BALANCE, charge);
+    assert_eq!(gw.balance().await, paid);
+    // The same request, fields in another order: the first order, nothing charged again.
+    let retry = [
+        ("idempotency_key", "k-1"),
+        ("quantity", "100"),
+        ("link", LINK),
+        ("service", "1"),
+    ];
+    assert_eq!(gw.add_ok(&retry).await, first);
+    // Other parameters under the same key: refused, nothing placed or charged.
+    for changed in [
+        [("service", "1"), ("link", LINK), ("quantity", "200")],
+        [
+            ("service", "1"),
+            ("link", "https://instagram.com/p/other"),
+            ("quantity", "100"),
+        ],
+        [("service", "3"), ("link", LINK), ("quantity", "100")],
+    ] {
+        let mut params = changed.to_vec();
+        params.push(("idempotency_key", "k-1"));
+        assert_eq!(gw.add(&params).await, reused, "{changed:?}");
+        // The same through the header.
+        assert_eq!(add_with_header(&gw, "k-1", &changed).await, reused);
+    }
+    assert_eq!(gw.balance().await, paid);
+    assert_eq!(gw.orders_of(gw.customer).await.len(), 1);
+
+    // The header names the same request as the field.
+    assert_eq!(
+        order_id_of(
+            &add_with_header(
+                &gw,
+                "k-1",
+                &[("service", "1"), ("link", LINK), ("quantity", "100")]
+            )
+            .await
+        ),
+        first
+    );
+
+    // A price change: the retry still answers the first order, at the first price.
+    let app = gw.app().clone();
+    let mut dearer = (*app.settings()).clone();
+    dearer.pricing.default.percent = Some(Decimal::from(90));
+    app.reload(dearer, "test").await.expect("reload");
+    assert_ne!(gw.rate(1).await, rate);
+    assert_eq!(gw.add_ok(&retry).await, first);
+    assert_eq!(gw.balance().await, paid);
+
+    // The balance no longer covers it: a new order is refused, the retry is answered.
+    let balance = gw.balance().await;
+    gw.store()
+        .adjust_balance(
+            gw.customer,
+            LedgerKind::Adjustment,
+            money_sub(Money::ZERO, balance),
+            "drain",
+            "test",
+            crate::support::now_ms(),
+        )
+        .await
+        .expect("drain");
+    assert_eq!(
+        gw.add(&[
+            ("service", "1"),
+            ("link", LINK),
+            ("quantity", "100"),
+            ("idempotency_key", "k-2"),
+        ])
+        .await,
+        error_reply("Not enough funds on balance")
+    );
+    assert_eq!(gw.add_ok(&retry).await, first);
+
+    // The service is gone from the catalog: a new order is refused, the retry is answered.
+    let mut without = (*app.settings()).clone();
+    without.services.retain(|s| s.id != 1);
+    app.reload(without, "test").await.expect("reload");
+    assert_eq!(
+        gw.add(&[("service", "1"), ("link", LINK), ("quantity", "100")])
+            .await,
+        error_reply("Incorrect service ID")
+    );
+    assert_eq!(gw.add_ok(&retry).await, first);
+    assert_eq!(gw.orders_of(gw.customer).await.len(), 1);
+    gw.assert_ledger_consistent(gw.customer).await;
+
+    // A header over the limit is refused as the field is; nothing is placed.
+    let credit = gw
+        .store()
+        .adjust_balance(
+            gw.customer,
+            LedgerKind::Deposit,
+            START_BALANCE,
+            "refill",
+            "test",
+            crate::support::now_ms(),
+        )
+        .await
+        .expect("credit");
+    let too_long = "x".repeat(129);
+    let wanted = [("service", "3"), ("link", LINK), ("quantity", "100")];
+    assert_eq!(
+        add_with_header(&gw, &too_long, &wanted).await,
+        error_reply("Incorrect idempotency_key")
+    );
+    let mut field = wanted.to_vec();
+    field.push(("idempotency_key", &too_long));
+    assert_eq!(
+        gw.add(&field).await,
+        error_reply("Incorrect idempotency_key")
+    );
+    assert_eq!(gw.orders_of(gw.customer).await.len(), 1);
+    assert_eq!(gw.balance().await, credit.balance_after);
+    // At the limit it names a request: placed once, retried once.
+    let longest = "y".repeat(128);
+    let placed = order_id_of(&add_with_header(&gw, &longest, &wanted).await);
+    assert_eq!(
+        order_id_of(&add_with_header(&gw, &longest, &wanted).await),
+        placed
+    );
+    assert_eq!(gw.orders_of(gw.customer).await.len(), 2);
+    gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}

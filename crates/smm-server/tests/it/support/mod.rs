@@ -237,6 +237,51 @@ pub fn wire_status(status: smm_panel_sim::OrderStatus) -> OrderStatus {
     }
 }
 
+/// The refund `docs/billing.md`'s table owes for an order the simulator ended, worked out from
+/// the simulator's own record of what it delivered (remains, runs done, posts served, its
+/// refund to the reseller), not from what the gateway was told: an independent oracle.
+pub fn owed_by_the_table(order: &smm_store::Order, upstream: &smm_panel_sim::SimOrder) -> Money {
+    let share = |part: u64, whole: u64| {
+        if whole == 0 {
+            return Money::ZERO;
+        }
+        order
+            .charge
+            .mul_div_floor(part.min(whole), whole)
+            .expect("a share of a charge fits")
+    };
+    let drip_runs = upstream.runs.filter(|_| upstream.service_type == "Default");
+    let posts = (upstream.service_type == "Subscriptions")
+        .then(|| upstream.params.get("posts")?.parse::<u64>().ok())
+        .flatten();
+    let by_upstream_charge = || {
+        let units = |d: rust_decimal::Decimal| {
+            u64::try_from(Money::from_decimal_round_down(d).expect("fits").units()).unwrap_or(0)
+        };
+        share(units(upstream.refunded), units(upstream.charge))
+    };
+    match wire_status(upstream.status) {
+        OrderStatus::Refunded => order.charge,
+        status if posts.is_some() => {
+            let posts = posts.unwrap_or(0);
+            let served = upstream.posts.unwrap_or(0);
+            match status {
+                OrderStatus::Completed | OrderStatus::Canceled | OrderStatus::Expired => {
+                    share(posts.saturating_sub(served), posts)
+                }
+                _ => Money::ZERO,
+            }
+        }
+        OrderStatus::Canceled => match (drip_runs, upstream.runs_done) {
+            (Some(runs), Some(done)) if done > 0 => share(runs.saturating_sub(done), runs),
+            _ => order.charge,
+        },
+        OrderStatus::Partial if order.units == 0 => by_upstream_charge(),
+        OrderStatus::Partial => share(upstream.remains, order.units),
+        _ => Money::ZERO,
+    }
+}
+
 /// Sends `request` on a fresh TCP connection and reads until the server closes it or `limit`
 /// passes: the bytes received, and whether the server closed the connection.
 pub async fn send_raw(
