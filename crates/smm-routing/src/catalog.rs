@@ -565,6 +565,9 @@ impl<'a> Builder<'a> {
             .chain(draft.own_max)
             .min()
             .unwrap_or(0);
+        // No order is placed for nothing (`docs/billing.md`): an upstream listing `min = 0`
+        // is shown as 1, the least `add` accepts, so `services` never invites a refused order.
+        let min = if max > 0 { min.max(1) } else { min };
         let all = |f: fn(&Route) -> bool| !routes.is_empty() && routes.iter().all(f);
         let (refill, cancel, dripfeed) =
             (all(|r| r.refill), all(|r| r.cancel), all(|r| r.dripfeed));
@@ -755,6 +758,18 @@ mod tests {
                 exposure_ids: &self.ids,
             })
         }
+    }
+
+    #[test]
+    fn an_upstream_min_of_zero_is_listed_as_one() {
+        let mut world = World::new();
+        for up in world.upstream.get_mut("alpha").expect("alpha") {
+            up.min = 0;
+        }
+        world.services.push(service(5, &[("alpha", "1")]));
+        let built = world.build();
+        let listed = built.catalog.get(5).expect("service 5");
+        assert_eq!((listed.min, listed.max), (1, 1000));
     }
 
     #[test]
