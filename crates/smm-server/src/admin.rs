@@ -75,6 +75,7 @@ fn api() -> OpenApiRouter<Arc<App>> {
 pub fn router(app: Arc<App>) -> Router {
     let (router, _) = api().split_for_parts();
     router
+        .merge(crate::console::router())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -606,22 +607,17 @@ async fn metrics(_: AdminAuth, State(app): State<Arc<App>>) -> Response {
     security(("bearer" = [])),
 )]
 async fn providers(_: AdminAuth, State(app): State<Arc<App>>) -> Json<Providers> {
-    let runtime = app.runtime();
-    let providers = runtime
-        .providers
-        .iter()
-        .map(|(name, p)| {
-            let health = p.health.view();
-            ProviderView {
-                name: name.clone(),
-                enabled: p.enabled,
-                available: app.provider_available(name),
-                consecutive_failures: health.consecutive_failures,
-                cooling_down: health.cooling_down,
-                out_of_funds: health.out_of_funds,
-                last_sync_ms: app.last_sync(name),
-                balance: app.last_balance(name).map(|b| b.to_string()),
-            }
+    let providers = crate::ops::overview::providers(&app)
+        .into_iter()
+        .map(|p| ProviderView {
+            name: p.name,
+            enabled: p.enabled,
+            available: p.available,
+            consecutive_failures: p.consecutive_failures,
+            cooling_down: p.cooling_down,
+            out_of_funds: p.out_of_funds,
+            last_sync_ms: p.last_sync,
+            balance: p.balance.map(|b| b.to_string()),
         })
         .collect();
     Json(Providers { providers })

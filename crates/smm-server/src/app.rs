@@ -169,6 +169,8 @@ pub struct App {
     rates: moka::sync::Cache<CustomerId, Arc<BTreeMap<u64, rust_decimal::Decimal>>>,
     /// Per-customer request budgets (`server.rate_limit_per_minute`).
     limits: crate::limits::CustomerLimits,
+    /// Console login attempts per username (`console.login_attempts_per_minute`).
+    pub login_limits: crate::limits::KeyedLimits<String>,
     /// Wakes the forwarder when an order is placed.
     pub forward_wake: Notify,
     /// Why recently rejected orders were refused, for `add` calls waiting on them
@@ -222,6 +224,7 @@ impl App {
             unknown_keys,
             rates,
             limits: crate::limits::CustomerLimits::new(),
+            login_limits: crate::limits::KeyedLimits::new(),
             forward_wake: Notify::new(),
             rejections: Mutex::new(HashMap::new()),
             worker_id,

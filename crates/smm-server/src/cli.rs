@@ -60,6 +60,11 @@ pub enum Command {
         #[command(subcommand)]
         command: OrderCommand,
     },
+    /// Console users (the web console on the admin listener).
+    Admins {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Upstream providers.
     Providers {
         #[command(subcommand)]
@@ -137,6 +142,21 @@ pub enum OrderCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a console user. The password is read from SMM_ADMIN_PASSWORD when set, else as
+    /// the first line of standard input; never from an argument (arguments show in `ps`).
+    /// Audited.
+    Create {
+        username: String,
+        /// owner (everything), operator (customers, orders, money) or viewer (read only).
+        #[arg(long, default_value = "owner")]
+        role: String,
+    },
+    /// List console users.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +329,39 @@ pub async fn customers(settings: &Settings, command: CustomerCommand) -> Result<
             id, service, rate, ..
         } => {
             print_pricing(&ops.set_rate(id, service, rate.as_deref()).await?);
+        }
+    }
+    Ok(())
+}
+
+/// Runs an admins command.
+pub async fn admins(settings: &Settings, command: AdminCommand) -> Result<(), String> {
+    let store = open_store(settings).await?;
+    let actor = actor();
+    let ops = Ops {
+        store: store.as_ref(),
+        settings,
+        actor: &actor,
+    };
+    match command {
+        AdminCommand::Create { username, role } => {
+            let password = match std::env::var("SMM_ADMIN_PASSWORD") {
+                Ok(password) => password,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let admin = ops.create_admin(&username, &password, &role).await?;
+            println!("{}\t{}\t{}", admin.id, admin.username, admin.role);
+        }
+        AdminCommand::List => {
+            for admin in ops.list_admins().await? {
+                println!("{}\t{}\t{}", admin.id, admin.username, admin.role);
+            }
         }
     }
     Ok(())

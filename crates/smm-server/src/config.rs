@@ -33,6 +33,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub reconciler: ReconcilerSettings,
     #[serde(default)]
+    pub console: ConsoleSettings,
+    #[serde(default)]
     pub pricing: PricingRules,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
@@ -108,6 +110,36 @@ impl AdminSettings {
         };
         let token = raw.trim().to_owned();
         (token.len() >= 16).then_some(token)
+    }
+}
+
+/// The web console on the admin listener (`/`): sessions and login protection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Mark the session cookie `Secure`: set it when the console is reached over TLS (behind
+    /// the reverse proxy of `deploy/`), so the browser never sends it in clear.
+    pub secure_cookies: bool,
+    /// A session ends this many hours after login.
+    pub session_hours: u64,
+    /// This many wrong passwords in a row lock the account ...
+    pub max_failed_logins: u32,
+    /// ... for this many minutes (on every instance: the count is in the database).
+    pub lockout_minutes: u64,
+    /// Login attempts allowed per username per minute on one instance, right or wrong (the
+    /// lockout above counts wrong ones across instances).
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            secure_cookies: false,
+            session_hours: 12,
+            max_failed_logins: 5,
+            lockout_minutes: 15,
+            login_attempts_per_minute: 10,
+        }
     }
 }
 

@@ -92,6 +92,104 @@ pub fn settings(
     Ok(settings)
 }
 
+/// A month of orders for the console's charts and lists, once, on a fresh demo database:
+/// a few orders a day over the last 30 days, placed (and charged) at those times through the
+/// same validation and pricing as `add`. The forwarder sends them to the simulators at once,
+/// where they run, complete, or end Partial or Canceled (refunds); the first send to alpha gets
+/// a garbled reply, so one order is ambiguous, waiting on the console's work list.
+async fn seed_history(
+    gateway: &Gateway,
+    customer: &smm_store::Customer,
+    alpha: &SimHandle,
+) -> Result<(), String> {
+    let store = &gateway.app.store;
+    let counts = store.count_by_status().await.map_err(|e| e.to_string())?;
+    if counts.iter().any(|(_, n)| *n > 0) {
+        return Ok(());
+    }
+    let now = now_ms();
+    store
+        .adjust_balance(
+            customer.id,
+            LedgerKind::Deposit,
+            Money::from_units(500 * 100_000),
+            "demo opening deposit",
+            "demo",
+            now - 31 * 86_400_000,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    alpha.sim.add_fault(
+        smm_panel_sim::FaultRule::always(smm_panel_sim::Fault::Garbled)
+            .on_action("add")
+            .times(1),
+    );
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Services of the plain type (link and quantity), in catalog order.
+    let catalog = gateway.app.catalog();
+    let services: Vec<u64> = catalog
+        .enabled()
+        .filter(|s| s.service_type == smm_wire::ServiceType::Default)
+        .map(|s| s.id)
+        .take(4)
+        .collect();
+    if services.is_empty() {
+        return Ok(());
+    }
+    for day in (0..30_i64).rev() {
+        for n in 0..rng.u32(1..=4) {
+            let service = services[rng.usize(0..services.len())];
+            let params = smm_wire::Params::from_urlencoded(
+                format!(
+                    "link=https://instagram.com/p/seed-{day}-{n}&quantity={}",
+                    rng.u32(1..=10) * 100
+                )
+                .as_bytes(),
+            );
+            let new = match crate::v2::new_order(&gateway.app, customer, service, None, &params).await {
+                Ok(new) => new,
+                Err(why) => {
+                    tracing::debug!(service, %why, "demo history: order skipped");
+                    continue;
+                }
+            };
+            let at = now - day * 86_400_000 - i64::from(rng.u32(0..80_000_000)).min(day * 86_400_000);
+            match store.place_order(new, at).await {
+                Ok(_) | Err(smm_store::StoreError::InsufficientFunds) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    gateway.app.forward_wake.notify_one();
+    Ok(())
+}
+
+/// The demo's console login (an owner).
+pub const DEMO_ADMIN: &str = "demo";
+const DEMO_ADMIN_PASSWORD: &str = "demo-console-password";
+
+/// Creates the demo's console user once; returns its password.
+async fn demo_console_user(gateway: &Gateway) -> Result<&'static str, String> {
+    let store = &gateway.app.store;
+    if store
+        .admin_by_username(DEMO_ADMIN)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        let settings = gateway.app.settings();
+        let ops = crate::ops::Ops {
+            store: store.as_ref(),
+            settings: &settings,
+            actor: "demo",
+        };
+        ops.create_admin(DEMO_ADMIN, DEMO_ADMIN_PASSWORD, "owner")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(DEMO_ADMIN_PASSWORD)
+}
+
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
@@ -100,7 +198,12 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
-    let gateway = Gateway::start(settings, listener).await?;
+    let console_port = port.checked_add(1).ok_or("--port must be below 65535")?;
+    let admin = tokio::net::TcpListener::bind(("127.0.0.1", console_port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{console_port}: {e} (try --port)"))?;
+    let gateway = Gateway::start_with_admin(settings, listener, Some(admin)).await?;
+    let console_login = demo_console_user(&gateway).await?;
 
     // The demo customer, created once and topped up to 100 when poorer.
     let store = &gateway.app.store;
@@ -124,6 +227,7 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
             .await
             .map_err(|e| e.to_string())?,
     };
+    seed_history(&gateway, &customer, &alpha).await?;
     let hundred = Money::from_units(100 * 100_000);
     if customer.balance < hundred {
         let top_up = hundred.checked_sub(customer.balance).unwrap_or(hundred);
@@ -149,6 +253,7 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
     let k = DEMO_KEY;
     println!(
         "\nsmm-gateway demo is running (Ctrl-C stops it)\n\
+         \n  console   http://127.0.0.1:{console_port}/  (log in as {DEMO_ADMIN} / {console_login})\
          \n  API       {url}\
          \n  key       {k}  (customer \"demo\", balance {balance} {currency})\
          \n  upstream  alpha {a} and beta {b} (simulated panels, 1 min = 1 h)\

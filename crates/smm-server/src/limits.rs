@@ -1,5 +1,6 @@
-//! The per-customer request limit (`server.rate_limit_per_minute`): one `governor` GCRA
-//! limiter per customer, a burst of the whole minute's budget refilled evenly over the minute.
+//! Per-key request limits: one `governor` GCRA limiter per key, a burst of the whole minute's
+//! budget refilled evenly over the minute. Keyed by customer for `server.rate_limit_per_minute`
+//! and by username for the console's `console.login_attempts_per_minute`.
 //!
 //! The limiters live in a bounded `moka` cache rather than `governor`'s keyed limiter: entries
 //! expire after a minute without requests, which forgets nothing (by then a customer's budget
@@ -7,6 +8,7 @@
 //! sweeping task and without `dashmap`. Past the capacity the least used limiters are dropped,
 //! and those customers start again from a full budget.
 
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,30 +16,33 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota};
 use smm_store::CustomerId;
 
-/// Customers whose limiters are kept at once.
+/// Keys whose limiters are kept at once.
 const CAPACITY: u64 = 100_000;
 
 /// What a customer's budget takes to refill completely.
 const REFILL: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
-pub struct CustomerLimits {
+pub struct KeyedLimits<K: Hash + Eq + Send + Sync + 'static> {
     /// The per-minute limit the limiters were built for, and the limiters.
-    current: RwLock<(u32, Limiters)>,
+    current: RwLock<(u32, Limiters<K>)>,
 }
 
-type Limiters = moka::sync::Cache<CustomerId, Arc<DefaultDirectRateLimiter>>;
+/// The v2 API's per-customer limit.
+pub type CustomerLimits = KeyedLimits<CustomerId>;
 
-impl CustomerLimits {
-    pub fn new() -> CustomerLimits {
-        CustomerLimits {
+type Limiters<K> = moka::sync::Cache<K, Arc<DefaultDirectRateLimiter>>;
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedLimits<K> {
+    pub fn new() -> KeyedLimits<K> {
+        KeyedLimits {
             current: RwLock::new((0, limiters())),
         }
     }
 
     /// Takes one request from `customer`'s budget of `per_minute`; false when it is spent.
-    /// A changed `per_minute` (a reload) starts every customer again from a full budget.
-    pub fn allow(&self, customer: CustomerId, per_minute: u32) -> bool {
+    /// A changed `per_minute` (a reload) starts every key again from a full budget.
+    pub fn allow(&self, customer: K, per_minute: u32) -> bool {
         let Some(burst) = NonZeroU32::new(per_minute) else {
             return false;
         };
@@ -46,7 +51,8 @@ impl CustomerLimits {
                 .current
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (current.0 == per_minute).then(|| current.1.get_with(customer, || new_limiter(burst)))
+            (current.0 == per_minute)
+                .then(|| current.1.get_with(customer.clone(), || new_limiter(burst)))
         };
         let limiter = limiter.unwrap_or_else(|| {
             let mut current = self
@@ -62,13 +68,13 @@ impl CustomerLimits {
     }
 }
 
-impl Default for CustomerLimits {
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Default for KeyedLimits<K> {
     fn default() -> Self {
-        CustomerLimits::new()
+        KeyedLimits::new()
     }
 }
 
-fn limiters() -> Limiters {
+fn limiters<K: Hash + Eq + Send + Sync + 'static>() -> Limiters<K> {
     moka::sync::Cache::builder()
         .max_capacity(CAPACITY)
         .time_to_idle(REFILL)

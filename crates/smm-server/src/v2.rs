@@ -354,6 +354,47 @@ async fn add(
     {
         return replay(service_id, params, &first);
     }
+    let new = new_order(app, customer, service_id, idempotency_key, params).await?;
+    let new_key = new.idempotency_key.clone();
+    let placed = app
+        .store
+        .place_order(new, now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::InsufficientFunds => ErrorKind::NotEnoughFunds,
+            StoreError::CustomerSuspended => ErrorKind::AccountSuspended,
+            other => unavailable(&other),
+        })?;
+    if let Placed::Existing(_) = &placed
+        && let Some(key) = &new_key
+    {
+        // A concurrent request with the same key was placed first: answer as its retry would.
+        return match keyed_order(app, customer, key).await? {
+            Some(first) => replay(service_id, params, &first),
+            None => Err(ErrorKind::Unavailable),
+        };
+    }
+    if let Placed::New(order) = &placed {
+        tracing::info!(order = order.id.0, service = service_id, charge = %order.charge, "order placed");
+        app.forward_wake.notify_one();
+        if app.settings().server.add_wait_ms > 0 {
+            await_first_outcome(app, order.id).await?;
+        }
+    }
+    let order = placed.order();
+    to_body(&AddReply {
+        order: u64::try_from(order.id.0).map_err(|_| ErrorKind::Unavailable)?,
+    })
+}
+
+/// The order an `add` asks for, validated and priced for `customer`: everything but placing it.
+pub async fn new_order(
+    app: &App,
+    customer: &Customer,
+    service_id: u64,
+    idempotency_key: Option<String>,
+    params: &Params,
+) -> Result<NewOrder, ErrorKind> {
     let service = enabled_service(app, service_id)?;
     let order = OrderRequest::parse(&service.service_type, params)?;
     let fingerprint = request_fingerprint(service.id, &order)?;
@@ -405,36 +446,7 @@ async fn add(
         idempotency_key,
         placed_as: Some(placed_as(&service)),
     };
-    let new_key = new.idempotency_key.clone();
-    let placed = app
-        .store
-        .place_order(new, now_ms())
-        .await
-        .map_err(|e| match e {
-            StoreError::InsufficientFunds => ErrorKind::NotEnoughFunds,
-            StoreError::CustomerSuspended => ErrorKind::AccountSuspended,
-            other => unavailable(&other),
-        })?;
-    if let Placed::Existing(_) = &placed
-        && let Some(key) = &new_key
-    {
-        // A concurrent request with the same key was placed first: answer as its retry would.
-        return match keyed_order(app, customer, key).await? {
-            Some(first) => replay(service_id, params, &first),
-            None => Err(ErrorKind::Unavailable),
-        };
-    }
-    if let Placed::New(order) = &placed {
-        tracing::info!(order = order.id.0, service = service.id, charge = %order.charge, "order placed");
-        app.forward_wake.notify_one();
-        if app.settings().server.add_wait_ms > 0 {
-            await_first_outcome(app, order.id).await?;
-        }
-    }
-    let order = placed.order();
-    to_body(&AddReply {
-        order: u64::try_from(order.id.0).map_err(|_| ErrorKind::Unavailable)?,
-    })
+    Ok(new)
 }
 
 /// Waits (up to `server.add_wait_ms`) for the forwarder's first outcome. When every route

@@ -513,6 +513,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 
+    /// The money of every order placed since `since`, oldest first (the console's overview).
+    async fn order_money_since(&self, since: Timestamp) -> StoreResult<Vec<OrderMoney>>;
+
+    // ---- console users and sessions ---------------------------------------------------------
+
+    /// Creates a console user (audited as `admin.create`). A taken username is `Conflict`.
+    async fn create_admin(
+        &self,
+        new: NewAdmin,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<AdminUser>;
+
+    /// Every console user, by username.
+    async fn admins(&self) -> StoreResult<Vec<AdminUser>>;
+
+    async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminUser>>;
+
+    /// Counts a failed login; the failure that reaches `lockout.max_failures` locks the
+    /// account for `lockout.lock_ms` (audited as `admin.lock`). Returns the user as it now is.
+    async fn login_failed(
+        &self,
+        user: i64,
+        lockout: Lockout,
+        now: Timestamp,
+    ) -> StoreResult<AdminUser>;
+
+    /// A successful login: clears the failure count, opens `session` (audited as
+    /// `admin.login`), and drops the user's expired sessions.
+    async fn login_succeeded(
+        &self,
+        user: i64,
+        session: NewSession,
+        now: Timestamp,
+    ) -> StoreResult<AdminSession>;
+
+    /// The live session whose token hashes to `token_hash`; `None` when unknown or expired.
+    async fn admin_session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<AdminSession>>;
+
+    /// Ends a session (logout, audited as `admin.logout`). Ending an unknown one is a no-op.
+    async fn end_admin_session(&self, token_hash: &str, now: Timestamp) -> StoreResult<()>;
+
     /// Keeps `provider`'s last good catalog (opaque JSON), replacing the previous one.
     async fn save_provider_catalog(
         &self,

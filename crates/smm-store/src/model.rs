@@ -462,6 +462,106 @@ pub enum CancelOutcome {
     Requested(CancelRequest),
 }
 
+/// What a console user may do. Each role includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    /// Reads everything, changes nothing.
+    Viewer,
+    /// Customers, orders, resolutions, credits and debits.
+    Operator,
+    /// Everything, including providers, configuration and other admin users.
+    Owner,
+}
+
+impl AdminRole {
+    pub const ALL: [AdminRole; 3] = [AdminRole::Owner, AdminRole::Operator, AdminRole::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::Viewer => "viewer",
+            AdminRole::Operator => "operator",
+            AdminRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdminRole> {
+        AdminRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: AdminRole) -> bool {
+        self >= needed
+    }
+}
+
+/// A console user. The password itself is never stored: only its argon2id hash (PHC string),
+/// which the server computes and checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminUser {
+    pub id: i64,
+    pub username: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub role: AdminRole,
+    /// Failed logins since the last success or lock.
+    pub failed_logins: u32,
+    /// Logins are refused until then.
+    pub locked_until: Option<Timestamp>,
+    pub last_login_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl AdminUser {
+    pub fn locked_at(&self, now: Timestamp) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// An admin user to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdmin {
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: AdminRole,
+}
+
+/// When repeated failures lock an account: after `max_failures` in a row, for `lock_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub max_failures: u32,
+    pub lock_ms: i64,
+}
+
+/// A console session to open. `token_hash` is the SHA-256 (hex) of the cookie's random token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub token_hash: String,
+    pub csrf_token: String,
+    pub expires_at: Timestamp,
+}
+
+/// A live console session and its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    pub user: AdminUser,
+    /// Every form of the session carries it; a change without it is refused.
+    pub csrf_token: String,
+    pub expires_at: Timestamp,
+}
+
+/// What an order is worth to the business: for the console's revenue and profit figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderMoney {
+    pub created_at: Timestamp,
+    pub charge: Money,
+    pub refunded: Money,
+    /// Where it was sent, and what it was expected to cost there (provider currency).
+    pub provider: Option<String>,
+    pub upstream_cost: Option<Decimal>,
+}
+
 /// An admin action, recorded forever.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {

@@ -48,6 +48,11 @@ macro_rules! cancel_columns {
         "id, order_id, customer_id, forward_state, error, created_at, updated_at"
     };
 }
+macro_rules! admin_columns {
+    () => {
+        "id, username, password_hash, role, failed_logins, locked_until, last_login_at, created_at"
+    };
+}
 macro_rules! audit_columns {
     () => {
         "id, actor, action, target, before, after, created_at"
@@ -68,8 +73,9 @@ use rust_decimal::Decimal;
 use smm_wire::{Money, OrderStatus, RefillStatus};
 
 use crate::{
-    AuditEntry, CancelRequest, Customer, CustomerId, CustomerStatus, ForwardAttempt, ForwardState,
-    LedgerEntry, LedgerKind, Order, OrderId, Refill, RefillId, ServiceId, StoreError, StoreResult,
+    AdminRole, AdminUser, AuditEntry, CancelRequest, Customer, CustomerId, CustomerStatus,
+    ForwardAttempt, ForwardState, LedgerEntry, LedgerKind, Order, OrderId, Refill, RefillId,
+    ServiceId, StoreError, StoreResult,
 };
 
 /// The stored text of an order status whose spelling no table knew; the spelling itself is in
@@ -432,6 +438,45 @@ impl From<AuditRow> for AuditEntry {
             created_at: row.created_at,
         }
     }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AdminRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    pub last_login_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl TryFrom<AdminRow> for AdminUser {
+    type Error = StoreError;
+
+    fn try_from(row: AdminRow) -> StoreResult<AdminUser> {
+        Ok(AdminUser {
+            role: AdminRole::parse(&row.role).ok_or_else(|| corrupt("admin role", &row.role))?,
+            failed_logins: u32::try_from(row.failed_logins)
+                .map_err(|_| corrupt("failed_logins", row.failed_logins))?,
+            id: row.id,
+            username: row.username,
+            password_hash: row.password_hash,
+            locked_until: row.locked_until,
+            last_login_at: row.last_login_at,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// A session joined with its user's columns.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    #[sqlx(flatten)]
+    pub user: AdminRow,
+    pub csrf_token: String,
+    pub expires_at: i64,
 }
 
 /// Converts every row, failing on the first corrupt one.

@@ -526,3 +526,40 @@ pub(crate) fn adjustment_action(amount: Money) -> &'static str {
         "customer.debit"
     }
 }
+
+// ---- console users ---------------------------------------------------------------------------
+
+/// A username is 1 to 64 characters of letters, digits, `.`, `_`, `-` and `@`.
+pub(crate) fn check_username(username: &str) -> Result<(), StoreError> {
+    let ok = !username.is_empty()
+        && username.len() <= 64
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "username {username:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+/// After one more failed login: `(failed_logins, locked_until)`. The failure that reaches the
+/// limit locks the account and starts the count again.
+pub(crate) fn after_failed_login(
+    failed_before: u32,
+    lockout: crate::Lockout,
+    now: crate::Timestamp,
+) -> (u32, Option<crate::Timestamp>) {
+    let failed = failed_before.saturating_add(1);
+    if failed >= lockout.max_failures.max(1) {
+        (0, Some(now.saturating_add(lockout.lock_ms.max(0))))
+    } else {
+        (failed, None)
+    }
+}
+
+pub(crate) fn admin_target(id: i64) -> String {
+    format!("admin:{id}")
+}

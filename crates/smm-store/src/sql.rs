@@ -39,8 +39,8 @@ use smm_wire::Money;
 use sqlx::{Executor, Pool, QueryBuilder, Transaction};
 
 use crate::rows::{
-    AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, OrderStatusRow, PollRow,
-    RefillRow, convert_all, corrupt, order_status_text, refill_status_text,
+    AdminRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, OrderStatusRow,
+    PollRow, RefillRow, SessionRow, convert_all, corrupt, order_status_text, refill_status_text,
 };
 use crate::rules::{
     self, CancelPlan, LocalCancel, StatusPlan, customer_target, limit_or_default, order_summary,
@@ -169,6 +169,7 @@ pub(crate) enum UniqueIndex {
     Upstream,
     OneRefund,
     CustomerKey,
+    AdminUsername,
 }
 
 /// Which index a unique violation hit. PostgreSQL names the constraint; SQLite names the
@@ -179,7 +180,7 @@ pub(crate) fn unique_index(error: &sqlx::Error) -> Option<UniqueIndex> {
         return None;
     }
     let name = db.constraint().unwrap_or_else(|| db.message());
-    const KNOWN: [(&str, &str, UniqueIndex); 4] = [
+    const KNOWN: [(&str, &str, UniqueIndex); 5] = [
         (
             "orders_idempotency",
             "orders.customer_id, orders.idempotency_key",
@@ -200,6 +201,11 @@ pub(crate) fn unique_index(error: &sqlx::Error) -> Option<UniqueIndex> {
             "customers.key_hash",
             UniqueIndex::CustomerKey,
         ),
+        (
+            "admin_users_username_key",
+            "admin_users.username",
+            UniqueIndex::AdminUsername,
+        ),
     ];
     KNOWN
         .iter()
@@ -218,6 +224,7 @@ impl From<sqlx::Error> for StoreError {
                     UniqueIndex::Upstream => "the upstream order id is already held by an order",
                     UniqueIndex::OneRefund => "the order was already refunded",
                     UniqueIndex::CustomerKey => "the key is already in use by a customer",
+                    UniqueIndex::AdminUsername => "the username is already taken",
                 }
                 .to_owned(),
             );
@@ -333,6 +340,8 @@ where
     for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,
     for<'r> CancelRow: sqlx::FromRow<'r, D::Row>,
     for<'r> AuditRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AdminRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> SessionRow: sqlx::FromRow<'r, D::Row>,
     for<'r> PollRow: sqlx::FromRow<'r, D::Row>,
 {
     /// A write transaction.
@@ -999,6 +1008,8 @@ where
     for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,
     for<'r> CancelRow: sqlx::FromRow<'r, D::Row>,
     for<'r> AuditRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AdminRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> SessionRow: sqlx::FromRow<'r, D::Row>,
     for<'r> PollRow: sqlx::FromRow<'r, D::Row>,
 {
     fn backend(&self) -> Backend {
@@ -2501,6 +2512,259 @@ where
         .fetch_all(&self.reader)
         .await?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
+    }
+
+    async fn order_money_since(&self, since: Timestamp) -> StoreResult<Vec<OrderMoney>> {
+        type Row = (i64, i64, i64, Option<String>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as::<D, Row>(
+            "SELECT created_at, charge, refunded, provider, upstream_cost FROM orders \
+             WHERE created_at >= $1 ORDER BY created_at",
+        )
+        .bind(since)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(created_at, charge, refunded, provider, cost)| {
+                let upstream_cost = cost
+                    .map(|text| {
+                        text.parse::<Decimal>()
+                            .map_err(|_| corrupt("upstream_cost", &text))
+                    })
+                    .transpose()?;
+                Ok(OrderMoney {
+                    created_at,
+                    charge: Money::from_units(charge),
+                    refunded: Money::from_units(refunded),
+                    provider,
+                    upstream_cost,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_admin(
+        &self,
+        new: NewAdmin,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<AdminUser> {
+        rules::check_username(&new.username)?;
+        let mut tx = self.begin().await?;
+        let result = async {
+            let row: AdminRow = sqlx::query_as::<D, AdminRow>(concat!(
+                "INSERT INTO admin_users (username, password_hash, role, failed_logins, \
+                 created_at) VALUES ($1, $2, $3, 0, $4) RETURNING ",
+                admin_columns!()
+            ))
+            .bind(new.username.as_str())
+            .bind(new.password_hash.as_str())
+            .bind(new.role.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let user = AdminUser::try_from(row)?;
+            let after = json!({"username": user.username, "role": user.role.as_str()}).to_string();
+            Self::write_audit(
+                &mut tx,
+                actor,
+                "admin.create",
+                &rules::admin_target(user.id),
+                None,
+                Some(&after),
+                now,
+            )
+            .await?;
+            Ok(user)
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    async fn admins(&self) -> StoreResult<Vec<AdminUser>> {
+        let rows = sqlx::query_as::<D, AdminRow>(concat!(
+            "SELECT ",
+            admin_columns!(),
+            " FROM admin_users ORDER BY username"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        convert_all(rows)
+    }
+
+    async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminUser>> {
+        sqlx::query_as::<D, AdminRow>(concat!(
+            "SELECT ",
+            admin_columns!(),
+            " FROM admin_users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.reader)
+        .await?
+        .map(AdminUser::try_from)
+        .transpose()
+    }
+
+    async fn login_failed(
+        &self,
+        user: i64,
+        lockout: Lockout,
+        now: Timestamp,
+    ) -> StoreResult<AdminUser> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let row: AdminRow = sqlx::query_as::<D, AdminRow>(sql::<D>(concat!(
+                "SELECT ",
+                admin_columns!(),
+                " FROM admin_users WHERE id = $1{for_update}"
+            )))
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("admin user"))?;
+            let before = AdminUser::try_from(row)?;
+            let (failed, locked_until) =
+                rules::after_failed_login(before.failed_logins, lockout, now);
+            let row: AdminRow = sqlx::query_as::<D, AdminRow>(concat!(
+                "UPDATE admin_users SET failed_logins = $2, \
+                 locked_until = COALESCE($3, locked_until) WHERE id = $1 RETURNING ",
+                admin_columns!()
+            ))
+            .bind(user)
+            .bind(i64::from(failed))
+            .bind(locked_until)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(until) = locked_until {
+                let after = json!({"locked_until": until}).to_string();
+                Self::write_audit(
+                    &mut tx,
+                    "console",
+                    "admin.lock",
+                    &rules::admin_target(user),
+                    None,
+                    Some(&after),
+                    now,
+                )
+                .await?;
+            }
+            AdminUser::try_from(row)
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    async fn login_succeeded(
+        &self,
+        user: i64,
+        session: NewSession,
+        now: Timestamp,
+    ) -> StoreResult<AdminSession> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let row: AdminRow = sqlx::query_as::<D, AdminRow>(concat!(
+                "UPDATE admin_users SET failed_logins = 0, locked_until = NULL, \
+                 last_login_at = $2 WHERE id = $1 RETURNING ",
+                admin_columns!()
+            ))
+            .bind(user)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("admin user"))?;
+            let user = AdminUser::try_from(row)?;
+            sqlx::query::<D>("DELETE FROM admin_sessions WHERE user_id = $1 AND expires_at <= $2")
+                .bind(user.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query::<D>(
+                "INSERT INTO admin_sessions (token_hash, user_id, csrf_token, created_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(session.token_hash.as_str())
+            .bind(user.id)
+            .bind(session.csrf_token.as_str())
+            .bind(now)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            let actor = format!("console:{}", user.username);
+            Self::write_audit(
+                &mut tx,
+                &actor,
+                "admin.login",
+                &rules::admin_target(user.id),
+                None,
+                None,
+                now,
+            )
+            .await?;
+            Ok(AdminSession {
+                user,
+                csrf_token: session.csrf_token,
+                expires_at: session.expires_at,
+            })
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    async fn admin_session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<AdminSession>> {
+        let row = sqlx::query_as::<D, SessionRow>(
+            "SELECT u.id, u.username, u.password_hash, u.role, u.failed_logins, u.locked_until, \
+             u.last_login_at, u.created_at, s.csrf_token, s.expires_at \
+             FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(AdminSession {
+                user: AdminUser::try_from(row.user)?,
+                csrf_token: row.csrf_token,
+                expires_at: row.expires_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn end_admin_session(&self, token_hash: &str, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let ended: Option<(i64, String)> = sqlx::query_as::<D, (i64, String)>(
+                "SELECT u.id, u.username FROM admin_sessions s \
+                 JOIN admin_users u ON u.id = s.user_id WHERE s.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((id, username)) = ended else {
+                return Ok(());
+            };
+            sqlx::query::<D>("DELETE FROM admin_sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(&mut *tx)
+                .await?;
+            let actor = format!("console:{username}");
+            Self::write_audit(
+                &mut tx,
+                &actor,
+                "admin.logout",
+                &rules::admin_target(id),
+                None,
+                None,
+                now,
+            )
+            .await
+        }
+        .await;
+        settle(tx, result).await
     }
 
     async fn save_provider_catalog(

@@ -3149,3 +3149,120 @@ pub async fn refills_are_one_open_per_order(db: Db) {
         Err(StoreError::NotFound("order"))
     );
 }
+
+/// Console users and sessions (issue #13): unique usernames, failures counted and locking at
+/// the limit, a success clearing them and opening a session found by its token hash until it
+/// expires, logout ending it; each step audited.
+pub async fn admin_users_and_sessions(db: Db) {
+    let new = |name: &str, role| NewAdmin {
+        username: name.to_owned(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        role,
+    };
+    let owner = db
+        .create_admin(new("alice", AdminRole::Owner), "cli:root", T0)
+        .await
+        .expect("alice");
+    assert_eq!((owner.role, owner.failed_logins), (AdminRole::Owner, 0));
+    assert_eq!(
+        db.create_admin(new("alice", AdminRole::Viewer), "cli:root", T0)
+            .await,
+        Err(StoreError::Conflict("the username is already taken".into()))
+    );
+    assert!(matches!(
+        db.create_admin(new("no spaces", AdminRole::Viewer), "cli:root", T0)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    db.create_admin(new("bob", AdminRole::Viewer), "cli:root", T0)
+        .await
+        .expect("bob");
+    let names: Vec<String> = db
+        .admins()
+        .await
+        .expect("admins")
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    // Three failures lock for a minute; the count starts again.
+    let lockout = Lockout {
+        max_failures: 3,
+        lock_ms: 60_000,
+    };
+    let after = db.login_failed(owner.id, lockout, T0).await.expect("one");
+    assert_eq!((after.failed_logins, after.locked_until), (1, None));
+    db.login_failed(owner.id, lockout, T0).await.expect("two");
+    let locked = db
+        .login_failed(owner.id, lockout, T0 + 5)
+        .await
+        .expect("three");
+    assert_eq!(locked.failed_logins, 0);
+    assert_eq!(locked.locked_until, Some(T0 + 5 + 60_000));
+    assert!(locked.locked_at(T0 + 60_000) && !locked.locked_at(T0 + 60_005));
+
+    // A success clears the lock and opens a session.
+    let session = NewSession {
+        token_hash: "a".repeat(64),
+        csrf_token: "csrf-1".to_owned(),
+        expires_at: T0 + 1_000,
+    };
+    let opened = db
+        .login_succeeded(owner.id, session, T0 + 10)
+        .await
+        .expect("login");
+    assert_eq!(opened.user.locked_until, None);
+    assert_eq!(opened.user.last_login_at, Some(T0 + 10));
+    let found = db
+        .admin_session(&"a".repeat(64), T0 + 999)
+        .await
+        .expect("session")
+        .expect("live");
+    assert_eq!(
+        (found.user.username.as_str(), found.csrf_token.as_str()),
+        ("alice", "csrf-1")
+    );
+    assert_eq!(
+        db.admin_session(&"a".repeat(64), T0 + 1_000)
+            .await
+            .expect("expired"),
+        None
+    );
+    assert_eq!(
+        db.admin_session(&"b".repeat(64), T0)
+            .await
+            .expect("unknown"),
+        None
+    );
+    db.end_admin_session(&"a".repeat(64), T0 + 20)
+        .await
+        .expect("logout");
+    assert_eq!(
+        db.admin_session(&"a".repeat(64), T0 + 21)
+            .await
+            .expect("ended"),
+        None
+    );
+    db.end_admin_session(&"a".repeat(64), T0 + 22)
+        .await
+        .expect("a second logout is a no-op");
+
+    let actions: Vec<(String, String)> = db
+        .audit_log(100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.target == format!("admin:{}", owner.id))
+        .map(|e| (e.actor, e.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("console:alice".to_owned(), "admin.logout".to_owned()),
+            ("console:alice".to_owned(), "admin.login".to_owned()),
+            ("console".to_owned(), "admin.lock".to_owned()),
+            ("cli:root".to_owned(), "admin.create".to_owned()),
+        ]
+    );
+}

@@ -76,4 +76,5 @@ conformance!(
     free_orders_are_refused,
     cancels_of_orders_in_flight_wait_for_the_send,
     refills_are_one_open_per_order,
+    admin_users_and_sessions,
 );

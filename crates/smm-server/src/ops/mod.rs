@@ -21,6 +21,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::now_ms;
 use crate::config::Settings;
 
+mod admins;
+pub mod overview;
+pub use admins::{AdminView, LoginRefusal, hash_password, verify_password};
+
 /// Why an operation failed. Each kind maps to one HTTP status and one `code` in the admin API's
 /// error envelope, and to a one-line message in the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
