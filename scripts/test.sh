@@ -6,7 +6,10 @@
 # Needs a Rust toolchain. The panel simulators are started by the tests themselves on 127.0.0.1;
 # PostgreSQL comes from TEST_DATABASE_URL when set, otherwise scripts/with-postgres.sh starts a
 # throwaway server (installing Debian's postgresql package first when missing and run as root),
-# so both database backends are always tested.
+# so both database backends are always tested. The browser tests drive headless Chromium through
+# ChromeDriver from CHROMIUM and CHROMEDRIVER when set, otherwise scripts/with-chromium.sh
+# provides Debian's (installing the chromium and chromium-driver packages first when missing
+# and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +21,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests (SQLite and PostgreSQL)"
+step "tests (SQLite, PostgreSQL and headless Chromium)"
 if cargo nextest --version >/dev/null 2>&1; then
-  scripts/with-postgres.sh cargo nextest run --workspace --locked --no-fail-fast
+  scripts/with-postgres.sh scripts/with-chromium.sh cargo nextest run --workspace --locked --no-fail-fast
 else
-  scripts/with-postgres.sh cargo test --workspace --locked --no-fail-fast
+  scripts/with-postgres.sh scripts/with-chromium.sh cargo test --workspace --locked --no-fail-fast
 fi

@@ -10,7 +10,10 @@
 //!   test) and plain `cargo test` (threads of one process).
 //! * [`gateway`]: the in-process gateway with two simulated panels (the end-to-end harness).
 //! * [`process`]: the real `smm-gateway` binary, started, SIGKILLed and restarted.
+//! * [`browser`]: headless Chromium over WebDriver, for the web console's pages; skipped with
+//!   a note without Chromium and ChromeDriver — and failing under `CI=true`.
 
+pub mod browser;
 pub mod gateway;
 pub mod process;
 
