@@ -146,14 +146,16 @@ async fn seed_history(
                 )
                 .as_bytes(),
             );
-            let new = match crate::v2::new_order(&gateway.app, customer, service, None, &params).await {
-                Ok(new) => new,
-                Err(why) => {
-                    tracing::debug!(service, %why, "demo history: order skipped");
-                    continue;
-                }
-            };
-            let at = now - day * 86_400_000 - i64::from(rng.u32(0..80_000_000)).min(day * 86_400_000);
+            let new =
+                match crate::v2::new_order(&gateway.app, customer, service, None, &params).await {
+                    Ok(new) => new,
+                    Err(why) => {
+                        tracing::debug!(service, %why, "demo history: order skipped");
+                        continue;
+                    }
+                };
+            let at =
+                now - day * 86_400_000 - i64::from(rng.u32(0..80_000_000)).min(day * 86_400_000);
             match store.place_order(new, at).await {
                 Ok(_) | Err(smm_store::StoreError::InsufficientFunds) => {}
                 Err(e) => return Err(e.to_string()),

@@ -164,9 +164,8 @@ impl CsrfForm for StatusForm {
 pub async fn status(Path(id): Path<i64>, change: Change<StatusForm>) -> PageResult {
     let session = &change.session;
     session.require(AdminRole::Operator, "suspend or activate customers")?;
-    let status = CustomerStatus::parse(&change.form.status).ok_or_else(|| {
-        ConsoleError::BadRequest("status must be active or suspended".into())
-    })?;
+    let status = CustomerStatus::parse(&change.form.status)
+        .ok_or_else(|| ConsoleError::BadRequest("status must be active or suspended".into()))?;
     let ops = session.ops();
     let result = ops
         .get()

@@ -40,7 +40,10 @@ pub fn router() -> Router<Arc<App>> {
         .route("/orders", get(orders::list))
         .route("/orders/{id}", get(orders::show))
         .route("/orders/{id}/attach", post(orders::attach))
-        .route("/orders/{id}/cancel-ambiguous", post(orders::cancel_ambiguous))
+        .route(
+            "/orders/{id}/cancel-ambiguous",
+            post(orders::cancel_ambiguous),
+        )
         .route("/orders/{id}/settle", post(orders::settle))
         .route("/audit", get(audit::page))
         .route("/assets/console.css", get(stylesheet))
@@ -62,7 +65,10 @@ async fn harden(mut response: Response) -> Response {
         ),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     if !css {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -75,7 +81,10 @@ async fn stylesheet() -> Response {
     (
         StatusCode::OK,
         [
-            (CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
             (CACHE_CONTROL, HeaderValue::from_static("max-age=3600")),
         ],
         include_str!("../../assets/console.css"),

@@ -38,7 +38,10 @@ fn given(text: &str) -> Option<String> {
 
 fn number(field: &str, text: &str) -> Result<Option<i64>, String> {
     given(text)
-        .map(|t| t.parse::<i64>().map_err(|_| format!("{field} must be a number")))
+        .map(|t| {
+            t.parse::<i64>()
+                .map_err(|_| format!("{field} must be a number"))
+        })
         .transpose()
 }
 

@@ -42,7 +42,11 @@ fn units(m: Money) -> u64 {
 }
 
 /// Bars per day: `series` gives each day's values (one bar each, side by side).
-fn chart(days: &[Day], series: &[(&str, &str)], values: impl Fn(&Day) -> Vec<(u64, String)>) -> Chart {
+fn chart(
+    days: &[Day],
+    series: &[(&str, &str)],
+    values: impl Fn(&Day) -> Vec<(u64, String)>,
+) -> Chart {
     let all: Vec<Vec<(u64, String)>> = days.iter().map(&values).collect();
     let max = all
         .iter()
@@ -102,7 +106,10 @@ pub async fn page(session: Session) -> PageResult {
     let mut money_chart = chart(&o.days, &[("revenue", ""), ("profit", "")], |d| {
         vec![
             (units(d.revenue), format!("revenue {}", d.revenue)),
-            (units(d.profit.max(Money::ZERO)), format!("profit {}", d.profit)),
+            (
+                units(d.profit.max(Money::ZERO)),
+                format!("profit {}", d.profit),
+            ),
         ]
     });
     money_chart.max = o
@@ -134,7 +141,11 @@ pub async fn page(session: Session) -> PageResult {
         .max()
         .unwrap_or(0)
         .to_string();
-    let syncs = o.providers.iter().map(|p| time_or_dash(p.last_sync)).collect();
+    let syncs = o
+        .providers
+        .iter()
+        .map(|p| time_or_dash(p.last_sync))
+        .collect();
     let page = Page {
         chrome: Chrome::new(&session, "overview"),
         o,

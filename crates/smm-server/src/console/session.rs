@@ -378,7 +378,11 @@ mod tests {
                 text: text.to_owned(),
             };
             let encoded = flash.encode();
-            assert!(encoded.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b','));
+            assert!(
+                encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+            );
             assert_eq!(Flash::decode(&encoded), Some(flash));
         }
         assert_eq!(Flash::decode("x.nope"), None);
@@ -388,7 +392,10 @@ mod tests {
     fn only_the_console_origin_may_post() {
         let mut headers = HeaderMap::new();
         headers.insert(HOST, HeaderValue::from_static("127.0.0.1:9090"));
-        assert!(!foreign_origin(&headers), "no Origin: not a browser's cross-site form");
+        assert!(
+            !foreign_origin(&headers),
+            "no Origin: not a browser's cross-site form"
+        );
         headers.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:9090"));
         assert!(!foreign_origin(&headers));
         headers.insert(ORIGIN, HeaderValue::from_static("https://evil.example"));

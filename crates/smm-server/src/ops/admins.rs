@@ -69,8 +69,9 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// A hash no password matches, checked when the username is unknown so that a wrong
 /// username takes as long as a wrong password.
-static DECOY: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| hash_password("decoy password, never a real one").unwrap_or_default());
+static DECOY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    hash_password("decoy password, never a real one").unwrap_or_default()
+});
 
 /// Why a login was refused. The console says only "wrong username or password" for the first
 /// two, so that it never tells which usernames exist.
@@ -182,7 +183,10 @@ mod tests {
         assert_ne!(a, b, "a fresh salt each time");
         assert!(verify_password("correct horse battery", &a));
         assert!(!verify_password("correct horse batterY", &a));
-        assert!(!verify_password("correct horse battery", "not a phc string"));
+        assert!(!verify_password(
+            "correct horse battery",
+            "not a phc string"
+        ));
     }
 
     #[test]

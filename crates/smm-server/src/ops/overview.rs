@@ -139,9 +139,8 @@ fn figures(label: &'static str, orders: &[(&OrderMoney, Decimal)]) -> PeriodFigu
     let revenue = charged.checked_sub(refunds).unwrap_or(Money::ZERO);
     let cost = money(cost);
     let profit = revenue.checked_sub(cost).unwrap_or(Money::ZERO);
-    let margin_percent = (revenue > Money::ZERO).then(|| {
-        (profit.to_decimal() * Decimal::from(100) / revenue.to_decimal()).round_dp(1)
-    });
+    let margin_percent = (revenue > Money::ZERO)
+        .then(|| (profit.to_decimal() * Decimal::from(100) / revenue.to_decimal()).round_dp(1));
     PeriodFigures {
         label,
         orders: orders.len() as u64,

@@ -16,6 +16,7 @@ mod support;
 mod admin;
 mod browser;
 mod cli;
+mod console;
 mod crash;
 mod deploy;
 mod e2e;

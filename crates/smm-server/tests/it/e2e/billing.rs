@@ -143,8 +143,8 @@ pub async fn old_posts_and_free_orders_are_refused(backend: Backend) {
             .iter()
             .find(|s| s["service"] == json!(1))
             .expect("service 1")["min"],
-        json!("0"),
-        "the upstream's min is listed as it is"
+        json!("1"),
+        "an upstream min of 0 is listed as 1, the least add accepts"
     );
     let before = gw.balance().await;
     assert_eq!(
