@@ -9,7 +9,7 @@ use smm_store::{AdminRole, CustomerStatus};
 
 use super::session::{Change, CsrfForm, Session, see_other};
 use super::view::{Chrome, ConsoleError, PageResult, render, time};
-use crate::ops::{CustomerView, LedgerView, WithKey};
+use crate::ops::{CustomerView, LedgerView, PricingView, WithKey};
 
 #[derive(Template)]
 #[template(path = "console/customers.html")]
@@ -49,6 +49,7 @@ impl CsrfForm for CreateForm {
 struct CreatedPage {
     chrome: Chrome,
     created: WithKey,
+    heading: String,
 }
 
 /// Shows the new key on the answer to the POST itself: it is never stored, so never shown again.
@@ -62,6 +63,7 @@ pub async fn create(change: Change<CreateForm>) -> PageResult {
     };
     let page = CreatedPage {
         chrome: Chrome::new(session, "customers"),
+        heading: format!("Customer {} created", created.customer.name),
         created,
     };
     Ok(render(&page, session))
@@ -71,6 +73,7 @@ pub async fn create(change: Change<CreateForm>) -> PageResult {
 #[template(path = "console/customer.html")]
 struct ShowPage {
     chrome: Chrome,
+    pricing: PricingView,
     customer: CustomerView,
     ledger: Vec<(LedgerView, String)>,
     created: String,
@@ -91,6 +94,7 @@ pub async fn show(session: Session, Path(id): Path<i64>) -> PageResult {
         .collect();
     let page = ShowPage {
         chrome: Chrome::new(&session, "customers"),
+        pricing: ops.get().pricing(id).await?,
         created: time(customer.created_at),
         customer,
         ledger,
@@ -173,9 +177,97 @@ pub async fn status(Path(id): Path<i64>, change: Change<StatusForm>) -> PageResu
         .await
         .map(|c| format!("Customer {} is now {}", c.name, c.status))
         .map_err(|e| e.to_string());
+    // This process sees it at once; other instances as the store announces it.
+    session.app().invalidate_keys();
     Ok(back_to(id, result))
 }
 
 fn back_to(id: i64, result: Result<String, String>) -> Response {
     see_other(&format!("/customers/{id}"), result)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl CsrfForm for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// A new key, shown once on the answer to the POST; the old one stops working.
+pub async fn rotate_key(Path(id): Path<i64>, change: Change<CsrfOnly>) -> PageResult {
+    let session = &change.session;
+    session.require(AdminRole::Operator, "rotate keys")?;
+    let ops = session.ops();
+    let rotated = ops.get().rotate_key(id).await;
+    session.app().invalidate_keys();
+    let created = match rotated {
+        Ok(rotated) => rotated,
+        Err(error) => return Ok(back_to(id, Err(error.to_string()))),
+    };
+    let page = CreatedPage {
+        chrome: Chrome::new(session, "customers"),
+        heading: format!("New key for {}", created.customer.name),
+        created,
+    };
+    Ok(render(&page, session))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PricingForm {
+    #[serde(default)]
+    csrf: String,
+    /// A percent; empty removes the discount.
+    #[serde(default)]
+    discount: Option<String>,
+    /// With `rate`: the customer's own rate for this service; an empty rate removes it.
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    rate: Option<String>,
+}
+
+impl CsrfForm for PricingForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+fn blank_is_none(text: Option<&str>) -> Option<&str> {
+    text.map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// The discount (`discount`), or one service's custom rate (`service` and `rate`).
+pub async fn pricing(Path(id): Path<i64>, change: Change<PricingForm>) -> PageResult {
+    let session = &change.session;
+    session.require(AdminRole::Operator, "change customer prices")?;
+    let form = &change.form;
+    let ops = session.ops();
+    let result = match &form.service {
+        Some(service) => match service.trim().parse::<i64>() {
+            Ok(service) => ops
+                .get()
+                .set_rate(id, service, blank_is_none(form.rate.as_deref()))
+                .await
+                .map(|_| format!("Rate for service {service} saved")),
+            Err(_) => Err(crate::ops::OpError::Invalid(
+                "service must be a service id".into(),
+            )),
+        },
+        None => ops
+            .get()
+            .set_discount(id, blank_is_none(form.discount.as_deref()))
+            .await
+            .map(|p| match p.discount {
+                Some(d) => format!("Discount set to {d} %"),
+                None => "Discount removed".to_owned(),
+            }),
+    }
+    .map_err(|e| e.to_string());
+    session.app().invalidate_keys();
+    Ok(back_to(id, result))
 }

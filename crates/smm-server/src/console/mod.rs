@@ -8,7 +8,7 @@
 //! actor. Responses carry a strict Content-Security-Policy and are never cached.
 //!
 //! Layout: `session` (login, logout, sessions, CSRF, flash messages), `view` (formatting and
-//! the page chrome), one module per page group (`overview`, `customers`, `orders`, `audit`).
+//! the page chrome), one module per page group (`overview`, `customers`, `orders`, `audit`, `admins`).
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 
 use crate::app::App;
 
+mod admins;
 mod audit;
 mod customers;
 mod orders;
@@ -37,6 +38,9 @@ pub fn router() -> Router<Arc<App>> {
         .route("/customers/{id}", get(customers::show))
         .route("/customers/{id}/balance", post(customers::balance))
         .route("/customers/{id}/status", post(customers::status))
+        .route("/customers/{id}/rotate-key", post(customers::rotate_key))
+        .route("/customers/{id}/pricing", post(customers::pricing))
+        .route("/admins", get(admins::list).post(admins::create))
         .route("/orders", get(orders::list))
         .route("/orders/{id}", get(orders::show))
         .route("/orders/{id}/attach", post(orders::attach))

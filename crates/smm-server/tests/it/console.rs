@@ -50,6 +50,7 @@ console_tests!(
     an_operator_creates_and_credits_a_customer,
     an_ambiguous_order_is_resolved_with_its_refund,
     changes_without_the_csrf_token_or_the_role_are_refused,
+    prices_keys_and_users_are_managed_from_the_console,
 );
 
 /// A gateway with console users `owner`, `operator` and `viewer` (one per role).
@@ -417,5 +418,84 @@ async fn changes_without_the_csrf_token_or_the_role_are_refused(backend: Backend
     );
     assert_eq!(gw.balance().await, before, "nothing changed");
     viewer.close().await;
+    gw.finish().await;
+}
+
+async fn prices_keys_and_users_are_managed_from_the_console(backend: Backend) {
+    let gw = gateway(backend).await;
+    let Some(browser) = logged_in(&gw, "operator").await else {
+        return;
+    };
+    let page = format!("{}/customers/{}", gw.admin_url, gw.customer.0);
+    let list_rate = gw.rate(1).await;
+
+    // A 10 % discount: v2 `services` shows it at once.
+    browser.goto(&page).await;
+    browser.fill("#discount-input", "10").await;
+    browser.submit("#discount-form").await;
+    assert!(
+        browser
+            .text(".flash.notice")
+            .await
+            .contains("Discount set to 10 %")
+    );
+    assert_eq!(browser.text("#discount").await, "10 %");
+    let discounted = gw.rate(1).await;
+    assert!(discounted < list_rate, "{discounted} < {list_rate}");
+    // A custom rate for service 2 wins; a bad one is refused and changes nothing.
+    browser.fill("#rate-service", "2").await;
+    browser.fill("#rate-input", "-1").await;
+    browser.submit("#rate-form").await;
+    assert!(browser.find(".flash.error").await.text().await.is_ok());
+    browser.fill("#rate-service", "2").await;
+    browser.fill("#rate-input", "9.5").await;
+    browser.submit("#rate-form").await;
+    assert!(
+        browser.text("#rates").await.contains("service 2: 9.5"),
+        "{}",
+        browser.text("#rates").await
+    );
+    assert_eq!(gw.rate(2).await, rust_decimal::Decimal::new(95, 1));
+
+    // A new key: shown once, works at once; the old one is refused at once.
+    browser.submit("#rotate-form").await;
+    let key = browser.text("#api-key").await;
+    assert_eq!(
+        gw.call(crate::support::gateway::KEY, "balance", &[]).await,
+        json!({"error": "Invalid API key"})
+    );
+    assert!(gw.call(&key, "balance", &[]).await.get("balance").is_some());
+
+    // Users are the owner's: the operator is refused, the owner creates a viewer who can
+    // log in.
+    browser.goto(&format!("{}/admins", gw.admin_url)).await;
+    assert!(browser.text("main").await.contains("Your role may not"));
+    browser.close().await;
+    let Some(owner) = logged_in(&gw, "owner").await else {
+        return;
+    };
+    owner.goto(&format!("{}/admins", gw.admin_url)).await;
+    owner.fill("#new-username", "carol").await;
+    owner.fill("#new-password", "short").await;
+    owner.submit("#admin-form").await;
+    assert!(
+        owner.text("main").await.contains("at least 12"),
+        "a short password is refused (the browser's minlength aside)"
+    );
+    owner.fill("#new-username", "carol").await;
+    owner.fill("#new-password", PASSWORD).await;
+    owner.submit("#admin-form").await;
+    assert!(
+        owner
+            .text(".flash.notice")
+            .await
+            .contains("Created carol (viewer)")
+    );
+    assert!(owner.text("#admins").await.contains("carol"));
+    owner.close().await;
+    let Some(carol) = logged_in(&gw, "carol").await else {
+        return;
+    };
+    carol.close().await;
     gw.finish().await;
 }
