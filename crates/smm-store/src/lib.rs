@@ -541,7 +541,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<AdminUser>;
 
     /// A successful login: clears the failure count, opens `session` (audited as
-    /// `admin.login`), and drops the user's expired sessions.
+    /// `admin.login`), and drops the user's expired sessions. `InvalidState` when the account
+    /// is locked at `now` (a concurrent failure locked it since the password was checked).
     async fn login_succeeded(
         &self,
         user: i64,

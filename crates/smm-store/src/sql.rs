@@ -2663,14 +2663,17 @@ where
         let result = async {
             let row: AdminRow = sqlx::query_as::<D, AdminRow>(concat!(
                 "UPDATE admin_users SET failed_logins = 0, locked_until = NULL, \
-                 last_login_at = $2 WHERE id = $1 RETURNING ",
+                 last_login_at = $2 WHERE id = $1 \
+                 AND (locked_until IS NULL OR locked_until <= $2) RETURNING ",
                 admin_columns!()
             ))
             .bind(user)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(StoreError::NotFound("admin user"))?;
+            .ok_or(StoreError::InvalidState(
+                "the account is locked (or gone)".into(),
+            ))?;
             let user = AdminUser::try_from(row)?;
             sqlx::query::<D>("DELETE FROM admin_sessions WHERE user_id = $1 AND expires_at <= $2")
                 .bind(user.id)

@@ -232,7 +232,10 @@ pub async fn cancel_ambiguous(Path(id): Path<i64>, change: Change<ReasonForm>) -
         .get()
         .cancel_ambiguous(id, &change.form.reason)
         .await
-        .map(|refund| format!("Canceled; refunded {refund}"))
+        .map(|refund| {
+            session.app().metrics.refund("ambiguous_canceled");
+            format!("Canceled; refunded {refund}")
+        })
         .map_err(|e| e.to_string());
     Ok(see_other(&format!("/orders/{id}"), result))
 }
@@ -245,7 +248,15 @@ pub async fn settle(Path(id): Path<i64>, change: Change<ReasonForm>) -> PageResu
         .get()
         .settle(id, &change.form.refund, &change.form.reason)
         .await
-        .map(|refund| format!("Settled; refunded {refund}"))
+        .map(|refund| {
+            if refund
+                .parse::<smm_wire::Money>()
+                .is_ok_and(|m| m.is_positive())
+            {
+                session.app().metrics.refund("settled");
+            }
+            format!("Settled; refunded {refund}")
+        })
         .map_err(|e| e.to_string());
     Ok(see_other(&format!("/orders/{id}"), result))
 }

@@ -22,6 +22,9 @@ use crate::app::{App, now_ms};
 use crate::ops::{LoginRefusal, Ops};
 
 const SESSION_COOKIE: &str = "smm_session";
+/// The one answer to a refused login, whether the username, the password or a lock was why.
+const WRONG: &str = "Wrong username or password, or the account is locked after repeated \
+                     failures (for a while).";
 const FLASH_COOKIE: &str = "smm_flash";
 
 /// A logged-in user, from the session cookie. Pages without one redirect to `/login`.
@@ -102,6 +105,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A store failure as a page: the details go to the log only.
+fn unavailable(error: &smm_store::StoreError) -> Response {
+    tracing::error!(%error, "console: the database failed");
+    ConsoleError::Unavailable("the database is unavailable".into()).into_response()
+}
+
 /// Where a missing or expired session goes.
 fn to_login() -> Response {
     Redirect::to("/login").into_response()
@@ -118,7 +127,7 @@ impl FromRequestParts<Arc<App>> for Session {
             .store
             .admin_session(&token_hash(&token), now_ms())
             .await
-            .map_err(|e| ConsoleError::Unavailable(e.to_string()).into_response())?;
+            .map_err(|e| unavailable(&e))?;
         let Some(session) = found else {
             return Err(to_login());
         };
@@ -195,8 +204,10 @@ pub struct Flash {
 
 impl Flash {
     fn encode(&self) -> String {
+        // Bounded well below a cookie's 4 KB, whatever the message echoes.
+        let short: String = self.text.chars().take(300).collect();
         let text: String =
-            url::form_urlencoded::byte_serialize(self.text.as_bytes()).collect::<String>();
+            url::form_urlencoded::byte_serialize(short.as_bytes()).collect::<String>();
         format!("{}{text}", if self.error { "e." } else { "n." })
     }
 
@@ -275,6 +286,9 @@ pub async fn login(
     let console = &settings.console;
     let username = form.username.trim().to_owned();
     let refused = |message: String| render_login(&username, Some(message), StatusCode::OK);
+    if username.is_empty() || username.len() > 64 {
+        return refused(WRONG.into());
+    }
     if !app
         .login_limits
         .allow(username.to_lowercase(), console.login_attempts_per_minute)
@@ -294,17 +308,16 @@ pub async fn login(
         Ok(user) => user,
         Err(LoginRefusal::Wrong) => {
             tracing::info!(username = %username, "console login refused: wrong username or password");
-            return refused("Wrong username or password.".into());
+            return refused(WRONG.into());
         }
+        // The same words as a wrong password: the page never tells which usernames exist.
         Err(LoginRefusal::Locked(until)) => {
-            tracing::warn!(username = %username, "console login refused: account locked");
-            return refused(format!(
-                "This account is locked after repeated failures until {}.",
-                super::view::time(until)
-            ));
+            tracing::warn!(username = %username, until, "console login refused: account locked");
+            return refused(WRONG.into());
         }
         Err(LoginRefusal::Unavailable(why)) => {
-            return ConsoleError::Unavailable(why).into_response();
+            tracing::error!(%why, "console login: the database failed");
+            return ConsoleError::Unavailable("the database is unavailable".into()).into_response();
         }
     };
     let (Ok(token), Ok(csrf)) = (random_token(), random_token()) else {
@@ -318,8 +331,11 @@ pub async fn login(
         csrf_token: csrf,
         expires_at: now + max_age * 1000,
     };
-    if let Err(error) = app.store.login_succeeded(user.id, session, now).await {
-        return ConsoleError::Unavailable(error.to_string()).into_response();
+    match app.store.login_succeeded(user.id, session, now).await {
+        Ok(_) => {}
+        // Locked by a concurrent failure since the check: refused like any locked login.
+        Err(smm_store::StoreError::InvalidState(_)) => return refused(WRONG.into()),
+        Err(error) => return unavailable(&error),
     }
     tracing::info!(username = %user.username, role = user.role.as_str(), "console login");
     let mut cookie = Cookie::new(SESSION_COOKIE, token);
@@ -356,7 +372,7 @@ pub async fn logout(headers: HeaderMap, change: Change<LogoutForm>) -> Response 
             .end_admin_session(&token_hash(&token), now_ms())
             .await
     {
-        return ConsoleError::Unavailable(error.to_string()).into_response();
+        return unavailable(&error);
     }
     let mut response = Redirect::to("/login").into_response();
     let clear = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");

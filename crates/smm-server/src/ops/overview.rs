@@ -134,7 +134,7 @@ fn figures(label: &'static str, orders: &[(&OrderMoney, Decimal)]) -> PeriodFigu
     for (order, net) in orders {
         charged = charged.checked_add(order.charge).unwrap_or(Money::MAX);
         refunds = refunds.checked_add(order.refunded).unwrap_or(Money::MAX);
-        cost += net;
+        cost = cost.checked_add(*net).unwrap_or(Decimal::MAX);
     }
     let revenue = charged.checked_sub(refunds).unwrap_or(Money::ZERO);
     let cost = money(cost);

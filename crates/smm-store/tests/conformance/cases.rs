@@ -3202,20 +3202,36 @@ pub async fn admin_users_and_sessions(db: Db) {
     assert_eq!(locked.locked_until, Some(T0 + 5 + 60_000));
     assert!(locked.locked_at(T0 + 60_000) && !locked.locked_at(T0 + 60_005));
 
-    // A success clears the lock and opens a session.
+    // A success while locked is refused (a concurrent failure locked it).
+    let early = NewSession {
+        token_hash: "c".repeat(64),
+        csrf_token: "csrf-0".to_owned(),
+        expires_at: T0 + 1_000,
+    };
+    assert!(matches!(
+        db.login_succeeded(owner.id, early, T0 + 6).await,
+        Err(StoreError::InvalidState(_))
+    ));
+    assert_eq!(
+        db.admin_session(&"c".repeat(64), T0 + 7)
+            .await
+            .expect("none"),
+        None
+    );
+    // Once the lock has passed, a success clears it and opens a session.
     let session = NewSession {
         token_hash: "a".repeat(64),
         csrf_token: "csrf-1".to_owned(),
-        expires_at: T0 + 1_000,
+        expires_at: T0 + 61_000,
     };
     let opened = db
-        .login_succeeded(owner.id, session, T0 + 10)
+        .login_succeeded(owner.id, session, T0 + 60_010)
         .await
         .expect("login");
     assert_eq!(opened.user.locked_until, None);
-    assert_eq!(opened.user.last_login_at, Some(T0 + 10));
+    assert_eq!(opened.user.last_login_at, Some(T0 + 60_010));
     let found = db
-        .admin_session(&"a".repeat(64), T0 + 999)
+        .admin_session(&"a".repeat(64), T0 + 60_999)
         .await
         .expect("session")
         .expect("live");
@@ -3224,7 +3240,7 @@ pub async fn admin_users_and_sessions(db: Db) {
         ("alice", "csrf-1")
     );
     assert_eq!(
-        db.admin_session(&"a".repeat(64), T0 + 1_000)
+        db.admin_session(&"a".repeat(64), T0 + 61_000)
             .await
             .expect("expired"),
         None
@@ -3235,16 +3251,16 @@ pub async fn admin_users_and_sessions(db: Db) {
             .expect("unknown"),
         None
     );
-    db.end_admin_session(&"a".repeat(64), T0 + 20)
+    db.end_admin_session(&"a".repeat(64), T0 + 60_020)
         .await
         .expect("logout");
     assert_eq!(
-        db.admin_session(&"a".repeat(64), T0 + 21)
+        db.admin_session(&"a".repeat(64), T0 + 60_021)
             .await
             .expect("ended"),
         None
     );
-    db.end_admin_session(&"a".repeat(64), T0 + 22)
+    db.end_admin_session(&"a".repeat(64), T0 + 60_022)
         .await
         .expect("a second logout is a no-op");
 
