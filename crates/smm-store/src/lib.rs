@@ -327,6 +327,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Orders on the attention list (ended upstream, refund unknown), oldest first.
     async fn attention_orders(&self, limit: u32) -> StoreResult<Vec<Order>>;
 
+    /// How many orders are on the attention list.
+    async fn attention_count(&self) -> StoreResult<i64>;
+
     /// Settles an order on the attention list: `refund` (at most what is left of its charge;
     /// zero for none) paid as its one refund row with `reason`, the order taken off the list,
     /// audited. Returns the refund.

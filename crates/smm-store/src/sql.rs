@@ -1845,6 +1845,14 @@ where
         convert_all(rows)
     }
 
+    async fn attention_count(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar::<D, i64>("SELECT COUNT(*) FROM orders WHERE attention IS NOT NULL")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
     async fn settle_attention(
         &self,
         order: OrderId,

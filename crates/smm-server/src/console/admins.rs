@@ -5,7 +5,7 @@ use askama::Template;
 use serde::Deserialize;
 use smm_store::AdminRole;
 
-use super::session::{Change, CsrfForm, Session, see_other};
+use super::session::{Change, CsrfForm, Session};
 use super::view::{Chrome, PageResult, render, time_or_dash};
 use crate::ops::AdminView;
 
@@ -67,5 +67,5 @@ pub async fn create(change: Change<CreateForm>) -> PageResult {
         .await
         .map(|a| format!("Created {} ({})", a.username, a.role))
         .map_err(|e| e.to_string());
-    Ok(see_other("/admins", result))
+    Ok(session.see_other("/admins", result))
 }

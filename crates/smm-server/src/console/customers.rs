@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use smm_store::{AdminRole, CustomerStatus};
 
-use super::session::{Change, CsrfForm, Session, see_other};
+use super::session::{Change, CsrfForm, Session};
 use super::view::{Chrome, ConsoleError, PageResult, render, time};
 use crate::ops::{CustomerView, LedgerView, PricingView, WithKey};
 
@@ -59,7 +59,7 @@ pub async fn create(change: Change<CreateForm>) -> PageResult {
     let ops = session.ops();
     let created = match ops.get().create_customer(&change.form.name, None).await {
         Ok(created) => created,
-        Err(error) => return Ok(see_other("/customers", Err(error.to_string()))),
+        Err(error) => return Ok(session.see_other("/customers", Err(error.to_string()))),
     };
     let page = CreatedPage {
         chrome: Chrome::new(session, "customers"),
@@ -148,7 +148,7 @@ pub async fn balance(Path(id): Path<i64>, change: Change<BalanceForm>) -> PageRe
             )
         })
         .map_err(|e| e.to_string());
-    Ok(back_to(id, result))
+    Ok(back_to(session, id, result))
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,11 +179,11 @@ pub async fn status(Path(id): Path<i64>, change: Change<StatusForm>) -> PageResu
         .map_err(|e| e.to_string());
     // This process sees it at once; other instances as the store announces it.
     session.app().invalidate_keys();
-    Ok(back_to(id, result))
+    Ok(back_to(session, id, result))
 }
 
-fn back_to(id: i64, result: Result<String, String>) -> Response {
-    see_other(&format!("/customers/{id}"), result)
+fn back_to(session: &Session, id: i64, result: Result<String, String>) -> Response {
+    session.see_other(&format!("/customers/{id}"), result)
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,7 +207,7 @@ pub async fn rotate_key(Path(id): Path<i64>, change: Change<CsrfOnly>) -> PageRe
     session.app().invalidate_keys();
     let created = match rotated {
         Ok(rotated) => rotated,
-        Err(error) => return Ok(back_to(id, Err(error.to_string()))),
+        Err(error) => return Ok(back_to(session, id, Err(error.to_string()))),
     };
     let page = CreatedPage {
         chrome: Chrome::new(session, "customers"),
@@ -269,5 +269,5 @@ pub async fn pricing(Path(id): Path<i64>, change: Change<PricingForm>) -> PageRe
     }
     .map_err(|e| e.to_string());
     session.app().invalidate_keys();
-    Ok(back_to(id, result))
+    Ok(back_to(session, id, result))
 }

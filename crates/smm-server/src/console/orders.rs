@@ -7,7 +7,7 @@ use axum::extract::{Path, Query};
 use serde::Deserialize;
 use smm_store::AdminRole;
 
-use super::session::{Change, CsrfForm, Session, see_other};
+use super::session::{Change, CsrfForm, Session};
 use super::view::{Chrome, PageResult, render, time, time_or_dash};
 use crate::ops::{AttemptView, OrderSearch, OrderView};
 
@@ -205,7 +205,7 @@ pub async fn attach(Path(id): Path<i64>, change: Change<AttachForm>) -> PageResu
             )
         })
         .map_err(|e| e.to_string());
-    Ok(see_other(&format!("/orders/{id}"), result))
+    Ok(session.see_other(&format!("/orders/{id}"), result))
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,7 +237,7 @@ pub async fn cancel_ambiguous(Path(id): Path<i64>, change: Change<ReasonForm>) -
             format!("Canceled; refunded {refund}")
         })
         .map_err(|e| e.to_string());
-    Ok(see_other(&format!("/orders/{id}"), result))
+    Ok(session.see_other(&format!("/orders/{id}"), result))
 }
 
 pub async fn settle(Path(id): Path<i64>, change: Change<ReasonForm>) -> PageResult {
@@ -258,5 +258,5 @@ pub async fn settle(Path(id): Path<i64>, change: Change<ReasonForm>) -> PageResu
             format!("Settled; refunded {refund}")
         })
         .map_err(|e| e.to_string());
-    Ok(see_other(&format!("/orders/{id}"), result))
+    Ok(session.see_other(&format!("/orders/{id}"), result))
 }

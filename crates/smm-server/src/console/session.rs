@@ -224,20 +224,41 @@ impl Flash {
         }
     }
 
-    pub fn clear_cookie() -> String {
-        format!("{FLASH_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
+    pub fn clear_cookie(secure: bool) -> String {
+        format!(
+            "{FLASH_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+            secure_attribute(secure)
+        )
+    }
+}
+
+/// `; Secure` when the console is served over TLS (`console.secure_cookies`).
+fn secure_attribute(secure: bool) -> &'static str {
+    if secure { "; Secure" } else { "" }
+}
+
+impl Session {
+    /// Whether the console's cookies are marked `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.app.settings().console.secure_cookies
+    }
+
+    /// A 303 to `to` that leaves `message` for it.
+    pub fn see_other(&self, to: &str, message: Result<String, String>) -> Response {
+        see_other(to, message, self.secure_cookies())
     }
 }
 
 /// A 303 to `to` that leaves `message` for it.
-pub fn see_other(to: &str, message: Result<String, String>) -> Response {
+fn see_other(to: &str, message: Result<String, String>, secure: bool) -> Response {
     let flash = match message {
         Ok(text) => Flash { error: false, text },
         Err(text) => Flash { error: true, text },
     };
     let cookie = format!(
-        "{FLASH_COOKIE}={}; Path=/; Max-Age=60; HttpOnly; SameSite=Strict",
-        flash.encode()
+        "{FLASH_COOKIE}={}; Path=/; Max-Age=60; HttpOnly; SameSite=Strict{}",
+        flash.encode(),
+        secure_attribute(secure)
     );
     let mut response = (StatusCode::SEE_OTHER, [(LOCATION, to.to_owned())]).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -375,7 +396,10 @@ pub async fn logout(headers: HeaderMap, change: Change<LogoutForm>) -> Response 
         return unavailable(&error);
     }
     let mut response = Redirect::to("/login").into_response();
-    let clear = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+    let clear = format!(
+        "{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        secure_attribute(change.session.secure_cookies())
+    );
     if let Ok(value) = HeaderValue::from_str(&clear) {
         response.headers_mut().append(SET_COOKIE, value);
     }

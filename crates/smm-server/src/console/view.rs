@@ -42,7 +42,7 @@ pub fn render(template: &impl Template, session: &Session) -> Response {
         Ok(html) => {
             let mut response = Html(html).into_response();
             if session.flash.is_some()
-                && let Ok(value) = Flash::clear_cookie().parse()
+                && let Ok(value) = Flash::clear_cookie(session.secure_cookies()).parse()
             {
                 response.headers_mut().append(SET_COOKIE, value);
             }

@@ -71,7 +71,7 @@ pub struct Overview {
     /// Orders whose upstream outcome is unknown.
     pub ambiguous: i64,
     /// Orders whose refund share no signal told.
-    pub attention: usize,
+    pub attention: i64,
     pub providers: Vec<ProviderLine>,
 }
 
@@ -209,7 +209,7 @@ impl Ops<'_> {
             by_status: self.store.count_by_status().await?,
             by_forward_state,
             ambiguous,
-            attention: self.store.attention_orders(10_000).await?.len(),
+            attention: self.store.attention_count().await?,
             providers: providers(app),
         })
     }

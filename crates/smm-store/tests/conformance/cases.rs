@@ -2688,6 +2688,7 @@ pub async fn subscriptions_refund_the_posts_not_served(db: Db) {
         listed.iter().map(|o| o.id).collect::<Vec<_>>(),
         vec![unknown.id]
     );
+    assert_eq!(db.attention_count().await, Ok(1));
     assert_books_balance(&db, c.id).await;
 }
 
@@ -2815,6 +2816,7 @@ pub async fn partials_without_remains_use_the_charge_or_wait_for_a_person(db: Db
         (money("0.40000"), None)
     );
     assert!(db.attention_orders(10).await.expect("attention").is_empty());
+    assert_eq!(db.attention_count().await, Ok(0));
     // Once: it is off the list now.
     assert!(
         db.settle_attention(blind.id, money("0.10000"), "again", "ops", T0)
