@@ -153,6 +153,9 @@ pub struct App {
     /// Where `reload` reads the configuration from: set by `serve` (the `--config` file, or the
     /// default lookup); unset for gateways built from in-memory settings (tests, the demo).
     config_source: OnceLock<Option<PathBuf>>,
+    /// Serialises the console's edits of the config file (read, change, validate, write,
+    /// reload), so two owners saving at once cannot lose one of the changes.
+    pub config_edits: tokio::sync::Mutex<()>,
     pub store: Arc<dyn Store>,
     /// The current catalog; replaced whole after every sync.
     catalog: RwLock<Arc<Catalog>>,
@@ -216,6 +219,7 @@ impl App {
             runtime: RwLock::new(Arc::new(runtime)),
             reloading: tokio::sync::Mutex::new(()),
             config_source: OnceLock::new(),
+            config_edits: tokio::sync::Mutex::new(()),
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             upstream: RwLock::new(BTreeMap::new()),
@@ -255,6 +259,15 @@ impl App {
     /// lookup, `config/local.toml` if present, plus the environment). Set once, by `serve`.
     pub fn set_config_source(&self, file: Option<PathBuf>) {
         let _ = self.config_source.set(file);
+    }
+
+    /// The file [`App::reload_from_source`] reads (`config/local.toml` under the default
+    /// lookup, even when it does not exist yet); `None` for in-memory settings.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        match self.config_source.get()? {
+            Some(file) => Some(file.clone()),
+            None => Some(PathBuf::from(crate::config::LOCAL_CONFIG)),
+        }
     }
 
     /// Re-reads the configuration from where `serve` loaded it and applies it with
@@ -654,33 +667,66 @@ impl App {
             .collect()
     }
 
-    /// Rebuilds the catalog from the last synced upstream catalogs, assigning stable ids to
-    /// newly exposed services.
-    pub async fn rebuild_catalog(&self) -> Vec<String> {
-        let settings = self.settings();
+    /// `provider`'s last synced catalog (empty before its first sync).
+    pub fn upstream_services(&self, provider: &str) -> Vec<UpstreamService> {
+        self.upstream
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(provider)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The catalog `settings` would give with the catalogs synced now, without assigning ids or
+    /// changing anything: what the console previews before a price change is saved. Exposed
+    /// services that have no id yet are left out.
+    pub async fn preview_catalog(&self, settings: &Settings) -> Result<Catalog, String> {
+        let ids = self.exposure_ids().await?;
+        Ok(self.build_catalog_for(settings, &ids).catalog)
+    }
+
+    async fn exposure_ids(&self) -> Result<BTreeMap<(String, String), u64>, String> {
+        match self.store.service_ids().await {
+            Ok(all) => Ok(all
+                .into_iter()
+                .filter_map(|(id, p, s)| u64::try_from(id.0).ok().map(|id| ((p, s), id)))
+                .collect()),
+            Err(e) => Err(format!("cannot read service ids: {e}")),
+        }
+    }
+
+    fn build_catalog_for(
+        &self,
+        settings: &Settings,
+        ids: &BTreeMap<(String, String), u64>,
+    ) -> smm_routing::CatalogBuild {
         let providers = settings.provider_defs();
         let upstream = self
             .upstream
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let mut ids: BTreeMap<(String, String), u64> = match self.store.service_ids().await {
-            Ok(all) => all
-                .into_iter()
-                .filter_map(|(id, p, s)| u64::try_from(id.0).ok().map(|id| ((p, s), id)))
-                .collect(),
-            Err(e) => return vec![format!("cannot read service ids: {e}")],
+        build_catalog(&CatalogInput {
+            providers: &providers,
+            pricing: &settings.pricing,
+            services: &settings.services,
+            exposures: &settings.exposures,
+            upstream: &upstream,
+            exposure_ids: ids,
+        })
+    }
+
+    /// Rebuilds the catalog from the last synced upstream catalogs, assigning stable ids to
+    /// newly exposed services.
+    pub async fn rebuild_catalog(&self) -> Vec<String> {
+        let settings = self.settings();
+        let mut ids = match self.exposure_ids().await {
+            Ok(ids) => ids,
+            Err(e) => return vec![e],
         };
         let mut messages = Vec::new();
         for _ in 0..2 {
-            let build = build_catalog(&CatalogInput {
-                providers: &providers,
-                pricing: &settings.pricing,
-                services: &settings.services,
-                exposures: &settings.exposures,
-                upstream: &upstream,
-                exposure_ids: &ids,
-            });
+            let build = self.build_catalog_for(&settings, &ids);
             if build.missing_ids.is_empty() {
                 messages.extend(build.issues.iter().map(ToString::to_string));
                 *self

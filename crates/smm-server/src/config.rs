@@ -349,6 +349,12 @@ impl Settings {
             .map_err(|e| ConfigError::Load(e.to_string()))
     }
 
+    /// These settings as the text of a config file that loads back to them (provider keys set
+    /// in code, `key_inline`, are left out: give those providers a `key_file` first).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("cannot write the settings as TOML: {e}"))
+    }
+
     /// Loads and validates.
     pub fn load_valid(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let settings = Settings::load(file)?;

@@ -92,6 +92,27 @@ pub fn settings(
     Ok(settings)
 }
 
+/// Writes `settings` as `demo.toml` in the data directory, the simulators' key next to it (the
+/// providers are switched to that file), so the demo runs from a config file like a real
+/// gateway and the console can change it.
+fn write_config(data: &Path, settings: &mut Settings) -> Result<std::path::PathBuf, String> {
+    let key = data.join("demo-sims.key");
+    std::fs::write(&key, smm_panel_sim::DEMO_KEY)
+        .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+    for provider in &mut settings.providers {
+        provider.key_inline = None;
+        provider.key_file = Some(std::path::absolute(&key).unwrap_or_else(|_| key.clone()));
+    }
+    let file = data.join("demo.toml");
+    let text = format!(
+        "# The demo's configuration, written afresh at every `smm-gateway demo` start (the\n\
+         # simulated providers get new ports). The console's changes land here.\n{}",
+        settings.to_toml()?
+    );
+    std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(file)
+}
+
 /// A month of orders for the console's charts and lists, once, on a fresh demo database:
 /// a few orders a day over the last 30 days, placed (and charged) at those times through the
 /// same validation and pricing as `add`. The forwarder sends them to the simulators at once,
@@ -196,7 +217,7 @@ async fn demo_console_user(gateway: &Gateway) -> Result<&'static str, String> {
 pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     std::fs::create_dir_all(data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
     let (alpha, beta) = start_providers().await?;
-    let settings = settings(port, data, &alpha, &beta)?;
+    let mut settings = settings(port, data, &alpha, &beta)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (try --port)"))?;
@@ -204,7 +225,11 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
     let admin = tokio::net::TcpListener::bind(("127.0.0.1", console_port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{console_port}: {e} (try --port)"))?;
+    let config_file = write_config(data, &mut settings)?;
     let gateway = Gateway::start_with_admin(settings, listener, Some(admin)).await?;
+    // The console's changes to prices, services and providers go to this file (and are gone
+    // at the next start, which writes it afresh for the new simulators).
+    gateway.app.set_config_source(Some(config_file.clone()));
     let console_login = demo_console_user(&gateway).await?;
 
     // The demo customer, created once and topped up to 100 when poorer.
@@ -260,6 +285,7 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
          \n  key       {k}  (customer \"demo\", balance {balance} {currency})\
          \n  upstream  alpha {a} and beta {b} (simulated panels, 1 min = 1 h)\
          \n  database  {db}\
+         \n  config    {config} (the console edits it; written afresh at every start)\
          \n  catalog   {n} services\n\
          \nTry every action:\n\
          \n  curl -s -d key={k} -d action=balance {url}\
@@ -277,6 +303,7 @@ pub async fn run(port: u16, data: &Path, shutdown: impl Future<Output = ()>) -> 
         a = alpha.api_url(),
         b = beta.api_url(),
         db = gateway.app.settings().database.url,
+        config = config_file.display(),
         n = gateway.app.catalog().len(),
     );
     shutdown.await;

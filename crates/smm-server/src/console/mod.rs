@@ -8,7 +8,9 @@
 //! actor. Responses carry a strict Content-Security-Policy and are never cached.
 //!
 //! Layout: `session` (login, logout, sessions, CSRF, flash messages), `view` (formatting and
-//! the page chrome), one module per page group (`overview`, `customers`, `orders`, `audit`, `admins`).
+//! the page chrome), one module per page group (`overview`, `customers`, `orders`, `services`,
+//! `providers`, `config`, `audit`, `admins`). Changes to services, prices and providers are
+//! changes to the config file, made through [`crate::ops::config_file`].
 
 use std::sync::Arc;
 
@@ -22,9 +24,12 @@ use crate::app::App;
 
 mod admins;
 mod audit;
+mod config;
 mod customers;
 mod orders;
 mod overview;
+mod providers;
+mod services;
 mod session;
 mod view;
 
@@ -49,6 +54,18 @@ pub fn router() -> Router<Arc<App>> {
             post(orders::cancel_ambiguous),
         )
         .route("/orders/{id}/settle", post(orders::settle))
+        .route("/services", get(services::list))
+        .route("/services/markup", post(services::markup))
+        .route(
+            "/services/import",
+            get(services::import_page).post(services::import),
+        )
+        .route("/services/{id}/enabled", post(services::enabled))
+        .route("/providers", get(providers::list).post(providers::add))
+        .route("/providers/{name}", post(providers::edit))
+        .route("/providers/{name}/enabled", post(providers::enabled))
+        .route("/providers/{name}/test", post(providers::test))
+        .route("/config", get(config::page).post(config::update))
         .route("/audit", get(audit::page))
         .route("/assets/console.css", get(stylesheet))
         .layer(axum::middleware::map_response(harden))

@@ -50,6 +50,11 @@ impl Session {
         &self.app
     }
 
+    /// `console:USERNAME`, the actor of this user's changes in the audit log.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
     /// Refuses unless the user's role includes `needed`; `what` says what was refused.
     pub fn require(&self, needed: AdminRole, what: &'static str) -> Result<(), ConsoleError> {
         if self.user.role.allows(needed) {
@@ -191,6 +196,25 @@ where
             return Err(ConsoleError::Csrf.into_response());
         }
         Ok(Change { session, form })
+    }
+}
+
+/// A form that switches something on or off (`enabled=true|false`).
+#[derive(Debug, Deserialize)]
+pub struct Toggle {
+    csrf: String,
+    enabled: String,
+}
+
+impl Toggle {
+    pub fn on(&self) -> bool {
+        self.enabled == "true"
+    }
+}
+
+impl CsrfForm for Toggle {
+    fn csrf(&self) -> &str {
+        &self.csrf
     }
 }
 

@@ -22,6 +22,7 @@ use crate::app::now_ms;
 use crate::config::Settings;
 
 mod admins;
+pub mod config_file;
 pub mod overview;
 pub use admins::{AdminView, LoginRefusal, hash_password, verify_password};
 

@@ -517,3 +517,37 @@ fn image_user_port_and_grace_periods_agree() {
     assert!(number_after(&unit, "TimeoutStopSec=", "s") > DRAIN_SECS);
     assert!(number_after(&read("compose.yaml"), "stop_grace_period:", "s") > DRAIN_SECS);
 }
+
+/// The example reverse proxy serves every console page (and nothing of `/admin/v1` or
+/// `/metrics`): each route of `src/console/mod.rs` matches the Caddyfile's `@console` paths.
+#[test]
+fn the_caddyfile_serves_every_console_route_and_no_admin_api() {
+    let caddy = read("Caddyfile");
+    let matcher = caddy
+        .lines()
+        .find(|l| l.trim_start().starts_with("@console path"))
+        .expect("an @console path matcher");
+    let patterns: Vec<&str> = matcher.split_whitespace().skip(2).collect();
+    let matches = |path: &str| {
+        patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => *p == path,
+        })
+    };
+    let router =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/mod.rs"))
+            .expect("console router");
+    let routes: Vec<String> = router
+        .split("\"/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|path| format!("/{path}").replace('{', "x").replace('}', ""))
+        .collect();
+    assert!(routes.len() > 20, "routes found: {routes:?}");
+    for route in &routes {
+        assert!(matches(route), "the Caddyfile does not serve {route}");
+    }
+    for private in ["/admin/v1/customers", "/metrics", "/healthz"] {
+        assert!(!matches(private), "the Caddyfile exposes {private}");
+    }
+}

@@ -10,6 +10,7 @@
 //! Every test has its own temp dir, ports and database and sets environment variables only on
 //! the processes it starts, so the binary passes under nextest and plain `cargo test` alike.
 
+#[macro_use]
 mod support;
 
 // One module per area; keep the list sorted.
@@ -17,6 +18,7 @@ mod admin;
 mod browser;
 mod cli;
 mod console;
+mod console_config;
 mod crash;
 mod deploy;
 mod e2e;

@@ -20,34 +20,8 @@ use tokio::net::TcpStream;
 
 use crate::support::{
     ADMIN_TOKEN, Backend, KEY, TestDb, TestGateway, error_reply, free_port, funded_customer, json,
-    now_ms, postgres_available, send_raw, status_of, temp_dir, wait_for,
+    now_ms, send_raw, status_of, temp_dir, wait_for,
 };
-
-/// One test per backend: `sqlite_<case>` and `postgres_<case>` (skipped with a note outside CI
-/// when no PostgreSQL is configured, failing in CI).
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if !super::postgres_available() {
-                        return;
-                    }
-                    super::$case(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     secrets_never_reach_the_logs,

@@ -217,6 +217,15 @@ impl Browser {
             .await;
     }
 
+    /// Clicks the submit button `button` (a form with several, like Preview and Save) and waits
+    /// for the page it leads to.
+    pub async fn press(&self, button: &str) {
+        self.mark_document().await;
+        self.click(button).await;
+        self.wait_for_new_document(&format!("the page after pressing {button:?}"))
+            .await;
+    }
+
     /// Like [`Browser::submit`], with the form's fields named `field` (hidden or not) taken out
     /// first: the request a forged or tampered form would send (a missing CSRF token, say).
     pub async fn submit_without(&self, form: &str, field: &str) {

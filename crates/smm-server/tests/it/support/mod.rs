@@ -13,6 +13,33 @@
 //! * [`browser`]: headless Chromium over WebDriver, for the web console's pages; skipped with
 //!   a note without Chromium and ChromeDriver — and failing under `CI=true`.
 
+/// One test per backend for each case, `sqlite::case` and `postgres::case`, calling
+/// `case(Backend)` of the invoking module (the PostgreSQL one returns at once when no
+/// `TEST_DATABASE_URL` is configured outside CI; see [`postgres_available`]).
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if !crate::support::postgres_available() {
+                        return;
+                    }
+                    super::$case(crate::support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 pub mod browser;
 pub mod gateway;
 pub mod process;
