@@ -591,7 +591,7 @@ async fn status(app: &App, customer: &Customer, target: Target) -> Reply {
 
 /// Records a refill request for one order, after the rules: the order exists and is the
 /// customer's, its service allows refills, and it has finished delivering.
-async fn refill_one(
+pub(crate) async fn refill_one(
     app: &App,
     customer: &Customer,
     order: Option<&Order>,
@@ -727,7 +727,7 @@ fn cancellable(app: &App, order: &Order) -> bool {
 /// cancel of an order on its way (`sending`, `ambiguous`) is accepted and recorded; the
 /// store forwards it once the order is upstream, or cancels and refunds the order here if it
 /// never gets there.
-async fn cancel_one(
+pub(crate) async fn cancel_one(
     app: &App,
     customer: &Customer,
     order: Option<&Order>,

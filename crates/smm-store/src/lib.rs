@@ -327,6 +327,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Orders on the attention list (ended upstream, refund unknown), oldest first.
     async fn attention_orders(&self, limit: u32) -> StoreResult<Vec<Order>>;
 
+    /// Every customer's order count and spend (charges less refunds), kept with each ledger
+    /// posting: no scan of the orders.
+    async fn customer_totals(&self) -> StoreResult<Vec<CustomerTotals>>;
+
     /// How many orders are on the attention list.
     async fn attention_count(&self) -> StoreResult<i64>;
 

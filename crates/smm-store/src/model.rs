@@ -82,6 +82,16 @@ pub struct Customer {
     pub created_at: Timestamp,
 }
 
+/// A customer's orders and spend, kept by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomerTotals {
+    pub customer: CustomerId,
+    /// Orders placed (each with its charge).
+    pub orders: i64,
+    /// Charges less refunds.
+    pub spent: Money,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCustomer {
     pub name: String,

@@ -473,13 +473,23 @@ where
                 p.amount
             )));
         }
+        // The customer's totals move with the balance: a charge is an order placed and spent,
+        // a refund is spend given back.
+        let (placed, spent) = match p.kind {
+            LedgerKind::Charge => (1_i64, -amount),
+            LedgerKind::Refund => (0, -amount),
+            LedgerKind::Deposit | LedgerKind::Adjustment => (0, 0),
+        };
         let balance_after: Option<i64> = sqlx::query_scalar::<D, i64>(
-            "UPDATE customers SET balance = balance + $1 \
+            "UPDATE customers SET balance = balance + $1, orders_placed = orders_placed + $4, \
+             spent = spent + $5 \
              WHERE id = $2 AND balance + $1 >= 0 AND balance + $1 <= $3 RETURNING balance",
         )
         .bind(amount)
         .bind(p.customer.0)
         .bind(Money::MAX.units())
+        .bind(placed)
+        .bind(spent)
         .fetch_optional(&mut *conn)
         .await?;
         let Some(balance_after) = balance_after else {
@@ -1843,6 +1853,22 @@ where
         .fetch_all(&self.reader)
         .await?;
         convert_all(rows)
+    }
+
+    async fn customer_totals(&self) -> StoreResult<Vec<CustomerTotals>> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as::<D, (i64, i64, i64)>(
+            "SELECT id, orders_placed, spent FROM customers ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, orders, spent)| CustomerTotals {
+                customer: CustomerId(id),
+                orders,
+                spent: Money::from_units(spent),
+            })
+            .collect())
     }
 
     async fn attention_count(&self) -> StoreResult<i64> {

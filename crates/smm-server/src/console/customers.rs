@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use smm_store::{AdminRole, CustomerStatus};
 
-use super::session::{Change, CsrfForm, Session};
+use super::session::{Change, CsrfForm, CsrfOnly, Session};
 use super::view::{Chrome, ConsoleError, PageResult, render, time};
 use crate::ops::{CustomerView, LedgerView, PricingView, WithKey};
 
@@ -15,13 +15,25 @@ use crate::ops::{CustomerView, LedgerView, PricingView, WithKey};
 #[template(path = "console/customers.html")]
 struct ListPage {
     chrome: Chrome,
-    customers: Vec<CustomerView>,
+    customers: Vec<(CustomerView, i64, smm_wire::Money)>,
     currency: String,
 }
 
 pub async fn list(session: Session) -> PageResult {
     let ops = session.ops();
-    let customers = ops.get().list_customers().await?;
+    let totals = ops.get().customer_totals().await?;
+    let customers = ops
+        .get()
+        .list_customers()
+        .await?
+        .into_iter()
+        .map(|c| {
+            let (orders, spent) = totals
+                .get(&c.id)
+                .map_or((0, smm_wire::Money::ZERO), |t| (t.orders, t.spent));
+            (c, orders, spent)
+        })
+        .collect();
     let page = ListPage {
         chrome: Chrome::new(&session, "customers"),
         customers,
@@ -184,18 +196,6 @@ pub async fn status(Path(id): Path<i64>, change: Change<StatusForm>) -> PageResu
 
 fn back_to(session: &Session, id: i64, result: Result<String, String>) -> Response {
     session.see_other(&format!("/customers/{id}"), result)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-impl CsrfForm for CsrfOnly {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 /// A new key, shown once on the answer to the POST; the old one stops working.

@@ -54,6 +54,8 @@ pub fn router() -> Router<Arc<App>> {
             post(orders::cancel_ambiguous),
         )
         .route("/orders/{id}/settle", post(orders::settle))
+        .route("/orders/{id}/refill", post(orders::refill))
+        .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/services", get(services::list))
         .route("/services/markup", post(services::markup))
         .route(

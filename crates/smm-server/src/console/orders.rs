@@ -1,13 +1,14 @@
 //! `/orders`: search and filter with keyset paging, the two work lists (ambiguous orders and
 //! orders whose refund no signal told), an order's page with its attempts, and the actions
-//! that resolve it: attach the upstream id, cancel with a full refund, settle a refund.
+//! that resolve it: attach the upstream id, cancel with a full refund, settle a refund; and a
+//! refill or a cancel asked for on the customer's behalf.
 
 use askama::Template;
 use axum::extract::{Path, Query};
 use serde::Deserialize;
 use smm_store::AdminRole;
 
-use super::session::{Change, CsrfForm, Session};
+use super::session::{Change, CsrfForm, CsrfOnly, Session};
 use super::view::{Chrome, PageResult, render, time, time_or_dash};
 use crate::ops::{AttemptView, OrderSearch, OrderView};
 
@@ -258,5 +259,27 @@ pub async fn settle(Path(id): Path<i64>, change: Change<ReasonForm>) -> PageResu
             format!("Settled; refunded {refund}")
         })
         .map_err(|e| e.to_string());
+    Ok(session.see_other(&format!("/orders/{id}"), result))
+}
+
+/// A refill asked for on the customer's behalf (the v2 rules decide, the v2 errors answer).
+pub async fn refill(Path(id): Path<i64>, change: Change<CsrfOnly>) -> PageResult {
+    let session = &change.session;
+    session.require(AdminRole::Operator, "ask for refills")?;
+    let result = crate::ops::on_behalf::refill(session.app(), session.actor(), id)
+        .await
+        .map(|refill| format!("Refill {refill} requested"))
+        .map_err(|e| format!("Refill refused: {e}"));
+    Ok(session.see_other(&format!("/orders/{id}"), result))
+}
+
+/// A cancel asked for on the customer's behalf (the v2 rules decide, the v2 errors answer).
+pub async fn cancel(Path(id): Path<i64>, change: Change<CsrfOnly>) -> PageResult {
+    let session = &change.session;
+    session.require(AdminRole::Operator, "cancel orders")?;
+    let result = crate::ops::on_behalf::cancel(session.app(), session.actor(), id)
+        .await
+        .map(|()| "Cancel requested".to_owned())
+        .map_err(|e| format!("Cancel refused: {e}"));
     Ok(session.see_other(&format!("/orders/{id}"), result))
 }

@@ -199,6 +199,19 @@ where
     }
 }
 
+/// A form with nothing but the CSRF token (a button).
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl CsrfForm for CsrfOnly {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// A form that switches something on or off (`enabled=true|false`).
 #[derive(Debug, Deserialize)]
 pub struct Toggle {

@@ -23,6 +23,7 @@ use crate::config::Settings;
 
 mod admins;
 pub mod config_file;
+pub mod on_behalf;
 pub mod overview;
 pub use admins::{AdminView, LoginRefusal, hash_password, verify_password};
 
@@ -411,6 +412,19 @@ impl Ops<'_> {
             customer: (&customer).into(),
             api_key: key,
         })
+    }
+
+    /// Each customer's order count and spend (charges less refunds), by customer id.
+    pub async fn customer_totals(
+        &self,
+    ) -> OpResult<std::collections::BTreeMap<i64, smm_store::CustomerTotals>> {
+        Ok(self
+            .store
+            .customer_totals()
+            .await?
+            .into_iter()
+            .map(|t| (t.customer.0, t))
+            .collect())
     }
 
     pub async fn list_customers(&self) -> OpResult<Vec<CustomerView>> {

@@ -27,6 +27,7 @@ both_backends!(
     an_ambiguous_order_is_resolved_with_its_refund,
     changes_without_the_csrf_token_or_the_role_are_refused,
     prices_keys_and_users_are_managed_from_the_console,
+    refills_and_cancels_are_asked_on_the_customers_behalf,
 );
 
 /// A gateway with console users `owner`, `operator` and `viewer` (one per role).
@@ -222,6 +223,13 @@ async fn every_page_renders_with_data(backend: Backend) {
     assert!(
         overview.contains(&format!("{} USD", charged.expect("sum"))),
         "revenue today: {overview}"
+    );
+    // The customer list's order count and spend, kept by the store.
+    browser.goto(&format!("{}/customers", gw.admin_url)).await;
+    assert_eq!(browser.text("#customers td.orders").await, "2");
+    assert_eq!(
+        browser.text("#customers td.spent").await,
+        format!("{} USD", charged.expect("sum"))
     );
     browser.close().await;
     gw.finish().await;
@@ -478,5 +486,116 @@ async fn prices_keys_and_users_are_managed_from_the_console(backend: Backend) {
         return;
     };
     carol.close().await;
+    gw.finish().await;
+}
+
+/// The v2 rules decide a refill or a cancel the staff asks for, and answer with the v2 errors:
+/// no refill before the order completed, no cancel on a service without cancels; then a refill
+/// of the completed order and a cancel of a cancellable one go through, audited.
+async fn refills_and_cancels_are_asked_on_the_customers_behalf(backend: Backend) {
+    use smm_panel_sim::Outcomes;
+    use smm_wire::{ErrorKind, OrderStatus};
+
+    let gw = gateway(backend).await;
+    // Alpha's service 4 takes refills, not cancels; service 2 takes cancels.
+    gw.set_outcomes("alpha", 4, Outcomes::always_completed());
+    let views = gw
+        .add_ok(&[
+            ("service", "4"),
+            ("link", "https://instagram.com/p/behalf"),
+            ("quantity", "1000"),
+        ])
+        .await;
+    let likes = gw
+        .add_ok(&[
+            ("service", "2"),
+            ("link", "https://instagram.com/p/behalf-2"),
+            ("quantity", "100"),
+        ])
+        .await;
+    gw.wait_forwarded(views).await;
+    gw.wait_forwarded(likes).await;
+    let Some(browser) = logged_in(&gw, "operator").await else {
+        return;
+    };
+    let page = format!("{}/orders/{}", gw.admin_url, views.0);
+    browser.goto(&page).await;
+    browser.submit("#refill-form").await;
+    assert!(
+        browser
+            .text(".flash.error")
+            .await
+            .contains(&format!("Refill refused: {}", ErrorKind::RefillNotAllowed)),
+        "{}",
+        browser.text("main").await
+    );
+    browser.submit("#cancel-order-form").await;
+    assert!(
+        browser
+            .text(".flash.error")
+            .await
+            .contains(&format!("Cancel refused: {}", ErrorKind::CancelDisabled)),
+        "{}",
+        browser.text("main").await
+    );
+
+    browser
+        .goto(&format!("{}/orders/{}", gw.admin_url, likes.0))
+        .await;
+    browser.submit("#cancel-order-form").await;
+    assert!(
+        browser
+            .text(".flash.notice")
+            .await
+            .contains("Cancel requested"),
+        "{}",
+        browser.text("main").await
+    );
+
+    gw.alpha().advance(std::time::Duration::from_secs(4 * 3600));
+    gw.make_polls_due().await;
+    gw.reconcile().await;
+    assert_eq!(gw.order(views).await.status, OrderStatus::Completed);
+    browser.goto(&page).await;
+    browser.submit("#refill-form").await;
+    let notice = browser.text(".flash.notice").await;
+    assert!(
+        notice.contains("Refill") && notice.contains("requested"),
+        "{notice}"
+    );
+    let refill: i64 = notice
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a refill id in {notice:?}"));
+    let refills = gw
+        .store()
+        .customer_refills(gw.customer, &[smm_store::RefillId(refill)])
+        .await
+        .expect("refills");
+    assert!(
+        refills.iter().any(|r| r.order_id == views),
+        "the refill is the customer's: {refills:?}"
+    );
+
+    let actions: Vec<String> = gw
+        .store()
+        .audit_log(50)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.actor == "console:operator")
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.contains(&"order.refill".to_owned()), "{actions:?}");
+    assert!(actions.contains(&"order.cancel".to_owned()), "{actions:?}");
+    browser.close().await;
+
+    let Some(viewer) = logged_in(&gw, "viewer").await else {
+        return;
+    };
+    viewer.goto(&page).await;
+    assert!(!viewer.page_source().await.contains("refill-form"));
+    viewer.close().await;
     gw.finish().await;
 }

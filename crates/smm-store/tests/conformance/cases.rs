@@ -77,6 +77,28 @@ async fn assert_books_balance(db: &Db, customer: CustomerId) {
     let sum = db.ledger_sum(customer).await.expect("ledger sum");
     assert_eq!(c.balance, sum, "balance must equal the ledger sum");
     assert!(!c.balance.is_negative());
+    // The kept totals equal what the orders say.
+    let orders = db
+        .list_orders(&OrderFilter {
+            customer_id: Some(customer),
+            limit: 100_000,
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("orders");
+    let spent = orders.iter().fold(Money::ZERO, |total, o| {
+        total
+            .checked_add(o.charge)
+            .and_then(|t| t.checked_sub(o.refunded))
+            .expect("no overflow")
+    });
+    let totals = db.customer_totals().await.expect("totals");
+    let kept = totals
+        .iter()
+        .find(|t| t.customer == customer)
+        .expect("the customer's totals");
+    assert_eq!(kept.orders, orders.len() as i64, "orders placed");
+    assert_eq!(kept.spent, spent, "spend = charges less refunds");
 }
 
 /// Places an order and takes it all the way to `sent` at `provider` with `upstream`.
