@@ -51,7 +51,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One pass: polls, refills, cancels. True when some provider had a full batch of polls due.
+/// One pass: polls, refills, cancels, and the aggregates' compaction. True when some provider had a full batch of polls due.
 pub async fn round(app: &App) -> bool {
     // Retired providers included: their orders keep reconciling.
     let runtime = app.runtime();
@@ -63,6 +63,10 @@ pub async fn round(app: &App) -> bool {
     forward_refills(app).await;
     poll_refills(app).await;
     forward_cancels(app).await;
+    // Keeps the console's order aggregates' pending deltas few (PostgreSQL).
+    if let Err(error) = app.store.compact_aggregates().await {
+        tracing::warn!(%error, "cannot fold the order aggregates' deltas");
+    }
     claimed.iter().any(|&n| n >= POLL_BATCH as usize)
 }
 

@@ -520,8 +520,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 
-    /// The money of every order placed since `since`, oldest first (the console's overview).
-    async fn order_money_since(&self, since: Timestamp) -> StoreResult<Vec<OrderMoney>>;
+    /// Folds the order aggregates' pending deltas into their totals (PostgreSQL; nothing to do
+    /// on SQLite). Readers add the deltas anyway: this only keeps them few. Run by the
+    /// reconciler every round.
+    async fn compact_aggregates(&self) -> StoreResult<()>;
+
+    /// What the orders placed since the UTC day holding `since` add up to, per day and per
+    /// provider (the console's overview). Kept by the database as orders are written
+    /// (migration 0010): a few rows per day, never a scan of the orders.
+    async fn order_totals_since(&self, since: Timestamp) -> StoreResult<OrderTotals>;
 
     // ---- console users and sessions ---------------------------------------------------------
 

@@ -561,15 +561,35 @@ pub struct AdminSession {
     pub expires_at: Timestamp,
 }
 
-/// What an order is worth to the business: for the console's revenue and profit figures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderMoney {
-    pub created_at: Timestamp,
-    pub charge: Money,
+/// One UTC day of placed orders, summed by the database as orders are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayTotals {
+    /// Midnight UTC of the day the orders were placed, ms since the epoch.
+    pub day_start: Timestamp,
+    pub orders: i64,
+    pub charged: Money,
     pub refunded: Money,
-    /// Where it was sent, and what it was expected to cost there (provider currency).
-    pub provider: Option<String>,
-    pub upstream_cost: Option<Decimal>,
+}
+
+/// The orders of one UTC day (of placement) sent to one provider, and what they were expected
+/// to cost there (provider currency, truncated to 8 decimals per order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderDayTotals {
+    pub day_start: Timestamp,
+    pub provider: String,
+    pub orders: i64,
+    pub cost: Decimal,
+    /// `cost` net of each order's refunded share (the upstream refunds what it did not
+    /// deliver as the gateway does).
+    pub kept_cost: Decimal,
+}
+
+/// The kept aggregates of the orders placed since a day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderTotals {
+    /// Oldest first; days without orders are missing.
+    pub days: Vec<DayTotals>,
+    pub providers: Vec<ProviderDayTotals>,
 }
 
 /// An admin action, recorded forever.

@@ -22,6 +22,29 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl Dialect for Postgres {
     const BACKEND: Backend = Backend::Postgres;
     const BEGIN: &'static str = "BEGIN";
+    /// Migration 0010's deltas folded into the totals, one table per statement.
+    const COMPACT_AGGREGATES: &'static [&'static str] = &[
+        "WITH d AS (DELETE FROM order_count_deltas RETURNING status, forward_state, orders) \
+         INSERT INTO order_counts (status, forward_state, orders) \
+         SELECT status, forward_state, SUM(orders) FROM d GROUP BY 1, 2 ORDER BY 1, 2 \
+         ON CONFLICT (status, forward_state) \
+         DO UPDATE SET orders = order_counts.orders + EXCLUDED.orders",
+        "WITH d AS (DELETE FROM order_day_deltas RETURNING day, orders, charged, refunded) \
+         INSERT INTO order_days (day, orders, charged, refunded) \
+         SELECT day, SUM(orders), SUM(charged), SUM(refunded) FROM d GROUP BY 1 ORDER BY 1 \
+         ON CONFLICT (day) DO UPDATE SET orders = order_days.orders + EXCLUDED.orders, \
+         charged = order_days.charged + EXCLUDED.charged, \
+         refunded = order_days.refunded + EXCLUDED.refunded",
+        "WITH d AS (DELETE FROM order_provider_day_deltas \
+         RETURNING day, provider, orders, cost_nanos, kept_cost_nanos) \
+         INSERT INTO order_provider_days (day, provider, orders, cost_nanos, kept_cost_nanos) \
+         SELECT day, provider, SUM(orders), SUM(cost_nanos), SUM(kept_cost_nanos) FROM d \
+         GROUP BY 1, 2 ORDER BY 1, 2 \
+         ON CONFLICT (day, provider) DO UPDATE \
+         SET orders = order_provider_days.orders + EXCLUDED.orders, \
+         cost_nanos = order_provider_days.cost_nanos + EXCLUDED.cost_nanos, \
+         kept_cost_nanos = order_provider_days.kept_cost_nanos + EXCLUDED.kept_cost_nanos",
+    ];
 
     fn word(name: &str, param: &str) -> String {
         match name {

@@ -68,6 +68,10 @@ pub trait Dialect: sqlx::Database {
     /// as text) changed; `None` where the database cannot notify other connections.
     const NOTIFY_CUSTOMER: Option<&'static str>;
 
+    /// The statements folding the order aggregates' deltas into their totals
+    /// ([`Store::compact_aggregates`]); empty where triggers update the totals directly.
+    const COMPACT_AGGREGATES: &'static [&'static str];
+
     /// Starts listening for those announcements ([`Store::customer_events`]).
     fn customer_events(pool: &Pool<Self>) -> Option<tokio::sync::mpsc::Receiver<CustomerEvent>>;
 }
@@ -1445,7 +1449,10 @@ where
 
     async fn count_by_status(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(sqlx::query_as::<D, (String, i64)>(
-            "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+            "SELECT status, CAST(SUM(orders) AS BIGINT) FROM (\
+             SELECT status, orders FROM order_counts UNION ALL \
+             SELECT status, orders FROM order_count_deltas) t \
+             GROUP BY status HAVING SUM(orders) > 0 ORDER BY status",
         )
         .fetch_all(&self.reader)
         .await?)
@@ -1453,7 +1460,10 @@ where
 
     async fn count_by_forward_state(&self) -> StoreResult<Vec<(ForwardState, i64)>> {
         let rows: Vec<(String, i64)> = sqlx::query_as::<D, (String, i64)>(
-            "SELECT forward_state, COUNT(*) FROM orders GROUP BY forward_state",
+            "SELECT forward_state, CAST(SUM(orders) AS BIGINT) FROM (\
+             SELECT forward_state, orders FROM order_counts UNION ALL \
+             SELECT forward_state, orders FROM order_count_deltas) t \
+             GROUP BY forward_state",
         )
         .fetch_all(&self.reader)
         .await?;
@@ -1853,6 +1863,15 @@ where
         .fetch_all(&self.reader)
         .await?;
         convert_all(rows)
+    }
+
+    async fn compact_aggregates(&self) -> StoreResult<()> {
+        // Each statement takes exactly the deltas it deletes, whoever appends meanwhile; the
+        // totals are updated in key order, so two compactions cannot deadlock.
+        for statement in D::COMPACT_AGGREGATES {
+            sqlx::query::<D>(*statement).execute(&self.writer).await?;
+        }
+        Ok(())
     }
 
     async fn customer_totals(&self) -> StoreResult<Vec<CustomerTotals>> {
@@ -2548,32 +2567,53 @@ where
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
-    async fn order_money_since(&self, since: Timestamp) -> StoreResult<Vec<OrderMoney>> {
-        type Row = (i64, i64, i64, Option<String>, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as::<D, Row>(
-            "SELECT created_at, charge, refunded, provider, upstream_cost FROM orders \
-             WHERE created_at >= $1 ORDER BY created_at",
+    async fn order_totals_since(&self, since: Timestamp) -> StoreResult<OrderTotals> {
+        const DAY_MS: i64 = 86_400_000;
+        let first = since.div_euclid(DAY_MS);
+        let days: Vec<(i64, i64, i64, i64)> = sqlx::query_as::<D, (i64, i64, i64, i64)>(
+            "SELECT day, CAST(SUM(orders) AS BIGINT), CAST(SUM(charged) AS BIGINT), \
+             CAST(SUM(refunded) AS BIGINT) FROM (\
+             SELECT day, orders, charged, refunded FROM order_days WHERE day >= $1 UNION ALL \
+             SELECT day, orders, charged, refunded FROM order_day_deltas WHERE day >= $1) t \
+             GROUP BY day HAVING SUM(orders) > 0 ORDER BY day",
         )
-        .bind(since)
+        .bind(first)
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|(created_at, charge, refunded, provider, cost)| {
-                let upstream_cost = cost
-                    .map(|text| {
-                        text.parse::<Decimal>()
-                            .map_err(|_| corrupt("upstream_cost", &text))
-                    })
-                    .transpose()?;
-                Ok(OrderMoney {
-                    created_at,
-                    charge: Money::from_units(charge),
+        type ProviderRow = (i64, String, i64, i64, i64);
+        let providers: Vec<ProviderRow> = sqlx::query_as::<D, ProviderRow>(
+            "SELECT day, provider, CAST(SUM(orders) AS BIGINT), CAST(SUM(cost_nanos) AS BIGINT), \
+             CAST(SUM(kept_cost_nanos) AS BIGINT) FROM (\
+             SELECT day, provider, orders, cost_nanos, kept_cost_nanos FROM order_provider_days \
+             WHERE day >= $1 UNION ALL \
+             SELECT day, provider, orders, cost_nanos, kept_cost_nanos \
+             FROM order_provider_day_deltas WHERE day >= $1) t \
+             GROUP BY day, provider HAVING SUM(orders) > 0 ORDER BY day, provider",
+        )
+        .bind(first)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(OrderTotals {
+            days: days
+                .into_iter()
+                .map(|(day, orders, charged, refunded)| DayTotals {
+                    day_start: day * DAY_MS,
+                    orders,
+                    charged: Money::from_units(charged),
                     refunded: Money::from_units(refunded),
-                    provider,
-                    upstream_cost,
                 })
-            })
-            .collect()
+                .collect(),
+            providers: providers
+                .into_iter()
+                .map(|(day, provider, orders, cost, kept)| ProviderDayTotals {
+                    day_start: day * DAY_MS,
+                    provider,
+                    orders,
+                    cost: Decimal::new(cost, 8),
+                    kept_cost: Decimal::new(kept, 8),
+                })
+                .collect(),
+        })
     }
 
     async fn create_admin(

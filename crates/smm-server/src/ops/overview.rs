@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
-use smm_store::{ForwardState, OrderMoney, Timestamp};
+use smm_store::{DayTotals, ForwardState, OrderTotals, ProviderDayTotals, Timestamp};
 use smm_wire::Money;
 
 use super::{OpResult, Ops};
@@ -104,48 +104,88 @@ pub fn providers(app: &App) -> Vec<ProviderLine> {
         .collect()
 }
 
-/// What an order cost upstream in the reseller's currency, net of the refunded share.
-fn net_cost(order: &OrderMoney, rate: impl Fn(&str) -> Option<Decimal>) -> Decimal {
-    let (Some(provider), Some(cost)) = (&order.provider, order.upstream_cost) else {
-        return Decimal::ZERO;
-    };
-    let Some(rate) = rate(provider) else {
-        return Decimal::ZERO;
-    };
-    let charge = order.charge.to_decimal();
-    if charge.is_zero() {
-        return Decimal::ZERO;
-    }
-    let kept = (order.charge.to_decimal() - order.refunded.to_decimal()).max(Decimal::ZERO);
-    cost.checked_mul(rate)
-        .and_then(|c| c.checked_mul(kept))
-        .and_then(|c| c.checked_div(charge))
-        .unwrap_or(Decimal::ZERO)
-}
-
 fn money(d: Decimal) -> Money {
     Money::from_decimal_round_up(d).unwrap_or(Money::MAX)
 }
 
-fn figures(label: &'static str, orders: &[(&OrderMoney, Decimal)]) -> PeriodFigures {
-    let mut charged = Money::ZERO;
-    let mut refunds = Money::ZERO;
-    let mut cost = Decimal::ZERO;
-    for (order, net) in orders {
-        charged = charged.checked_add(order.charge).unwrap_or(Money::MAX);
-        refunds = refunds.checked_add(order.refunded).unwrap_or(Money::MAX);
-        cost = cost.checked_add(*net).unwrap_or(Decimal::MAX);
+/// One day's or one period's sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sums {
+    orders: i64,
+    charged: Money,
+    refunded: Money,
+    /// The upstream cost net of refunded shares, in the reseller's currency.
+    cost: Decimal,
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) {
+        self.orders += other.orders;
+        self.charged = self
+            .charged
+            .checked_add(other.charged)
+            .unwrap_or(Money::MAX);
+        self.refunded = self
+            .refunded
+            .checked_add(other.refunded)
+            .unwrap_or(Money::MAX);
+        self.cost = self.cost.checked_add(other.cost).unwrap_or(Decimal::MAX);
     }
-    let revenue = charged.checked_sub(refunds).unwrap_or(Money::ZERO);
-    let cost = money(cost);
+}
+
+/// Each day's sums, the cost converted with each provider's `rate` (a provider no longer
+/// configured counts nothing).
+fn per_day(
+    totals: &OrderTotals,
+    rate: impl Fn(&str) -> Option<Decimal>,
+) -> BTreeMap<Timestamp, (Sums, BTreeMap<String, u64>)> {
+    let mut days: BTreeMap<Timestamp, (Sums, BTreeMap<String, u64>)> = BTreeMap::new();
+    for DayTotals {
+        day_start,
+        orders,
+        charged,
+        refunded,
+    } in &totals.days
+    {
+        days.entry(*day_start).or_default().0.add(&Sums {
+            orders: *orders,
+            charged: *charged,
+            refunded: *refunded,
+            cost: Decimal::ZERO,
+        });
+    }
+    for ProviderDayTotals {
+        day_start,
+        provider,
+        orders,
+        kept_cost,
+        ..
+    } in &totals.providers
+    {
+        let day = days.entry(*day_start).or_default();
+        let cost = rate(provider)
+            .and_then(|r| kept_cost.checked_mul(r))
+            .unwrap_or(Decimal::ZERO);
+        day.0.cost = day.0.cost.checked_add(cost).unwrap_or(Decimal::MAX);
+        *day.1.entry(provider.clone()).or_insert(0) += u64::try_from(*orders).unwrap_or(0);
+    }
+    days
+}
+
+fn figures(label: &'static str, sums: &Sums) -> PeriodFigures {
+    let revenue = sums
+        .charged
+        .checked_sub(sums.refunded)
+        .unwrap_or(Money::ZERO);
+    let cost = money(sums.cost);
     let profit = revenue.checked_sub(cost).unwrap_or(Money::ZERO);
     let margin_percent = (revenue > Money::ZERO)
         .then(|| (profit.to_decimal() * Decimal::from(100) / revenue.to_decimal()).round_dp(1));
     PeriodFigures {
         label,
-        orders: orders.len() as u64,
+        orders: u64::try_from(sums.orders).unwrap_or(0),
         revenue,
-        refunds,
+        refunds: sums.refunded,
         cost,
         profit,
         margin_percent,
@@ -153,21 +193,20 @@ fn figures(label: &'static str, orders: &[(&OrderMoney, Decimal)]) -> PeriodFigu
 }
 
 impl Ops<'_> {
-    /// The overview as of `now`. Reads the orders of the last [`DAYS`] days (by the
-    /// `orders_created` index) and the work lists' counts.
+    /// The overview as of `now`: the kept per-day aggregates of the last [`DAYS`] days and the
+    /// kept order counts; a few rows whatever the number of orders.
     pub async fn overview(&self, app: &App, now: Timestamp) -> OpResult<Overview> {
         let today = now - now.rem_euclid(DAY_MS);
         let first_day = today - (DAYS - 1) * DAY_MS;
-        let orders = self.store.order_money_since(first_day).await?;
+        let totals = self.store.order_totals_since(first_day).await?;
         let rate = |name: &str| self.settings.provider(name).map(|p| p.rate);
-        let priced: Vec<(&OrderMoney, Decimal)> =
-            orders.iter().map(|o| (o, net_cost(o, rate))).collect();
-        let since = |start: Timestamp| -> Vec<(&OrderMoney, Decimal)> {
-            priced
-                .iter()
-                .filter(|(o, _)| o.created_at >= start)
-                .copied()
-                .collect()
+        let by_day = per_day(&totals, rate);
+        let since = |start: Timestamp| {
+            let mut sums = Sums::default();
+            for (_, (day, _)) in by_day.range(start..) {
+                sums.add(day);
+            }
+            sums
         };
         let periods = vec![
             figures("Today", &since(today)),
@@ -177,18 +216,8 @@ impl Ops<'_> {
         let days = (0..DAYS)
             .map(|i| {
                 let start = first_day + i * DAY_MS;
-                let of_day: Vec<(&OrderMoney, Decimal)> = priced
-                    .iter()
-                    .filter(|(o, _)| o.created_at >= start && o.created_at < start + DAY_MS)
-                    .copied()
-                    .collect();
-                let f = figures("day", &of_day);
-                let mut orders_by_provider = BTreeMap::new();
-                for (order, _) in &of_day {
-                    if let Some(provider) = &order.provider {
-                        *orders_by_provider.entry(provider.clone()).or_insert(0) += 1;
-                    }
-                }
+                let (sums, orders_by_provider) = by_day.get(&start).cloned().unwrap_or_default();
+                let f = figures("day", &sums);
                 Day {
                     start,
                     revenue: f.revenue,
@@ -219,27 +248,36 @@ impl Ops<'_> {
 mod tests {
     use super::*;
 
-    fn order(charge: &str, refunded: &str, cost: Option<&str>) -> OrderMoney {
-        OrderMoney {
-            created_at: 0,
-            charge: charge.parse().expect("money"),
-            refunded: refunded.parse().expect("money"),
-            provider: cost.map(|_| "alpha".to_owned()),
-            upstream_cost: cost.map(|c| c.parse().expect("decimal")),
-        }
-    }
-
     #[test]
     fn cost_is_converted_and_net_of_the_refunded_share() {
-        let rate = |_: &str| Some(Decimal::new(2, 0));
-        // Charged 10, half refunded; cost 3 in the provider's money at rate 2: 6, half of it.
-        let half = order("10", "5", Some("3"));
-        assert_eq!(net_cost(&half, rate), Decimal::new(3, 0));
-        assert_eq!(net_cost(&order("10", "0", None), rate), Decimal::ZERO);
-        let f = figures("p", &[(&half, net_cost(&half, rate))]);
-        assert_eq!(f.revenue, "5".parse().expect("money"));
-        assert_eq!(f.cost, "3".parse().expect("money"));
-        assert_eq!(f.profit, "2".parse().expect("money"));
+        let money = |m: &str| m.parse::<Money>().expect("money");
+        let totals = OrderTotals {
+            days: vec![DayTotals {
+                day_start: DAY_MS,
+                orders: 2,
+                charged: money("10"),
+                refunded: money("5"),
+            }],
+            providers: vec![ProviderDayTotals {
+                day_start: DAY_MS,
+                provider: "alpha".into(),
+                orders: 1,
+                cost: Decimal::new(3, 0),
+                kept_cost: Decimal::new(15, 1),
+            }],
+        };
+        // Kept cost 1.5 in the provider's money at rate 2: 3.
+        let days = per_day(&totals, |_| Some(Decimal::new(2, 0)));
+        let (sums, by_provider) = &days[&DAY_MS];
+        assert_eq!(by_provider["alpha"], 1);
+        let f = figures("p", sums);
+        assert_eq!(f.orders, 2);
+        assert_eq!(f.revenue, money("5"));
+        assert_eq!(f.cost, money("3"));
+        assert_eq!(f.profit, money("2"));
         assert_eq!(f.margin_percent, Some(Decimal::new(400, 1)));
+        // A provider no longer configured counts no cost.
+        let days = per_day(&totals, |_| None);
+        assert_eq!(figures("p", &days[&DAY_MS].0).cost, Money::ZERO);
     }
 }
