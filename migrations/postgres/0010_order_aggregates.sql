@@ -57,6 +57,15 @@ CREATE TABLE order_provider_day_deltas (
     kept_cost_nanos BIGINT NOT NULL
 );
 
+-- Readers scan the delta tables whole: vacuum them after every thousand dead rows, whatever
+-- their size (the compaction deletes what it folds).
+ALTER TABLE order_count_deltas SET (autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_scale_factor = 0);
+ALTER TABLE order_day_deltas SET (autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_scale_factor = 0);
+ALTER TABLE order_provider_day_deltas SET (autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_scale_factor = 0);
+
 CREATE FUNCTION order_cost_nanos(cost TEXT) RETURNS BIGINT
 LANGUAGE sql IMMUTABLE AS $$ SELECT trunc(cost::numeric * 100000000)::bigint $$;
 
@@ -136,3 +145,4 @@ CREATE INDEX orders_status ON orders (status, id);
 CREATE INDEX orders_provider ON orders (provider, id) WHERE provider IS NOT NULL;
 CREATE INDEX orders_link ON orders (link, id) WHERE link IS NOT NULL;
 CREATE INDEX orders_forward_state ON orders (forward_state, id);
+CREATE INDEX orders_service ON orders (service_id, id);

@@ -150,3 +150,4 @@ CREATE INDEX orders_status ON orders (status, id);
 CREATE INDEX orders_provider ON orders (provider, id) WHERE provider IS NOT NULL;
 CREATE INDEX orders_link ON orders (link, id) WHERE link IS NOT NULL;
 CREATE INDEX orders_forward_state ON orders (forward_state, id);
+CREATE INDEX orders_service ON orders (service_id, id);

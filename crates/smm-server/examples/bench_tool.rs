@@ -14,6 +14,7 @@
 //!   the `status` calls made and the wall time from the first to the last.
 //! * `drain` — waits until the gateway's outbox is empty (no order `queued` or `sending`);
 //!   prints how long that took: the forwarding lag.
+//! * `compact` — folds the order aggregates' deltas into their totals (after a bulk seed).
 //! * `pg-create` / `pg-drop` — a PostgreSQL database for one run.
 //!
 //! ```sh
@@ -99,6 +100,12 @@ enum Command {
         #[arg(long)]
         db: String,
     },
+    /// Folds the order aggregates' deltas into their totals (what the reconciler does every
+    /// round; a bulk seed leaves a million of them on PostgreSQL) and prints how long it took.
+    Compact {
+        #[arg(long)]
+        db: String,
+    },
     /// Creates database `name` on the server of `admin` and prints its URL.
     PgCreate {
         #[arg(long)]
@@ -141,6 +148,12 @@ async fn main() -> Result<(), BoxError> {
         } => sweep(&sims, ids, Duration::from_secs(timeout_secs)).await,
         Command::Drain { db, timeout_secs } => drain(&db, Duration::from_secs(timeout_secs)).await,
         Command::DbStats { db } => db_stats(&db).await,
+        Command::Compact { db } => {
+            let started = Instant::now();
+            smm_store::connect(&db).await?.compact_aggregates().await?;
+            println!("compact_ms={}", started.elapsed().as_millis());
+            Ok(())
+        }
         Command::PgCreate { admin, name } => {
             println!("{}", smm_test_db::create_database(&admin, &name).await?);
             Ok(())
@@ -170,11 +183,11 @@ WITH RECURSIVE s(n) AS (
     SELECT CAST(1 AS BIGINT) UNION ALL SELECT n + 1 FROM s WHERE n < CAST($1 AS BIGINT)
 )
 INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, units, charge,
-    status, start_count, remains, provider, upstream_service, upstream_order_id, forward_state,
-    forward_attempts, forwarded_at, next_poll_at, created_at, updated_at)
+    status, start_count, remains, provider, upstream_service, upstream_order_id, upstream_cost,
+    forward_state, forward_attempts, forwarded_at, next_poll_at, created_at, updated_at)
 SELECT $2, $3, 'Default',
     '{\"type\":\"default\",\"link\":\"https://x.test/p\",\"quantity\":100,\"drip_feed\":null}',
-    'https://x.test/p', 100, 100, $4, $5, 0, $6, $7, '1', $8 || CAST(n + $9 AS TEXT), 'sent', 1,
+    'https://x.test/p', 100, 100, $4, $5, 0, $6, $7, '1', $8 || CAST(n + $9 AS TEXT), '0.075', 'sent', 1,
     $10, $11, $10, $10
 FROM s";
 

@@ -111,6 +111,15 @@ pub enum OrderCommand {
         provider: Option<String>,
         #[arg(long)]
         link: Option<String>,
+        /// The local service id ordered.
+        #[arg(long)]
+        service: Option<i64>,
+        /// Placed on or after this day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Placed on or before this day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        to: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -499,6 +508,9 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
             forward_state,
             provider,
             link,
+            service,
+            from,
+            to,
             limit,
         } => {
             let orders = ops
@@ -508,6 +520,9 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
                     forward_state,
                     provider,
                     link,
+                    service,
+                    from,
+                    to,
                     before: None,
                     limit: Some(limit),
                 })

@@ -520,6 +520,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 
+    /// The entries `filter` lets through, newest first.
+    async fn search_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+
+    /// The order's status changes, ledger rows, refills and cancel request (the console's
+    /// timeline of an order).
+    async fn order_timeline(&self, order: OrderId) -> StoreResult<OrderTimeline>;
+
+    /// Orders still `queued` or `sending` that were placed before `before`: stuck on their way
+    /// upstream (the console's attention list).
+    async fn stuck_orders_count(&self, before: Timestamp) -> StoreResult<i64>;
+
     /// Folds the order aggregates' pending deltas into their totals (PostgreSQL; nothing to do
     /// on SQLite). Readers add the deltas anyway: this only keeps them few. Run by the
     /// reconciler every round.

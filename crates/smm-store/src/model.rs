@@ -561,6 +561,25 @@ pub struct AdminSession {
     pub expires_at: Timestamp,
 }
 
+/// A change of an order's status or forwarding state, as recorded (migration 0011).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEvent {
+    pub at: Timestamp,
+    /// The status column's word (`Unknown` for a status the gateway does not know).
+    pub status: String,
+    pub forward_state: ForwardState,
+}
+
+/// Everything that happened to an order besides its upstream attempts: its status changes,
+/// its ledger rows (charge, refund), its refills and its cancel request. Oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderTimeline {
+    pub events: Vec<OrderEvent>,
+    pub ledger: Vec<LedgerEntry>,
+    pub refills: Vec<Refill>,
+    pub cancel: Option<CancelRequest>,
+}
+
 /// One UTC day of placed orders, summed by the database as orders are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DayTotals {
@@ -604,6 +623,20 @@ pub struct AuditEntry {
     pub created_at: Timestamp,
 }
 
+/// Filters for searching the audit log. `None` means any; texts match as prefixes
+/// (`console:` finds every console user, `order:12` that order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// Recorded at or after this.
+    pub from: Option<Timestamp>,
+    /// Recorded before this.
+    pub before: Option<Timestamp>,
+    pub limit: u32,
+}
+
 /// Filters for listing orders. `None` means any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFilter {
@@ -614,6 +647,12 @@ pub struct OrderFilter {
     pub status: Option<OrderStatus>,
     pub provider: Option<String>,
     pub link: Option<String>,
+    /// The local service ordered.
+    pub service_id: Option<ServiceId>,
+    /// Placed at or after this.
+    pub created_from: Option<Timestamp>,
+    /// Placed before this.
+    pub created_before: Option<Timestamp>,
     /// Only orders with an id below this (for paging backwards from the newest).
     pub before_id: Option<OrderId>,
     pub limit: u32,

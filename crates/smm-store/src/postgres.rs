@@ -22,6 +22,8 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl Dialect for Postgres {
     const BACKEND: Backend = Backend::Postgres;
     const BEGIN: &'static str = "BEGIN";
+    const VACUUM_AGGREGATES: &'static [&'static str] =
+        &["VACUUM order_count_deltas, order_day_deltas, order_provider_day_deltas"];
     /// Migration 0010's deltas folded into the totals, one table per statement.
     const COMPACT_AGGREGATES: &'static [&'static str] = &[
         "WITH d AS (DELETE FROM order_count_deltas RETURNING status, forward_state, orders) \

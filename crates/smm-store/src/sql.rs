@@ -71,6 +71,8 @@ pub trait Dialect: sqlx::Database {
     /// The statements folding the order aggregates' deltas into their totals
     /// ([`Store::compact_aggregates`]); empty where triggers update the totals directly.
     const COMPACT_AGGREGATES: &'static [&'static str];
+    /// Clears the dead rows a big compaction leaves.
+    const VACUUM_AGGREGATES: &'static [&'static str];
 
     /// Starts listening for those announcements ([`Store::customer_events`]).
     fn customer_events(pool: &Pool<Self>) -> Option<tokio::sync::mpsc::Receiver<CustomerEvent>>;
@@ -1437,6 +1439,15 @@ where
         if let Some(link) = &filter.link {
             query.push(" AND link = ").push_bind(link.clone());
         }
+        if let Some(service) = filter.service_id {
+            query.push(" AND service_id = ").push_bind(service.0);
+        }
+        if let Some(from) = filter.created_from {
+            query.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(before) = filter.created_before {
+            query.push(" AND created_at < ").push_bind(before);
+        }
         if let Some(before) = filter.before_id {
             query.push(" AND id < ").push_bind(before.0);
         }
@@ -1865,11 +1876,80 @@ where
         convert_all(rows)
     }
 
+    async fn order_timeline(&self, order: OrderId) -> StoreResult<OrderTimeline> {
+        let events: Vec<(i64, String, String)> = sqlx::query_as::<D, (i64, String, String)>(
+            "SELECT at, status, forward_state FROM order_events WHERE order_id = $1 ORDER BY id",
+        )
+        .bind(order.0)
+        .fetch_all(&self.reader)
+        .await?;
+        let events = events
+            .into_iter()
+            .map(|(at, status, state)| {
+                Ok(OrderEvent {
+                    at,
+                    status,
+                    forward_state: crate::rows::forward_state(&state)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let ledger = sqlx::query_as::<D, LedgerRow>(concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE order_id = $1 ORDER BY id"
+        ))
+        .bind(order.0)
+        .fetch_all(&self.reader)
+        .await?;
+        let refills = sqlx::query_as::<D, RefillRow>(concat!(
+            "SELECT ",
+            refill_columns!(),
+            " FROM refills WHERE order_id = $1 ORDER BY id"
+        ))
+        .bind(order.0)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut conn = self.reader.acquire().await?;
+        let cancel = Self::cancel_request_of(&mut conn, order).await?;
+        Ok(OrderTimeline {
+            events,
+            ledger: convert_all(ledger)?,
+            refills: convert_all(refills)?,
+            cancel,
+        })
+    }
+
+    async fn stuck_orders_count(&self, before: Timestamp) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar::<D, i64>(
+            "SELECT COUNT(*) FROM orders WHERE forward_state IN ('queued', 'sending') \
+             AND created_at < $1",
+        )
+        .bind(before)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
     async fn compact_aggregates(&self) -> StoreResult<()> {
         // Each statement takes exactly the deltas it deletes, whoever appends meanwhile; the
         // totals are updated in key order, so two compactions cannot deadlock.
+        if D::COMPACT_AGGREGATES.is_empty() {
+            return Ok(());
+        }
+        let folded: i64 = sqlx::query_scalar::<D, i64>(
+            "SELECT (SELECT COUNT(*) FROM order_count_deltas) \
+             + (SELECT COUNT(*) FROM order_day_deltas)",
+        )
+        .fetch_one(&self.writer)
+        .await?;
         for statement in D::COMPACT_AGGREGATES {
             sqlx::query::<D>(*statement).execute(&self.writer).await?;
+        }
+        // A big fold (a bulk import) leaves as many dead rows, which readers would scan until
+        // autovacuum came by: clear them now.
+        if folded > 10_000 {
+            for statement in D::VACUUM_AGGREGATES {
+                sqlx::query::<D>(*statement).execute(&self.writer).await?;
+            }
         }
         Ok(())
     }
@@ -2564,6 +2644,40 @@ where
         .bind(limit_or_default(limit))
         .fetch_all(&self.reader)
         .await?;
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
+    }
+
+    async fn search_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let mut query = QueryBuilder::<D>::new(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE 1 = 1"
+        ));
+        // Prefixes compared with substr and length: the same on both databases (LIKE is
+        // case-insensitive on SQLite only, and would need its wildcards escaped).
+        for (column, prefix) in [
+            ("actor", &filter.actor),
+            ("action", &filter.action),
+            ("target", &filter.target),
+        ] {
+            if let Some(prefix) = prefix {
+                query
+                    .push(format!(" AND substr({column}, 1, CAST("))
+                    .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+                    .push(" AS INTEGER)) = ")
+                    .push_bind(prefix.clone());
+            }
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(before) = filter.before {
+            query.push(" AND created_at < ").push_bind(before);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit_or_default(filter.limit));
+        let rows: Vec<AuditRow> = query.build_query_as().fetch_all(&self.reader).await?;
         Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 

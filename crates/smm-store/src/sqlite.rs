@@ -40,6 +40,7 @@ impl Dialect for Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     /// The one writer's triggers update the totals directly (migration 0010).
     const COMPACT_AGGREGATES: &'static [&'static str] = &[];
+    const VACUUM_AGGREGATES: &'static [&'static str] = &[];
 
     fn word(name: &str, param: &str) -> String {
         match name {

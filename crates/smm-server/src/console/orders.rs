@@ -26,6 +26,14 @@ pub struct Filter {
     #[serde(default)]
     link: String,
     #[serde(default)]
+    service: String,
+    /// Placed on or after this day (`YYYY-MM-DD`).
+    #[serde(default)]
+    from: String,
+    /// Placed on or before this day.
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
     before: String,
     /// `attention`: the orders waiting for a person to settle their refund.
     #[serde(default)]
@@ -74,6 +82,9 @@ pub async fn list(session: Session, Query(filter): Query<Filter>) -> PageResult 
                 forward_state: given(&filter.forward_state),
                 provider: given(&filter.provider),
                 link: given(&filter.link),
+                service: number("service", &filter.service)?,
+                from: given(&filter.from),
+                to: given(&filter.to),
                 before: number("before", &filter.before)?,
                 limit: Some(PAGE),
             })
@@ -102,6 +113,9 @@ pub async fn list(session: Session, Query(filter): Query<Filter>) -> PageResult 
                 .append_pair("forward_state", &filter.forward_state)
                 .append_pair("provider", &filter.provider)
                 .append_pair("link", &filter.link)
+                .append_pair("service", &filter.service)
+                .append_pair("from", &filter.from)
+                .append_pair("to", &filter.to)
                 .append_pair("before", &last.to_string())
                 .finish()
         });
@@ -135,6 +149,7 @@ struct ShowPage {
     params: String,
     attempts: Vec<(AttemptView, String, String)>,
     times: Vec<(&'static str, String)>,
+    timeline: Vec<(String, String)>,
     providers: Vec<String>,
 }
 
@@ -142,6 +157,11 @@ pub async fn show(session: Session, Path(id): Path<i64>) -> PageResult {
     let ops = session.ops();
     let detail = ops.get().order(id).await?;
     let order = detail.order;
+    let timeline = detail
+        .timeline
+        .into_iter()
+        .map(|e| (time(e.at), e.what))
+        .collect();
     let attempts = detail
         .attempts
         .into_iter()
@@ -169,6 +189,7 @@ pub async fn show(session: Session, Path(id): Path<i64>) -> PageResult {
         order,
         attempts,
         times,
+        timeline,
         providers,
     };
     Ok(render(&page, &session))

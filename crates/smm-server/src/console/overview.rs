@@ -98,6 +98,7 @@ struct Page {
     money_chart: Chart,
     provider_chart: Chart,
     syncs: Vec<String>,
+    stuck_minutes: i64,
 }
 
 pub async fn page(session: Session) -> PageResult {
@@ -152,6 +153,7 @@ pub async fn page(session: Session) -> PageResult {
         money_chart,
         provider_chart,
         syncs,
+        stuck_minutes: crate::ops::overview::STUCK_MINUTES,
     };
     Ok(render(&page, &session))
 }

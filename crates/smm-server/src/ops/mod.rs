@@ -257,6 +257,89 @@ impl From<&ForwardAttempt> for AttemptView {
 pub struct OrderDetail {
     pub order: OrderView,
     pub attempts: Vec<AttemptView>,
+    /// Placed, status changes, charge and refund, refills and the cancel request, oldest
+    /// first (the upstream attempts are in `attempts`).
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One moment of an order's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub what: String,
+}
+
+fn timeline(order: &Order, t: &smm_store::OrderTimeline) -> Vec<TimelineEntry> {
+    let mut entries = vec![TimelineEntry {
+        at: order.created_at,
+        what: format!("placed, charged {}", order.charge),
+    }];
+    for e in &t.events {
+        entries.push(TimelineEntry {
+            at: e.at,
+            what: format!(
+                "status {}, forwarding {}",
+                e.status,
+                e.forward_state.as_str()
+            ),
+        });
+    }
+    for l in &t.ledger {
+        entries.push(TimelineEntry {
+            at: l.created_at,
+            what: format!(
+                "{} {}: {} (by {})",
+                l.kind.as_str(),
+                l.amount,
+                l.reason,
+                l.actor
+            ),
+        });
+    }
+    for r in &t.refills {
+        entries.push(TimelineEntry {
+            at: r.created_at,
+            what: format!("refill {} requested", r.id.0),
+        });
+        if r.updated_at > r.created_at {
+            entries.push(TimelineEntry {
+                at: r.updated_at,
+                what: format!(
+                    "refill {}: {}, forwarding {}{}",
+                    r.id.0,
+                    r.status.as_str(),
+                    r.forward_state.as_str(),
+                    r.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    if let Some(c) = &t.cancel {
+        entries.push(TimelineEntry {
+            at: c.created_at,
+            what: "cancel requested".into(),
+        });
+        if c.updated_at > c.created_at {
+            entries.push(TimelineEntry {
+                at: c.updated_at,
+                what: format!(
+                    "cancel: forwarding {}{}",
+                    c.forward_state.as_str(),
+                    c.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+    }
+    // Oldest first; at the same moment, in the order recorded above.
+    entries.sort_by_key(|e| e.at);
+    entries
 }
 
 /// One audited admin action.
@@ -299,10 +382,37 @@ pub struct OrderSearch {
     pub forward_state: Option<String>,
     pub provider: Option<String>,
     pub link: Option<String>,
+    /// The local service id ordered.
+    pub service: Option<i64>,
+    /// Placed on or after this day (`YYYY-MM-DD`, UTC).
+    pub from: Option<String>,
+    /// Placed on or before this day (`YYYY-MM-DD`, UTC).
+    pub to: Option<String>,
     /// Only orders with a smaller id (paging backwards).
     pub before: Option<i64>,
     /// At most this many (default 100, at most 1,000).
     pub limit: Option<u32>,
+}
+
+/// Midnight UTC of `YYYY-MM-DD`, in ms since the epoch.
+pub fn day_start(field: &str, text: &str) -> OpResult<i64> {
+    let invalid = || {
+        OpError::Invalid(format!(
+            "{field} must be a day like 2026-12-31, not {text:?}"
+        ))
+    };
+    let mut parts = text.trim().splitn(3, '-');
+    let mut next = || parts.next().and_then(|p| p.parse::<i32>().ok());
+    let (Some(year), Some(month), Some(day)) = (next(), next(), next()) else {
+        return Err(invalid());
+    };
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .ok_or_else(invalid)?;
+    let day = u8::try_from(day).map_err(|_| invalid())?;
+    let date = time::Date::from_calendar_date(year, month, day).map_err(|_| invalid())?;
+    Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
 /// One line of a customer's price list preview.
@@ -552,6 +662,17 @@ impl Ops<'_> {
                 status,
                 provider: search.provider.clone(),
                 link: search.link.clone(),
+                service_id: search.service.map(ServiceId),
+                created_from: search
+                    .from
+                    .as_deref()
+                    .map(|d| day_start("from", d))
+                    .transpose()?,
+                created_before: search
+                    .to
+                    .as_deref()
+                    .map(|d| day_start("to", d).map(|t| t + 86_400_000))
+                    .transpose()?,
                 before_id: search.before.map(OrderId),
                 limit: search.limit.unwrap_or(100).clamp(1, 1000),
             })
@@ -583,7 +704,9 @@ impl Ops<'_> {
     pub async fn order(&self, id: i64) -> OpResult<OrderDetail> {
         let order = self.store.order(OrderId(id)).await?;
         let attempts = self.store.attempts(order.id).await?;
+        let events = self.store.order_timeline(order.id).await?;
         Ok(OrderDetail {
+            timeline: timeline(&order, &events),
             order: (&order).into(),
             attempts: attempts.iter().map(AttemptView::from).collect(),
         })
@@ -650,6 +773,41 @@ impl Ops<'_> {
     }
 
     /// The audit log, newest first.
+    /// The audit entries matching every given prefix (actor, action, target) and day range
+    /// (`YYYY-MM-DD`, UTC, both ends included), newest first, at most `limit`.
+    pub async fn search_audit(
+        &self,
+        actor: Option<&str>,
+        action: Option<&str>,
+        target: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: u32,
+    ) -> OpResult<Vec<AuditView>> {
+        let text = |t: Option<&str>| {
+            t.map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
+        let filter = smm_store::AuditFilter {
+            actor: text(actor),
+            action: text(action),
+            target: text(target),
+            from: text(from).map(|d| day_start("from", &d)).transpose()?,
+            before: text(to)
+                .map(|d| day_start("to", &d).map(|t| t + 86_400_000))
+                .transpose()?,
+            limit: limit.clamp(1, 1000),
+        };
+        Ok(self
+            .store
+            .search_audit(&filter)
+            .await?
+            .iter()
+            .map(AuditView::from)
+            .collect())
+    }
+
     pub async fn audit(&self, limit: u32) -> OpResult<Vec<AuditView>> {
         Ok(self
             .store

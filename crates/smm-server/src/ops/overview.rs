@@ -14,6 +14,8 @@ use crate::app::App;
 const DAY_MS: i64 = 86_400_000;
 /// The longest period shown, in days (the charts cover it too).
 pub const DAYS: i64 = 30;
+/// An order not yet accepted upstream this long after it was placed is stuck.
+pub const STUCK_MINUTES: i64 = 10;
 
 /// Money earned over one period: what customers paid net of refunds, what the upstreams were
 /// expected to cost for it, and the difference.
@@ -57,6 +59,9 @@ pub struct ProviderLine {
     pub currency: String,
     /// The balance is below the configured `low_balance`.
     pub low_balance: bool,
+    /// Enabled, and its catalog not synced for two sync intervals (or never): its prices and
+    /// services may be out of date.
+    pub sync_stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,12 +77,17 @@ pub struct Overview {
     pub ambiguous: i64,
     /// Orders whose refund share no signal told.
     pub attention: i64,
+    /// Orders still on their way upstream [`STUCK_MINUTES`] after they were placed.
+    pub stuck: i64,
     pub providers: Vec<ProviderLine>,
 }
 
 /// The providers as the console and the admin API show them.
 pub fn providers(app: &App) -> Vec<ProviderLine> {
     let runtime = app.runtime();
+    let stale_after = i64::try_from(runtime.settings.sync.services_interval_secs)
+        .unwrap_or(i64::MAX / 2_000)
+        .saturating_mul(2_000);
     runtime
         .providers
         .iter()
@@ -99,6 +109,11 @@ pub fn providers(app: &App) -> Vec<ProviderLine> {
                     .and_then(|s| s.currency.clone())
                     .unwrap_or_else(|| runtime.settings.server.currency.clone()),
                 low_balance: matches!((balance, low), (Some(b), Some(l)) if b < l),
+                sync_stale: p.enabled
+                    && !runtime.retired.contains(name)
+                    && app
+                        .last_sync(name)
+                        .is_none_or(|at| crate::app::now_ms().saturating_sub(at) > stale_after),
             }
         })
         .collect()
@@ -239,6 +254,10 @@ impl Ops<'_> {
             by_forward_state,
             ambiguous,
             attention: self.store.attention_count().await?,
+            stuck: self
+                .store
+                .stuck_orders_count(now - STUCK_MINUTES * 60_000)
+                .await?,
             providers: providers(app),
         })
     }

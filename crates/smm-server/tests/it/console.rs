@@ -224,6 +224,53 @@ async fn every_page_renders_with_data(backend: Backend) {
         overview.contains(&format!("{} USD", charged.expect("sum"))),
         "revenue today: {overview}"
     );
+    // The order search by day placed and by service.
+    let today = time::OffsetDateTime::now_utc().date();
+    let today = format!(
+        "{:04}-{:02}-{:02}",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    );
+    let search = |query: String| {
+        let browser = &browser;
+        let url = format!("{}/orders?{query}", gw.admin_url);
+        async move {
+            browser.goto(&url).await;
+            browser.text("main").await
+        }
+    };
+    assert!(
+        search(format!("from={today}&to={today}&service=1"))
+            .await
+            .contains("/p/two")
+    );
+    assert!(!search("to=2000-01-01".into()).await.contains("/p/two"));
+    assert!(!search("service=2".into()).await.contains("/p/two"));
+    assert!(
+        search("from=yesterday".into())
+            .await
+            .contains("from must be a day")
+    );
+    // The audit log, searched in the database.
+    let audit = |query: String| {
+        let browser = &browser;
+        let url = format!("{}/audit?{query}", gw.admin_url);
+        async move {
+            browser.goto(&url).await;
+            browser.text("main").await
+        }
+    };
+    let logins = format!("actor=console:&action=admin.login&from={today}&to={today}");
+    assert!(audit(logins).await.contains("console:viewer"));
+    assert!(!audit("actor=cli:".into()).await.contains("admin.login"));
+    let long_ago = "action=admin.login&to=2000-01-01".to_owned();
+    assert!(!audit(long_ago).await.contains("console:viewer"));
+    assert!(
+        audit("to=someday".into())
+            .await
+            .contains("to must be a day")
+    );
     // The customer list's order count and spend, kept by the store.
     browser.goto(&format!("{}/customers", gw.admin_url)).await;
     assert_eq!(browser.text("#customers td.orders").await, "2");
@@ -324,6 +371,11 @@ async fn an_ambiguous_order_is_resolved_with_its_refund(backend: Backend) {
         browser.text("main").await
     );
     assert_eq!(browser.text("#refunded").await, charge.to_string());
+    // The timeline shows the send that went nowhere known, and the refund with its reason.
+    let timeline = browser.text("#order-timeline").await;
+    assert!(timeline.contains("forwarding ambiguous"), "{timeline}");
+    assert!(timeline.contains(&format!("refund {charge}")), "{timeline}");
+    assert!(timeline.contains("by console:operator"), "{timeline}");
     assert_eq!(
         gw.balance().await,
         START_BALANCE,
@@ -577,6 +629,18 @@ async fn refills_and_cancels_are_asked_on_the_customers_behalf(backend: Backend)
         refills.iter().any(|r| r.order_id == views),
         "the refill is the customer's: {refills:?}"
     );
+    // The order's timeline: placed and charged, sent, completed, the refill.
+    browser.goto(&page).await;
+    let timeline = browser.text("#order-timeline").await;
+    for step in [
+        "placed, charged".to_owned(),
+        "charge -".to_owned(),
+        "forwarding sent".to_owned(),
+        "status Completed".to_owned(),
+        format!("refill {refill} requested"),
+    ] {
+        assert!(timeline.contains(&step), "{step:?} in {timeline}");
+    }
 
     let actions: Vec<String> = gw
         .store()

@@ -290,6 +290,32 @@ async fn a_provider_is_added_synced_called_and_disabled(backend: Backend) {
     assert!(!text.contains(DEMO_KEY), "no key in the config file");
     assert!(!browser.page_source().await.contains(DEMO_KEY));
 
+    // Edit its rate: the config file and the running settings follow; the key stays.
+    browser.click("#provider-gamma summary").await;
+    browser.fill("#rate-gamma", "2").await;
+    browser.submit("#provider-gamma .edit-form").await;
+    assert!(
+        browser
+            .text(".flash.notice")
+            .await
+            .contains("gamma changed"),
+        "{}",
+        browser.text("main").await
+    );
+    let gamma_now = gw
+        .app()
+        .settings()
+        .provider("gamma")
+        .cloned()
+        .expect("gamma");
+    assert_eq!(gamma_now.rate, Decimal::new(2, 0));
+    assert_eq!(
+        gamma_now.key_file.as_ref(),
+        Some(&key_file),
+        "the key is kept"
+    );
+    assert!(file_text(&file).contains("rate = \"2\""));
+
     // "Call it now", then disable it.
     browser.submit("#provider-gamma .test-form").await;
     assert!(

@@ -1854,6 +1854,57 @@ pub async fn listing_and_counts(db: Db) {
         rest.iter().map(|o| o.id).collect::<Vec<_>>(),
         vec![ids[1], ids[0]]
     );
+    // Six still queued, placed at T0; the sent one is not stuck.
+    assert_eq!(db.stuck_orders_count(T0 + 1).await, Ok(6));
+    assert_eq!(db.stuck_orders_count(T0).await, Ok(0));
+    // By service and by the day placed (all were placed at T0; the service is the one
+    // `new_order` gives).
+    let service = theirs.service_id;
+    let count = |filter: OrderFilter| {
+        let db = db.clone();
+        async move { db.list_orders(&filter).await.expect("list").len() }
+    };
+    assert_eq!(
+        count(OrderFilter {
+            service_id: Some(service),
+            ..OrderFilter::default()
+        })
+        .await,
+        7
+    );
+    assert_eq!(
+        count(OrderFilter {
+            service_id: Some(ServiceId(service.0 + 1)),
+            ..OrderFilter::default()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        count(OrderFilter {
+            created_from: Some(T0),
+            created_before: Some(T0 + 1),
+            ..OrderFilter::default()
+        })
+        .await,
+        7
+    );
+    assert_eq!(
+        count(OrderFilter {
+            created_before: Some(T0),
+            ..OrderFilter::default()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        count(OrderFilter {
+            created_from: Some(T0 + 1),
+            ..OrderFilter::default()
+        })
+        .await,
+        0
+    );
     let by_provider = db
         .list_orders(&OrderFilter {
             provider: Some("alpha".into()),
@@ -1914,6 +1965,112 @@ pub async fn audit_log(db: Db) {
     assert_eq!(log[1].after.as_deref(), Some("{\"v\":2}"));
     assert_eq!(log[1].actor, "ops");
     assert_eq!(log[1].created_at, T0);
+
+    // Searched by prefixes and time, the same on both databases (case counts; `%` and `_`
+    // are plain characters).
+    db.audit(
+        "console:Ann",
+        "order.cancel",
+        "order:12",
+        None,
+        None,
+        T0 + 2,
+    )
+    .await
+    .expect("audit");
+    db.audit(
+        "console:bob",
+        "order.refill",
+        "order:123",
+        None,
+        None,
+        T0 + 3,
+    )
+    .await
+    .expect("audit");
+    db.audit("cli:%_", "config.edit", "config", None, None, T0 + 4)
+        .await
+        .expect("audit");
+    let found = |filter: AuditFilter| {
+        let db = db.clone();
+        async move {
+            db.search_audit(&AuditFilter {
+                limit: 100,
+                ..filter
+            })
+            .await
+            .expect("search")
+            .into_iter()
+            .map(|e| e.created_at - T0)
+            .collect::<Vec<_>>()
+        }
+    };
+    let text = |t: &str| Some(t.to_owned());
+    assert_eq!(
+        found(AuditFilter {
+            actor: text("console:"),
+            ..AuditFilter::default()
+        })
+        .await,
+        [3, 2]
+    );
+    assert_eq!(
+        found(AuditFilter {
+            actor: text("console:a"),
+            ..AuditFilter::default()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        found(AuditFilter {
+            actor: text("cli:%"),
+            ..AuditFilter::default()
+        })
+        .await,
+        [4]
+    );
+    assert_eq!(
+        found(AuditFilter {
+            actor: text("cli:_x"),
+            ..AuditFilter::default()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        found(AuditFilter {
+            target: text("order:12"),
+            ..AuditFilter::default()
+        })
+        .await,
+        [3, 2]
+    );
+    assert_eq!(
+        found(AuditFilter {
+            target: text("order:123"),
+            ..AuditFilter::default()
+        })
+        .await,
+        [3]
+    );
+    assert_eq!(
+        found(AuditFilter {
+            action: text("config."),
+            ..AuditFilter::default()
+        })
+        .await,
+        [4, 1, 0]
+    );
+    assert_eq!(
+        found(AuditFilter {
+            from: Some(T0 + 1),
+            before: Some(T0 + 3),
+            ..AuditFilter::default()
+        })
+        .await,
+        [2, 1]
+    );
 }
 
 pub async fn provider_catalogs_are_kept(db: Db) {
