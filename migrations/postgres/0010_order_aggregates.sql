@@ -13,6 +13,11 @@
 --   (upstream_cost truncated to 8 decimals), in full and net of the refunded share
 --   (cost - cost * refunded / charge, rounded down). Costs are never negative. Orders are never
 --   deleted, so only inserts and updates are followed.
+
+-- No order changes between the fill below and the trigger taking over (a rolling deploy's
+-- old instances wait for this migration's transaction).
+LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE order_counts (
     status        TEXT   NOT NULL,
     forward_state TEXT   NOT NULL,
@@ -66,13 +71,23 @@ ALTER TABLE order_day_deltas SET (autovacuum_vacuum_threshold = 1000,
 ALTER TABLE order_provider_day_deltas SET (autovacuum_vacuum_threshold = 1000,
     autovacuum_vacuum_scale_factor = 0);
 
+-- An order's cost in nanos, capped at 1e15 (10 million of the provider's money) so no sum can
+-- overflow; text that is not a number counts 0. Never raises: the aggregates must not fail
+-- the write of an order.
 CREATE FUNCTION order_cost_nanos(cost TEXT) RETURNS BIGINT
-LANGUAGE sql IMMUTABLE AS $$ SELECT trunc(cost::numeric * 100000000)::bigint $$;
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN LEAST(GREATEST(trunc(cost::numeric * 100000000), 0), 1000000000000000)::bigint;
+EXCEPTION WHEN others THEN
+    RETURN 0;
+END
+$$;
 
+-- Net of the refunded share, rounded down exactly (div: integer division of numerics).
 CREATE FUNCTION order_kept_cost_nanos(cost TEXT, charge BIGINT, refunded BIGINT) RETURNS BIGINT
 LANGUAGE sql IMMUTABLE AS $$
     SELECT order_cost_nanos(cost) - CASE WHEN charge > 0
-        THEN trunc(order_cost_nanos(cost)::numeric * refunded / charge)::bigint ELSE 0 END
+        THEN div(order_cost_nanos(cost)::numeric * refunded, charge)::bigint ELSE 0 END
 $$;
 
 -- What the orders already placed add up to.

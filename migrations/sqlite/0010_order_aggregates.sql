@@ -36,14 +36,17 @@ CREATE TABLE order_provider_days (
     PRIMARY KEY (day, provider)
 );
 
--- An order's upstream cost in nanos: the decimal text split at its point, exactly.
+-- An order's upstream cost in nanos: the decimal text split at its point, exactly, capped at
+-- 1e15 (10 million of the provider's money) like PostgreSQL's; text that is not a number
+-- counts 0.
 CREATE VIEW order_costs AS
 SELECT id, created_at / 86400000 AS day, provider, charge, refunded,
+    CAST(MIN(MAX(
     CASE WHEN instr(upstream_cost, '.') = 0 THEN CAST(upstream_cost AS INTEGER) * 100000000
          ELSE CAST(substr(upstream_cost, 1, instr(upstream_cost, '.') - 1) AS INTEGER) * 100000000
               + CAST(substr(substr(upstream_cost, instr(upstream_cost, '.') + 1) || '00000000', 1, 8)
                      AS INTEGER)
-    END AS cost_nanos
+    END, 0), 1000000000000000) AS INTEGER) AS cost_nanos
 FROM orders
 WHERE forward_state = 'sent' AND provider IS NOT NULL AND upstream_cost IS NOT NULL;
 
@@ -75,11 +78,16 @@ BEGIN
         kept_cost_nanos = kept_cost_nanos + excluded.kept_cost_nanos;
 END;
 
--- Only the columns the aggregates read: status polls that change nothing else cost nothing.
+-- Only when a column the aggregates read changed: a status poll that changes nothing costs
+-- nothing.
 -- The old row's share comes off, the new row's goes on (the new one read back through the
 -- view after the update; the old one computed from OLD the same way).
 CREATE TRIGGER order_aggregates_update
 AFTER UPDATE OF status, forward_state, charge, refunded, provider, upstream_cost, created_at ON orders
+WHEN OLD.status IS NOT NEW.status OR OLD.forward_state IS NOT NEW.forward_state
+    OR OLD.charge IS NOT NEW.charge OR OLD.refunded IS NOT NEW.refunded
+    OR OLD.provider IS NOT NEW.provider OR OLD.upstream_cost IS NOT NEW.upstream_cost
+    OR OLD.created_at IS NOT NEW.created_at
 BEGIN
     UPDATE order_counts SET orders = orders - 1
     WHERE status = OLD.status AND forward_state = OLD.forward_state;
@@ -97,22 +105,22 @@ BEGIN
 
     UPDATE order_provider_days SET orders = orders - 1,
         cost_nanos = cost_nanos - (SELECT c FROM (SELECT
-            CASE WHEN instr(OLD.upstream_cost, '.') = 0
+            CAST(MIN(MAX(CASE WHEN instr(OLD.upstream_cost, '.') = 0
                  THEN CAST(OLD.upstream_cost AS INTEGER) * 100000000
                  ELSE CAST(substr(OLD.upstream_cost, 1, instr(OLD.upstream_cost, '.') - 1) AS INTEGER)
                           * 100000000
                       + CAST(substr(substr(OLD.upstream_cost, instr(OLD.upstream_cost, '.') + 1)
                                     || '00000000', 1, 8) AS INTEGER)
-            END AS c)),
+            END, 0), 1000000000000000) AS INTEGER) AS c)),
         kept_cost_nanos = kept_cost_nanos - (SELECT c - CASE WHEN OLD.charge > 0
                 THEN CAST(c * OLD.refunded / OLD.charge AS INTEGER) ELSE 0 END FROM (SELECT
-            CASE WHEN instr(OLD.upstream_cost, '.') = 0
+            CAST(MIN(MAX(CASE WHEN instr(OLD.upstream_cost, '.') = 0
                  THEN CAST(OLD.upstream_cost AS INTEGER) * 100000000
                  ELSE CAST(substr(OLD.upstream_cost, 1, instr(OLD.upstream_cost, '.') - 1) AS INTEGER)
                           * 100000000
                       + CAST(substr(substr(OLD.upstream_cost, instr(OLD.upstream_cost, '.') + 1)
                                     || '00000000', 1, 8) AS INTEGER)
-            END AS c))
+            END, 0), 1000000000000000) AS INTEGER) AS c))
     WHERE OLD.forward_state = 'sent' AND OLD.provider IS NOT NULL
         AND OLD.upstream_cost IS NOT NULL
         AND day = OLD.created_at / 86400000 AND provider = OLD.provider;

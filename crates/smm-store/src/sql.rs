@@ -1937,7 +1937,8 @@ where
         }
         let folded: i64 = sqlx::query_scalar::<D, i64>(
             "SELECT (SELECT COUNT(*) FROM order_count_deltas) \
-             + (SELECT COUNT(*) FROM order_day_deltas)",
+             + (SELECT COUNT(*) FROM order_day_deltas) \
+             + (SELECT COUNT(*) FROM order_provider_day_deltas)",
         )
         .fetch_one(&self.writer)
         .await?;

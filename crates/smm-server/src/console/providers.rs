@@ -188,8 +188,10 @@ async fn apply(session: &Session, name: &str, form: &ProviderForm, new: bool) ->
         }
     );
     let saved = save(session, &what, plan).await;
+    // A refused change leaves no key behind; a change to apply by hand names the stored file,
+    // which must stay.
     if let Some(file) = &stored
-        && !matches!(saved, super::config::Saved::Applied(_))
+        && matches!(saved, super::config::Saved::Refused(_))
     {
         config_file::discard_provider_key(file);
     }

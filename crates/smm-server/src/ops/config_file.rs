@@ -74,13 +74,15 @@ pub fn read(app: &App) -> Result<ConfigFile, Problems> {
 }
 
 fn source(app: &App) -> Result<PathBuf, Problems> {
-    app.config_path().ok_or_else(|| {
+    let path = app.config_path().ok_or_else(|| {
         vec![
             "this gateway runs from in-memory settings (the demo, a test): there is no config \
              file to change; start it with `smm-gateway serve --config FILE`"
-                .into(),
+                .to_owned(),
         ]
-    })
+    })?;
+    // A symlinked file (a ConfigMap's ..data link) is written where it points, not replaced.
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
 }
 
 fn read_text(path: &Path) -> Result<String, Problems> {
@@ -160,15 +162,18 @@ pub async fn commit(
     if let Err(reason) = writable(&path) {
         return Ok(Committed::NotWritable { path, reason, text });
     }
+    let path_existed = path.exists();
     if let Err(e) = write_atomically(&path, &text) {
         return match e.kind() {
-            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                Ok(Committed::NotWritable {
-                    path,
-                    reason: e.to_string(),
-                    text,
-                })
-            }
+            // A file bind-mounted on its own cannot be renamed over (busy, another device).
+            std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::ReadOnlyFilesystem
+            | std::io::ErrorKind::ResourceBusy
+            | std::io::ErrorKind::CrossesDevices => Ok(Committed::NotWritable {
+                path,
+                reason: e.to_string(),
+                text,
+            }),
             _ => Err(vec![format!("cannot write {}: {e}", path.display())]),
         };
     }
@@ -191,7 +196,12 @@ pub async fn commit(
             Ok(Committed::Applied { path, report })
         }
         Err(problems) => {
-            if let Err(e) = write_atomically(&path, &old_text) {
+            let restored = if old_text.is_empty() && !path_existed {
+                std::fs::remove_file(&path)
+            } else {
+                write_atomically(&path, &old_text)
+            };
+            if let Err(e) = restored {
                 tracing::error!(file = %path.display(), error = %e, "cannot restore the config file after a refused reload");
             }
             Err(problems)

@@ -133,11 +133,14 @@ async fn assert_aggregates_match_the_orders(db: &Db) {
         if let (ForwardState::Sent, Some(provider), Some(cost)) =
             (o.forward_state, &o.provider, o.upstream_cost)
         {
+            // Capped at 1e15 nanos like the triggers (no sum may overflow).
             let nanos = (cost * Decimal::new(100_000_000, 0))
                 .trunc()
                 .to_string()
-                .parse::<i64>()
-                .expect("nanos");
+                .parse::<i128>()
+                .expect("nanos")
+                .clamp(0, 1_000_000_000_000_000);
+            let nanos = i64::try_from(nanos).expect("capped");
             let charge = i128::from(o.charge.units());
             let refunded_share = if charge > 0 {
                 i64::try_from(i128::from(nanos) * i128::from(o.refunded.units()) / charge)
@@ -3558,4 +3561,36 @@ pub async fn admin_users_and_sessions(db: Db) {
             ("cli:root".to_owned(), "admin.create".to_owned()),
         ]
     );
+}
+
+/// An upstream cost too large for the aggregates' integers is capped there; the order's own
+/// write never fails for it (the provider already accepted the order).
+pub async fn enormous_upstream_costs_never_fail_the_send(db: Db) {
+    let c = funded(&db, "whale", "1000").await;
+    let order = place(&db, c.id, "1").await;
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    db.begin_attempt(order.id, "alpha", "svc-1", T0)
+        .await
+        .expect("begin");
+    let huge = Decimal::from_str_exact("99999999999999999999.12345678").expect("decimal");
+    let sent = db
+        .finish_attempt(
+            order.id,
+            ForwardOutcome::Sent {
+                upstream_order_id: "u-1".into(),
+                upstream_cost: Some(huge),
+                next_poll_at: T0 + 1_000,
+            },
+            T0,
+        )
+        .await
+        .expect("sent despite the cost");
+    assert_eq!(sent.forward_state, ForwardState::Sent);
+    let totals = db.order_totals_since(0).await.expect("totals");
+    assert_eq!(totals.providers.len(), 1);
+    assert_eq!(
+        totals.providers[0].cost,
+        Decimal::new(1_000_000_000_000_000, 8)
+    );
+    assert_books_balance(&db, c.id).await;
 }

@@ -56,6 +56,7 @@ conformance!(
     cancels,
     service_ids_are_stable,
     listing_and_counts,
+    enormous_upstream_costs_never_fail_the_send,
     audit_log,
     provider_catalogs_are_kept,
     random_status_sequences_keep_the_books,
