@@ -125,6 +125,33 @@ impl ProviderForm {
         };
         let blank = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
         config_file::check_provider_name(name)?;
+        // The key goes wherever the URL points: a new URL needs the key typed again, so nobody
+        // can send the stored key to a server of their own.
+        let current = session
+            .app()
+            .settings()
+            .provider(name)
+            .map(|p| p.url.clone());
+        let new_url = blank(&self.url);
+        if let (Some(current), Some(new)) = (&current, &new_url)
+            && current != new
+            && self.key.trim().is_empty()
+            && self.key_env.trim().is_empty()
+        {
+            return Err(
+                "type the provider's key again to change its URL: the key is sent wherever the \
+                 URL points"
+                    .into(),
+            );
+        }
+        let var = self.key_env.trim();
+        if !var.is_empty() && !provider_key_variable(var) {
+            return Err(
+                "the key's environment variable is 1 to 64 capital letters, digits or _, \
+                 starting with a letter, and not one of the gateway's own SMM_GATEWAY__ settings"
+                    .into(),
+            );
+        }
         let mut stored = None;
         let key = match (self.key.trim(), self.key_env.trim()) {
             ("", "") => None,
@@ -138,7 +165,7 @@ impl ProviderForm {
         };
         Ok((
             ProviderChange {
-                url: blank(&self.url),
+                url: new_url,
                 key,
                 currency: blank(&self.currency),
                 rate: decimal("rate", &self.rate)?,
@@ -148,6 +175,17 @@ impl ProviderForm {
             stored,
         ))
     }
+}
+
+/// A variable name the console accepts for a provider key: `ALPHA_API_KEY`, never one of the
+/// gateway's own settings (`SMM_GATEWAY__DATABASE__URL` holds a password).
+fn provider_key_variable(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && !name.starts_with(crate::config::ENV_PREFIX)
 }
 
 /// Adds a provider; its catalog is synced as soon as the reload applied it.

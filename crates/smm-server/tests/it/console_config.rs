@@ -316,6 +316,28 @@ async fn a_provider_is_added_synced_called_and_disabled(backend: Backend) {
     );
     assert!(file_text(&file).contains("rate = \"2\""));
 
+    // A new URL without the key typed again is refused: the stored key would go there.
+    browser.click("#provider-gamma summary").await;
+    browser
+        .execute(
+            "document.querySelector('#url-gamma').value = 'http://127.0.0.1:9/api/v2';",
+            vec![],
+        )
+        .await;
+    browser.submit("#provider-gamma .edit-form").await;
+    assert!(
+        browser
+            .text(".flash.error")
+            .await
+            .contains("type the provider's key again"),
+        "{}",
+        browser.text("main").await
+    );
+    assert_eq!(
+        gw.app().settings().provider("gamma").map(|p| p.url.clone()),
+        Some(gamma.api_url())
+    );
+
     // "Call it now", then disable it.
     browser.submit("#provider-gamma .test-form").await;
     assert!(
@@ -345,6 +367,27 @@ async fn a_provider_is_added_synced_called_and_disabled(backend: Backend) {
     );
     // A bad URL is refused with the config's own message, and nothing changes.
     browser.goto(&format!("{}/providers", gw.admin_url)).await;
+    browser.fill("#p-name", "delta").await;
+    browser
+        .execute(
+            "document.querySelector('#p-url').type = 'text';\
+             document.querySelector('#p-url').value = 'not a url';",
+            vec![],
+        )
+        .await;
+    // The gateway's own settings are no provider key.
+    browser
+        .fill("#p-key-env", "SMM_GATEWAY__DATABASE__URL")
+        .await;
+    browser.submit("#provider-form").await;
+    assert!(
+        browser
+            .text(".flash.error")
+            .await
+            .contains("environment variable"),
+        "{}",
+        browser.text("main").await
+    );
     browser.fill("#p-name", "delta").await;
     browser
         .execute(
