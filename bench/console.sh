@@ -30,10 +30,9 @@ DATABASES=${DATABASES:-"sqlite postgres"}
 if [[ " $DATABASES " == *" postgres "* && -z ${TEST_DATABASE_URL:-} ]]; then
   exec scripts/with-postgres.sh "$0" "$@"
 fi
-if ! command -v wrk >/dev/null; then
-  if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; else
-    echo "wrk is missing (apt-get install wrk)" >&2; exit 1; fi
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+need_wrk
 
 echo "building release binaries..." >&2
 cargo build --release -q -p smm-server --bin smm-gateway --example bench_tool
@@ -44,23 +43,7 @@ TOOL=$BIN/examples/bench_tool
 work=$(mktemp -d /tmp/smm-console-bench.XXXXXX)
 results=$work/results.tsv # db  page  rps  p50_ms  p99_ms  errors
 : >"$results"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [[ -n ${KEEP_WORK:-} ]]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
-}
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-start() { # $1 log name, rest: command; sets $started_pid
-  "${@:2}" >"$work/$1.log" 2>&1 &
-  started_pid=$!
-  pids+=("$started_pid")
-}
 
 lua_get() { # $1 name, $2 cookie, $3 marker the page must contain
   cat >"$work/$1.lua" <<LUA

@@ -103,18 +103,14 @@ BEGIN
     ON CONFLICT (day) DO UPDATE SET orders = orders + 1,
         charged = charged + excluded.charged, refunded = refunded + excluded.refunded;
 
-    UPDATE order_provider_days SET orders = orders - 1,
-        cost_nanos = cost_nanos - (SELECT c FROM (SELECT
-            CAST(MIN(MAX(CASE WHEN instr(OLD.upstream_cost, '.') = 0
-                 THEN CAST(OLD.upstream_cost AS INTEGER) * 100000000
-                 ELSE CAST(substr(OLD.upstream_cost, 1, instr(OLD.upstream_cost, '.') - 1) AS INTEGER)
-                          * 100000000
-                      + CAST(substr(substr(OLD.upstream_cost, instr(OLD.upstream_cost, '.') + 1)
-                                    || '00000000', 1, 8) AS INTEGER)
-            END, 0), 1000000000000000) AS INTEGER) AS c)),
-        kept_cost_nanos = kept_cost_nanos - (SELECT c - CASE WHEN OLD.charge > 0
-                THEN CAST(c * OLD.refunded / OLD.charge AS INTEGER) ELSE 0 END FROM (SELECT
-            CAST(MIN(MAX(CASE WHEN instr(OLD.upstream_cost, '.') = 0
+    -- The old row's cost, computed once (the view reads the new row only).
+    UPDATE order_provider_days SET (orders, cost_nanos, kept_cost_nanos) = (
+        SELECT order_provider_days.orders - 1, order_provider_days.cost_nanos - c,
+            order_provider_days.kept_cost_nanos - c
+                + CASE WHEN OLD.charge > 0 THEN CAST(c * OLD.refunded / OLD.charge AS INTEGER)
+                       ELSE 0 END
+        FROM (SELECT CAST(MIN(MAX(
+            CASE WHEN instr(OLD.upstream_cost, '.') = 0
                  THEN CAST(OLD.upstream_cost AS INTEGER) * 100000000
                  ELSE CAST(substr(OLD.upstream_cost, 1, instr(OLD.upstream_cost, '.') - 1) AS INTEGER)
                           * 100000000

@@ -677,6 +677,15 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// How many services `provider`'s last synced catalog has (0 before its first sync).
+    pub fn upstream_service_count(&self, provider: &str) -> usize {
+        self.upstream
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(provider)
+            .map_or(0, Vec::len)
+    }
+
     /// The catalog `settings` would give with the catalogs synced now, without assigning ids or
     /// changing anything: what the console previews before a price change is saved. Exposed
     /// services that have no id yet are left out.

@@ -64,7 +64,7 @@ pub async fn list(session: Session) -> PageResult {
                     .map(|l| l.normalize().to_string())
                     .unwrap_or_default(),
                 last_sync: time_or_dash(line.last_sync),
-                catalog_size: app.upstream_services(&line.name).len(),
+                catalog_size: app.upstream_service_count(&line.name),
                 retired: runtime.retired.contains(&line.name),
                 line,
             }

@@ -143,6 +143,18 @@ pub fn screenshot_dir(backend: Backend) -> Option<PathBuf> {
     })
 }
 
+/// `NAME.png` (1280 px wide) and `NAME-phone.png` (390 px) of the current page in `dir`; the
+/// window is left at desktop size.
+pub async fn shoot(browser: &Browser, dir: &std::path::Path, name: &str) {
+    browser.set_viewport_size(1280, 900).await;
+    browser.screenshot(&dir.join(format!("{name}.png"))).await;
+    browser.set_viewport_size(390, 844).await;
+    browser
+        .screenshot(&dir.join(format!("{name}-phone.png")))
+        .await;
+    browser.set_viewport_size(1280, 900).await;
+}
+
 async fn every_page_renders_with_data(backend: Backend) {
     let gw = gateway(backend).await;
     // Some business: two orders sent, one ambiguous.
@@ -194,13 +206,7 @@ async fn every_page_renders_with_data(backend: Backend) {
         assert!(text.contains(expected), "{path} shows {expected:?}: {text}");
         let owners_shot = ["services", "providers", "config"].contains(&name);
         if let Some(dir) = shots.as_ref().filter(|_| !owners_shot) {
-            browser.set_viewport_size(1280, 900).await;
-            browser.screenshot(&dir.join(format!("{name}.png"))).await;
-            browser.set_viewport_size(390, 844).await;
-            browser
-                .screenshot(&dir.join(format!("{name}-phone.png")))
-                .await;
-            browser.set_viewport_size(1280, 900).await;
+            shoot(&browser, dir, name).await;
             if name == "overview" {
                 // Keyboard only: Tab past the skip link and the brand to the first nav entry,
                 // and show where the focus is.

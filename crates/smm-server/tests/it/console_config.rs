@@ -12,7 +12,7 @@ use std::time::Duration;
 use rust_decimal::{Decimal, RoundingStrategy};
 use smm_panel_sim::{DEMO_KEY, Sim, SimConfig};
 
-use crate::console::{gateway, logged_in, screenshot_dir};
+use crate::console::{gateway, logged_in, screenshot_dir, shoot};
 use crate::support::browser::Browser;
 use crate::support::gateway::{TestGateway, order_id_of};
 use crate::support::{Backend, TempDir, temp_dir, wait_for, write_file};
@@ -118,11 +118,7 @@ async fn a_markup_is_previewed_then_saved_and_priced_in_v2(backend: Backend) {
     assert_eq!(gw.rate(1).await, before, "a preview changes nothing");
     assert!(!file_text(&file).contains("percent = \"50\""));
     if let Some(dir) = screenshot_dir(backend) {
-        browser.set_viewport_size(1280, 900).await;
-        browser.screenshot(&dir.join("services.png")).await;
-        browser.set_viewport_size(390, 844).await;
-        browser.screenshot(&dir.join("services-phone.png")).await;
-        browser.set_viewport_size(1280, 900).await;
+        shoot(&browser, &dir, "services").await;
     }
 
     // Save: v2 `services` has the new price, the file the new rule and still its comments.
@@ -257,7 +253,7 @@ async fn a_provider_is_added_synced_called_and_disabled(backend: Backend) {
     );
     // Its catalog is synced in the background.
     wait_for("gamma's catalog", Duration::from_secs(20), || async {
-        gw.app().upstream_services("gamma").len() == 20
+        gw.app().upstream_service_count("gamma") == 20
     })
     .await;
     browser.goto(&format!("{}/providers", gw.admin_url)).await;
@@ -406,10 +402,7 @@ async fn a_provider_is_added_synced_called_and_disabled(backend: Backend) {
     assert!(gw.app().provider("delta").is_none());
     assert!(!file_text(&file).contains("delta"));
     if let Some(dir) = screenshot_dir(backend) {
-        browser.set_viewport_size(1280, 900).await;
-        browser.screenshot(&dir.join("providers.png")).await;
-        browser.set_viewport_size(390, 844).await;
-        browser.screenshot(&dir.join("providers-phone.png")).await;
+        shoot(&browser, &dir, "providers").await;
     }
     browser.close().await;
     gw.finish().await;
@@ -477,11 +470,7 @@ async fn the_config_file_is_checked_written_back_or_left_alone(backend: Backend)
     assert_eq!(gw.app().settings().server.rate_limit_per_minute, 900);
     assert!(browser.text("#running").await.contains("900"));
     if let Some(dir) = screenshot_dir(backend) {
-        browser.set_viewport_size(1280, 900).await;
-        browser.screenshot(&dir.join("config.png")).await;
-        browser.set_viewport_size(390, 844).await;
-        browser.screenshot(&dir.join("config-phone.png")).await;
-        browser.set_viewport_size(1280, 900).await;
+        shoot(&browser, &dir, "config").await;
     }
 
     // A read-only file (a ConfigMap) is left alone: the page shows the change to apply.
