@@ -22,6 +22,7 @@
 //!   reply and write can never pay twice.
 
 mod model;
+mod notify;
 #[macro_use]
 mod rows;
 mod postgres;
@@ -37,6 +38,7 @@ use sha2::{Digest, Sha256};
 use smm_wire::Money;
 
 pub use model::*;
+pub use notify::*;
 pub use postgres::PostgresStore;
 pub use rules::refund_due;
 pub use sql::{Dialect, SqlStore};
@@ -595,6 +597,121 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every saved catalog: `(provider, services JSON, synced at)`.
     async fn provider_catalogs(&self) -> StoreResult<Vec<(String, String, Timestamp)>>;
+
+    // ---- customer webhooks (issue #14) ----------------------------------------------------
+
+    /// The customer's webhook settings and how many events wait.
+    async fn webhook(&self, customer: CustomerId) -> StoreResult<WebhookSettings>;
+
+    /// Points the customer's events at `url`, signed with `secret` (a new one each time), and
+    /// lifts a pause; `None` removes the webhook and discards the events still waiting.
+    /// Audited as `customer.webhook` with the URL, never the secret.
+    async fn set_webhook(
+        &self,
+        customer: CustomerId,
+        target: Option<(&str, &str)>,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookSettings>;
+
+    /// Sets or clears the balance under which a `balance.low` event is recorded (once per
+    /// crossing). Audited as `customer.low_balance`.
+    async fn set_low_balance_threshold(
+        &self,
+        customer: CustomerId,
+        threshold: Option<Money>,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookSettings>;
+
+    /// Lifts the pause of a customer's deliveries: waiting events go out again, at once.
+    /// Audited as `customer.webhook_resume`. `InvalidState` when not paused.
+    async fn resume_webhook(
+        &self,
+        customer: CustomerId,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookSettings>;
+
+    /// Claims up to `limit` events due at `now` until `lease_until`, oldest first, of customers
+    /// with a webhook that is not paused. An event is never claimed while an older event of
+    /// the same order waits, so an order's events go out in order; two claimers never get the
+    /// same event while its lease runs.
+    async fn claim_webhook_events(
+        &self,
+        limit: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<WebhookJob>>;
+
+    /// Records delivery attempts (the log) and what becomes of each event, in one
+    /// transaction. Returns the customers this paused (not paused before).
+    async fn finish_webhook_deliveries(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        now: Timestamp,
+    ) -> StoreResult<Vec<CustomerId>>;
+
+    /// The customer's events, newest first; `before` pages backwards by id.
+    async fn webhook_events(
+        &self,
+        customer: CustomerId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<WebhookEvent>>;
+
+    async fn webhook_event(&self, id: i64) -> StoreResult<WebhookEvent>;
+
+    /// The customer's delivery log, newest first; `before` pages backwards by id.
+    async fn webhook_deliveries(
+        &self,
+        customer: CustomerId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+
+    /// Queues an event again (delivered or not) to go out at once: the same event id, so a
+    /// receiver that has it can tell. Audited as `webhook.resend`. `InvalidState` when the
+    /// customer has no webhook now.
+    async fn resend_webhook_event(
+        &self,
+        event: i64,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookEvent>;
+
+    async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog>;
+
+    // ---- the reseller's alerts (issue #14) -------------------------------------------------
+
+    /// Moves condition `alert.key` to on (`active`) or off. Only the call that changes it
+    /// (on any instance) writes the alert to the outbox, once per channel, and returns true;
+    /// a start within `cooldown_ms` of the last alert sent for this key is recorded but not
+    /// sent, and neither is the clear that ends it.
+    async fn alert_condition(
+        &self,
+        alert: &NewAlert<'_>,
+        active: bool,
+        cooldown_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+
+    /// Writes a one-off alert to the outbox once per `alert.key`, ever: true when this call
+    /// wrote it.
+    async fn alert_event(&self, alert: &NewAlert<'_>, now: Timestamp) -> StoreResult<bool>;
+
+    /// Conditions on now, by key.
+    async fn active_alerts(&self) -> StoreResult<Vec<AlertCondition>>;
+
+    /// Claims up to `limit` alerts due at `now` until `lease_until`, oldest first.
+    async fn claim_alerts(
+        &self,
+        limit: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<AlertMessage>>;
+
+    async fn finish_alerts(&self, outcomes: &[AlertOutcome], now: Timestamp) -> StoreResult<()>;
 
     // ---- change notifications --------------------------------------------------------------
 

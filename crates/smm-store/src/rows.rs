@@ -588,3 +588,178 @@ impl TryFrom<PollRow> for crate::PollItem {
         })
     }
 }
+
+// ---- notifications (migration 0012) -----------------------------------------------------------
+
+macro_rules! webhook_event_columns {
+    () => {
+        "id, customer_id, kind, order_id, refill_id, status, status_raw, prev_status, \
+         prev_status_raw, quantity, charge, refunded, start_count, remains, extra, amount, \
+         balance, threshold, created_at, state, attempts, next_attempt_at, delivered_at, \
+         last_error"
+    };
+}
+macro_rules! webhook_delivery_columns {
+    () => {
+        "id, event_id, customer_id, attempt, at, http_status, latency_ms, error"
+    };
+}
+macro_rules! alert_columns {
+    () => {
+        "id, channel, key, state, title, lines, created_at, attempts"
+    };
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WebhookEventRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub kind: String,
+    pub order_id: Option<i64>,
+    pub refill_id: Option<i64>,
+    pub status: Option<String>,
+    pub status_raw: Option<String>,
+    pub prev_status: Option<String>,
+    pub prev_status_raw: Option<String>,
+    pub quantity: Option<i64>,
+    pub charge: Option<i64>,
+    pub refunded: Option<i64>,
+    pub start_count: Option<i64>,
+    pub remains: Option<i64>,
+    pub extra: Option<String>,
+    pub amount: Option<i64>,
+    pub balance: Option<i64>,
+    pub threshold: Option<i64>,
+    pub created_at: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl TryFrom<WebhookEventRow> for crate::WebhookEvent {
+    type Error = StoreError;
+
+    fn try_from(row: WebhookEventRow) -> StoreResult<crate::WebhookEvent> {
+        use crate::{WebhookEventData, WebhookEventKind};
+        fn need<T>(what: &str, value: Option<T>) -> StoreResult<T> {
+            value.ok_or_else(|| corrupt("webhook event", format!("{what} missing")))
+        }
+        let kind = WebhookEventKind::parse(&row.kind)
+            .ok_or_else(|| corrupt("webhook event kind", &row.kind))?;
+        let data = match kind {
+            WebhookEventKind::OrderStatus => WebhookEventData::OrderStatus {
+                order: crate::OrderStatusView {
+                    id: OrderId(need("order_id", row.order_id)?),
+                    quantity: row
+                        .quantity
+                        .map(|q| unsigned("order quantity", q))
+                        .transpose()?,
+                    charge: Money::from_units(need("charge", row.charge)?),
+                    refunded: Money::from_units(need("refunded", row.refunded)?),
+                    status: order_status_from_text(&need("status", row.status)?, row.status_raw)?,
+                    start_count: row.start_count,
+                    remains: row.remains,
+                    extra: row.extra,
+                },
+                previous: order_status_from_text(
+                    &need("prev_status", row.prev_status)?,
+                    row.prev_status_raw,
+                )?,
+            },
+            WebhookEventKind::RefillStatus => WebhookEventData::RefillStatus {
+                refill: RefillId(need("refill_id", row.refill_id)?),
+                order: OrderId(need("order_id", row.order_id)?),
+                status: refill_status_from_text(&need("status", row.status)?, row.status_raw)?,
+                previous: refill_status_from_text(
+                    &need("prev_status", row.prev_status)?,
+                    row.prev_status_raw,
+                )?,
+            },
+            WebhookEventKind::RefundPaid => WebhookEventData::RefundPaid {
+                order: OrderId(need("order_id", row.order_id)?),
+                amount: Money::from_units(need("amount", row.amount)?),
+                balance: Money::from_units(need("balance", row.balance)?),
+            },
+            WebhookEventKind::BalanceLow => WebhookEventData::BalanceLow {
+                balance: Money::from_units(need("balance", row.balance)?),
+                threshold: Money::from_units(need("threshold", row.threshold)?),
+            },
+        };
+        Ok(crate::WebhookEvent {
+            id: row.id,
+            customer: CustomerId(row.customer_id),
+            data,
+            created_at: row.created_at,
+            state: crate::WebhookEventState::parse(&row.state)
+                .ok_or_else(|| corrupt("webhook event state", &row.state))?,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+            delivered_at: row.delivered_at,
+            last_error: row.last_error,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WebhookDeliveryRow {
+    pub id: i64,
+    pub event_id: i64,
+    pub customer_id: i64,
+    pub attempt: i64,
+    pub at: i64,
+    pub http_status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+impl TryFrom<WebhookDeliveryRow> for crate::WebhookDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: WebhookDeliveryRow) -> StoreResult<crate::WebhookDelivery> {
+        Ok(crate::WebhookDelivery {
+            id: row.id,
+            event: row.event_id,
+            customer: CustomerId(row.customer_id),
+            attempt: row.attempt,
+            at: row.at,
+            http_status: row
+                .http_status
+                .map(|s| unsigned("http status", s))
+                .transpose()?,
+            latency_ms: row.latency_ms,
+            error: row.error,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AlertRow {
+    pub id: i64,
+    pub channel: String,
+    pub key: String,
+    pub state: String,
+    pub title: String,
+    pub lines: String,
+    pub created_at: i64,
+    pub attempts: i64,
+}
+
+impl TryFrom<AlertRow> for crate::AlertMessage {
+    type Error = StoreError;
+
+    fn try_from(row: AlertRow) -> StoreResult<crate::AlertMessage> {
+        Ok(crate::AlertMessage {
+            id: row.id,
+            channel: row.channel,
+            key: row.key,
+            state: crate::AlertState::parse(&row.state)
+                .ok_or_else(|| corrupt("alert state", &row.state))?,
+            title: row.title,
+            lines: serde_json::from_str(&row.lines).map_err(|e| corrupt("alert lines", e))?,
+            created_at: row.created_at,
+            attempts: row.attempts,
+        })
+    }
+}

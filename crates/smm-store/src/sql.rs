@@ -29,6 +29,8 @@
 //! last line: a violation is handled where it has a domain meaning ([`unique_index`]) and is a
 //! [`StoreError::Conflict`] everywhere else.
 
+mod notify;
+
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -39,8 +41,9 @@ use smm_wire::Money;
 use sqlx::{Executor, Pool, QueryBuilder, Transaction};
 
 use crate::rows::{
-    AdminRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow, OrderStatusRow,
-    PollRow, RefillRow, SessionRow, convert_all, corrupt, order_status_text, refill_status_text,
+    AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
+    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow,
+    convert_all, corrupt, order_status_text, refill_status_text,
 };
 use crate::rules::{
     self, CancelPlan, LocalCancel, StatusPlan, customer_target, limit_or_default, order_summary,
@@ -349,6 +352,9 @@ where
     for<'r> AdminRow: sqlx::FromRow<'r, D::Row>,
     for<'r> SessionRow: sqlx::FromRow<'r, D::Row>,
     for<'r> PollRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> WebhookEventRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> WebhookDeliveryRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AlertRow: sqlx::FromRow<'r, D::Row>,
 {
     /// A write transaction.
     async fn begin(&self) -> StoreResult<Transaction<'static, D>> {
@@ -1027,6 +1033,9 @@ where
     for<'r> AdminRow: sqlx::FromRow<'r, D::Row>,
     for<'r> SessionRow: sqlx::FromRow<'r, D::Row>,
     for<'r> PollRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> WebhookEventRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> WebhookDeliveryRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AlertRow: sqlx::FromRow<'r, D::Row>,
 {
     fn backend(&self) -> Backend {
         D::BACKEND
@@ -2101,6 +2110,15 @@ where
                     attention,
                 } => (terminal, refund, attention),
             };
+            // The refund first: the status change's webhook event (a trigger) then records
+            // the charge net of it, as `status` shows it from now on.
+            if let Some((amount, reason)) = &refund {
+                match Self::pay_refund(&mut tx, &order, *amount, reason, "reconciler", now).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(_)) => return Err(Abort::Handoff(order.id)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Self::record_status(
                 &mut tx,
                 order.id,
@@ -2110,13 +2128,6 @@ where
                 now,
             )
             .await?;
-            if let Some((amount, reason)) = &refund {
-                match Self::pay_refund(&mut tx, &order, *amount, reason, "reconciler", now).await {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict(_)) => return Err(Abort::Handoff(order.id)),
-                    Err(e) => return Err(e.into()),
-                }
-            }
             Ok(Some(StatusApplied {
                 order_id: order.id,
                 refund: refund.map(|(amount, _)| amount),
@@ -2987,5 +2998,126 @@ where
         )
         .fetch_all(&self.reader)
         .await?)
+    }
+
+    // ---- customer webhooks and alerts (sql/notify.rs) --------------------------------------
+
+    async fn webhook(&self, customer: CustomerId) -> StoreResult<WebhookSettings> {
+        self.webhook_impl(customer).await
+    }
+
+    async fn set_webhook(
+        &self,
+        customer: CustomerId,
+        target: Option<(&str, &str)>,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookSettings> {
+        self.set_webhook_impl(customer, target, actor, now).await
+    }
+
+    async fn set_low_balance_threshold(
+        &self,
+        customer: CustomerId,
+        threshold: Option<Money>,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookSettings> {
+        self.set_low_balance_threshold_impl(customer, threshold, actor, now)
+            .await
+    }
+
+    async fn resume_webhook(
+        &self,
+        customer: CustomerId,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookSettings> {
+        self.resume_webhook_impl(customer, actor, now).await
+    }
+
+    async fn claim_webhook_events(
+        &self,
+        limit: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<WebhookJob>> {
+        self.claim_webhook_events_impl(limit, lease_until, now)
+            .await
+    }
+
+    async fn finish_webhook_deliveries(
+        &self,
+        outcomes: &[DeliveryOutcome],
+        now: Timestamp,
+    ) -> StoreResult<Vec<CustomerId>> {
+        self.finish_webhook_deliveries_impl(outcomes, now).await
+    }
+
+    async fn webhook_events(
+        &self,
+        customer: CustomerId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<WebhookEvent>> {
+        self.webhook_events_impl(customer, limit, before).await
+    }
+
+    async fn webhook_event(&self, id: i64) -> StoreResult<WebhookEvent> {
+        self.webhook_event_impl(id).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        customer: CustomerId,
+        limit: u32,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.webhook_deliveries_impl(customer, limit, before).await
+    }
+
+    async fn resend_webhook_event(
+        &self,
+        event: i64,
+        actor: &str,
+        now: Timestamp,
+    ) -> StoreResult<WebhookEvent> {
+        self.resend_webhook_event_impl(event, actor, now).await
+    }
+
+    async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog> {
+        self.webhook_backlog_impl().await
+    }
+
+    async fn alert_condition(
+        &self,
+        alert: &NewAlert<'_>,
+        active: bool,
+        cooldown_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.alert_condition_impl(alert, active, cooldown_ms, now)
+            .await
+    }
+
+    async fn alert_event(&self, alert: &NewAlert<'_>, now: Timestamp) -> StoreResult<bool> {
+        self.alert_event_impl(alert, now).await
+    }
+
+    async fn active_alerts(&self) -> StoreResult<Vec<AlertCondition>> {
+        self.active_alerts_impl().await
+    }
+
+    async fn claim_alerts(
+        &self,
+        limit: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<AlertMessage>> {
+        self.claim_alerts_impl(limit, lease_until, now).await
+    }
+
+    async fn finish_alerts(&self, outcomes: &[AlertOutcome], now: Timestamp) -> StoreResult<()> {
+        self.finish_alerts_impl(outcomes, now).await
     }
 }

@@ -9,15 +9,15 @@ use smm_wire::{Money, OrderStatus, RefillStatus};
 
 pub use crate::props::random_status_sequences_keep_the_books;
 
-type Db = Arc<dyn Store>;
+pub(crate) type Db = Arc<dyn Store>;
 
-const T0: Timestamp = 1_700_000_000_000;
+pub(crate) const T0: Timestamp = 1_700_000_000_000;
 
-fn money(s: &str) -> Money {
+pub(crate) fn money(s: &str) -> Money {
     s.parse().expect("money literal")
 }
 
-async fn customer(db: &Db, name: &str) -> Customer {
+pub(crate) async fn customer(db: &Db, name: &str) -> Customer {
     db.create_customer(
         NewCustomer {
             name: name.into(),
@@ -32,7 +32,7 @@ async fn customer(db: &Db, name: &str) -> Customer {
     .expect("create customer")
 }
 
-async fn funded(db: &Db, name: &str, amount: &str) -> Customer {
+pub(crate) async fn funded(db: &Db, name: &str, amount: &str) -> Customer {
     let c = customer(db, name).await;
     db.adjust_balance(
         c.id,
@@ -64,7 +64,7 @@ fn new_order(customer: CustomerId, charge: &str) -> NewOrder {
     }
 }
 
-async fn place(db: &Db, customer: CustomerId, charge: &str) -> Order {
+pub(crate) async fn place(db: &Db, customer: CustomerId, charge: &str) -> Order {
     match db.place_order(new_order(customer, charge), T0).await {
         Ok(Placed::New(order)) => order,
         other => panic!("expected a new order, got {other:?}"),
@@ -72,7 +72,7 @@ async fn place(db: &Db, customer: CustomerId, charge: &str) -> Order {
 }
 
 /// Balance equals the ledger sum, and is never negative.
-async fn assert_books_balance(db: &Db, customer: CustomerId) {
+pub(crate) async fn assert_books_balance(db: &Db, customer: CustomerId) {
     let c = db.customer(customer).await.expect("customer");
     let sum = db.ledger_sum(customer).await.expect("ledger sum");
     assert_eq!(c.balance, sum, "balance must equal the ledger sum");
@@ -201,7 +201,7 @@ async fn assert_aggregates_match_the_orders(db: &Db) {
 }
 
 /// Places an order and takes it all the way to `sent` at `provider` with `upstream`.
-async fn sent_order(
+pub(crate) async fn sent_order(
     db: &Db,
     customer: CustomerId,
     charge: &str,
@@ -232,7 +232,7 @@ async fn sent_order(
     .expect("sent")
 }
 
-fn update(status: OrderStatus, remains: Option<i64>) -> StatusUpdate {
+pub(crate) fn update(status: OrderStatus, remains: Option<i64>) -> StatusUpdate {
     StatusUpdate {
         delivery: Default::default(),
         status,

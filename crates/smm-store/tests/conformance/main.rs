@@ -6,8 +6,12 @@
 
 mod cases;
 mod harness;
+mod notify;
 mod props;
 mod schema;
+
+use cases::*;
+use notify::*;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -16,7 +20,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let db = crate::harness::sqlite().await;
-                    crate::cases::$case(db.store()).await;
+                    crate::$case(db.store()).await;
                 }
             )*
         }
@@ -25,7 +29,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some(db) = crate::harness::postgres().await else { return };
-                    crate::cases::$case(db.store()).await;
+                    crate::$case(db.store()).await;
                 }
             )*
         }
@@ -78,4 +82,10 @@ conformance!(
     cancels_of_orders_in_flight_wait_for_the_send,
     refills_are_one_open_per_order,
     admin_users_and_sessions,
+    webhook_events_follow_every_change,
+    webhook_claims_keep_each_orders_events_in_order,
+    paused_webhooks_keep_their_events_until_resumed,
+    low_balance_is_told_once_per_crossing,
+    concurrent_webhook_claims_take_each_event_once,
+    alert_conditions_alert_once_per_change,
 );
