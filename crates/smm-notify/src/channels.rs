@@ -200,10 +200,10 @@ pub enum ChannelError {
     /// The channel's settings cannot be used (bad address, bad base URL).
     #[error("invalid channel settings: {0}")]
     Config(String),
-    /// The SMTP host is not allowed by the policy.
+    /// The SMTP host is not allowed by the policy (never worth a retry).
     #[error("{0}")]
     Refused(TargetError),
-    /// The SMTP exchange failed.
+    /// The SMTP exchange failed (including a host name that did not resolve).
     #[error("e-mail not sent: {0}")]
     Email(String),
     /// The SMTP exchange did not finish within the client's timeout.
@@ -378,19 +378,18 @@ async fn send_email(
     // certificate against `host`.
     let policy = client.config().policy;
     let host_only = host.trim_start_matches('[').trim_end_matches(']');
-    if !policy.allow_private {
-        let probe = Url::parse(&format!("smtp://{host}/")).ok();
-        let local = probe
-            .as_ref()
-            .and_then(|u| u.host_str())
-            .is_some_and(|h| h.eq_ignore_ascii_case("localhost") || h.ends_with(".localhost"));
-        if local {
-            return Err(ChannelError::Refused(TargetError::PrivateAddress));
-        }
+    if !policy.allow_private && guard::is_local_name(host_only) {
+        return Err(ChannelError::Refused(TargetError::PrivateAddress));
     }
     let addrs = guard::resolve(host_only, port, &policy)
         .await
-        .map_err(ChannelError::Refused)?;
+        .map_err(|e| {
+            if e.is_refusal() {
+                ChannelError::Refused(e)
+            } else {
+                ChannelError::Email(e.to_string())
+            }
+        })?;
     let Some(addr) = addrs.first() else {
         return Err(ChannelError::Refused(TargetError::PrivateResolution));
     };
@@ -399,10 +398,11 @@ async fn send_email(
         EmailSecurity::StartTls => Tls::Required(tls_parameters(host_only)?),
         EmailSecurity::Tls => Tls::Wrapper(tls_parameters(host_only)?),
     };
-    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())
-        .port(addr.port())
-        .timeout(Some(client.config().timeout))
-        .tls(tls);
+    let mut transport =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())
+            .port(addr.port())
+            .timeout(Some(client.config().timeout))
+            .tls(tls);
     if let Some(username) = username {
         let password = password.map(|p| p.expose().to_owned()).unwrap_or_default();
         transport = transport.credentials(Credentials::new(username.to_owned(), password));

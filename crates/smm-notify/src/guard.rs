@@ -51,6 +51,14 @@ pub enum TargetError {
     Resolve(String),
 }
 
+impl TargetError {
+    /// Whether this is the policy refusing the target (never worth a retry), rather than a
+    /// host name that failed to resolve ([`TargetError::Resolve`], possibly transient).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Self::Resolve(_))
+    }
+}
+
 /// Checks a URL before anything is sent to it: scheme `http`/`https`, a host, no credentials,
 /// and (unless `policy.allow_private`) no refused IP literal and no `localhost` / `*.localhost`.
 ///
@@ -80,7 +88,7 @@ pub fn check_url(url: &Url, policy: &TargetPolicy) -> Result<(), TargetError> {
 }
 
 /// `localhost`, `*.localhost` (RFC 6761), with or without the root's trailing dot.
-fn is_local_name(name: &str) -> bool {
+pub(crate) fn is_local_name(name: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost" || name.ends_with(".localhost")
 }
@@ -138,12 +146,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(v4);
     }
     let s = ip.segments();
-    let low = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     // IPv4-compatible ::a.b.c.d (deprecated), which also covers :: and ::1 as 0.0.0.0/8.
     if s[..6].iter().all(|&x| x == 0) {
         return Some(low);

@@ -68,7 +68,8 @@ pub enum SendError {
     /// The call did not finish within the timeout.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// No connection could be made (refused, unreachable, TLS handshake, resolution).
+    /// No connection could be made (refused, unreachable, TLS handshake, a host name that did
+    /// not resolve).
     #[error("could not connect: {0}")]
     Connect(String),
     /// Anything else (the connection dropped mid-exchange, an invalid header, ...).
@@ -169,8 +170,13 @@ fn classify(error: reqwest::Error, url: &Url) -> SendError {
     // A refusal by the resolver travels up as the source of a connect error.
     let mut source = error.source();
     while let Some(err) = source {
-        if let Some(refused) = err.downcast_ref::<TargetError>() {
-            return SendError::Refused(refused.clone());
+        if let Some(target) = err.downcast_ref::<TargetError>() {
+            return if target.is_refusal() {
+                SendError::Refused(target.clone())
+            } else {
+                // A failed lookup may well succeed later: not a refusal.
+                SendError::Connect(target.to_string())
+            };
         }
         source = err.source();
     }

@@ -161,9 +161,9 @@ pub fn verify(
         return Err(VerifyError::TooNew);
     }
     let expected = mac(secret, timestamp, body);
-    let matched = signatures.iter().any(|sig| {
-        hex::decode(sig).is_ok_and(|sig| expected.clone().verify_slice(&sig).is_ok())
-    });
+    let matched = signatures
+        .iter()
+        .any(|sig| hex::decode(sig).is_ok_and(|sig| expected.clone().verify_slice(&sig).is_ok()));
     if matched {
         Ok(())
     } else {
