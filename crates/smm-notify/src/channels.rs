@@ -130,7 +130,8 @@ struct WebhookBody<'a> {
 /// How an SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmailSecurity {
-    /// No TLS at all (a trusted local relay only).
+    /// No TLS at all (a trusted local relay only): the message and any credentials travel in
+    /// clear.
     Plain,
     /// Plain connection upgraded with STARTTLS, which is required (port 587 usually).
     StartTls,
@@ -146,7 +147,8 @@ pub enum Channel {
         /// Where to POST.
         url: Url,
     },
-    /// A Slack incoming webhook: POST of JSON `{"text": ...}`.
+    /// A Slack incoming webhook: POST of JSON `{"text": ...}` ([`Alert::text`] with `&`, `<`
+    /// and `>` escaped as Slack asks).
     Slack {
         /// The incoming webhook's URL (a secret: its path authorises posting).
         webhook_url: Url,
@@ -160,7 +162,9 @@ pub enum Channel {
         /// The chat to post in (a numeric id or `@channelname`).
         chat_id: String,
     },
-    /// E-mail over SMTP: subject `[smm-gateway] <title>`, body [`Alert::text`].
+    /// E-mail over SMTP: subject `[smm-gateway] <title>`, body [`Alert::text`] as plain text.
+    /// The host is resolved through the guard with the client's policy and the connection made
+    /// to the first address kept; TLS (when asked for) checks the certificate against `host`.
     Email {
         /// The SMTP server's host name or address.
         host: String,
@@ -247,7 +251,7 @@ impl Channel {
                 post_json(client, url, &body).await
             }
             Self::Slack { webhook_url } => {
-                let body = serde_json::json!({ "text": alert.text() });
+                let body = serde_json::json!({ "text": slack_escape(&alert.text()) });
                 post_json(client, webhook_url, &body).await
             }
             Self::Telegram {
@@ -281,6 +285,14 @@ impl Channel {
             }
         }
     }
+}
+
+/// Slack reads `<...>` as links and mentions and `&` as the start of an entity; its docs ask
+/// for these three to be escaped in text.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn post_json(

@@ -139,6 +139,19 @@ async fn slack_receives_text() {
         seen[0].json(),
         serde_json::json!({ "text": alert().text() })
     );
+
+    // Slack's control characters are escaped.
+    let odd = Alert {
+        title: "Provider <b> & co".to_owned(),
+        lines: vec!["balance < 5".to_owned()],
+        ..alert()
+    };
+    channel.send(&private_client(), &odd).await.unwrap();
+    let seen = rx.seen_at("/slack");
+    assert_eq!(
+        seen[1].json()["text"],
+        "[ALERT] Provider &lt;b&gt; &amp; co\nbalance &lt; 5"
+    );
 }
 
 fn telegram(rx: &crate::support::Receiver, token: &str, chat_id: &str) -> Channel {
