@@ -70,7 +70,20 @@ fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(config_validate))
         .routes(routes!(config_reload))
         .routes(routes!(audit))
+        .routes(routes!(
+            notifications::webhook,
+            notifications::set_webhook,
+            notifications::clear_webhook
+        ))
+        .routes(routes!(notifications::resume_webhook))
+        .routes(routes!(notifications::set_low_balance))
+        .routes(routes!(notifications::webhook_events))
+        .routes(routes!(notifications::webhook_deliveries))
+        .routes(routes!(notifications::resend_event))
+        .routes(routes!(notifications::alerts))
 }
+
+mod notifications;
 
 pub fn router(app: Arc<App>) -> Router {
     let (router, _) = api().split_for_parts();

@@ -176,6 +176,8 @@ pub struct App {
     pub login_limits: crate::limits::KeyedLimits<String>,
     /// Wakes the forwarder when an order is placed.
     pub forward_wake: Notify,
+    /// Wakes the notifier (a webhook event may be due: a resend, a resume).
+    pub notify_wake: Notify,
     /// Why recently rejected orders were refused, for `add` calls waiting on them
     /// (`server.add_wait_ms`).
     rejections: Mutex<HashMap<OrderId, ErrorKind>>,
@@ -230,6 +232,7 @@ impl App {
             limits: crate::limits::CustomerLimits::new(),
             login_limits: crate::limits::KeyedLimits::new(),
             forward_wake: Notify::new(),
+            notify_wake: Notify::new(),
             rejections: Mutex::new(HashMap::new()),
             worker_id,
             metrics: crate::metrics::Metrics::default(),
@@ -286,7 +289,9 @@ impl App {
             Ok(candidate) => candidate,
             Err(e) => {
                 self.count_reload("invalid");
-                return Err(vec![e.to_string()]);
+                let problems = vec![e.to_string()];
+                crate::notifier::alerts::reload_refused(self, actor, &problems).await;
+                return Err(problems);
             }
         };
         self.reload(candidate, actor).await
@@ -299,6 +304,18 @@ impl App {
     /// keep their running values and are reported. An invalid candidate changes nothing and
     /// every problem comes back. Audited with the changed sections before and after.
     pub async fn reload(
+        self: &Arc<Self>,
+        candidate: Settings,
+        actor: &str,
+    ) -> Result<ReloadReport, Vec<String>> {
+        let result = self.reload_checked(candidate, actor).await;
+        if let Err(problems) = &result {
+            crate::notifier::alerts::reload_refused(self, actor, problems).await;
+        }
+        result
+    }
+
+    async fn reload_checked(
         self: &Arc<Self>,
         mut candidate: Settings,
         actor: &str,
@@ -545,6 +562,7 @@ impl App {
                 let changes = self.price_changes(&name, &previous, &services);
                 self.metrics
                     .price_change_alerts(&name, changes.len() as u64);
+                crate::notifier::alerts::prices_moved(self, &name, &changes).await;
                 messages.extend(changes);
             }
             self.last_sync

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use smm_store::{CustomerStatus, Store};
 
 use crate::config::{ConfigError, Settings};
+use crate::ops::notifications::WebhookView;
 use crate::ops::{AmbiguousOrderView, CustomerView, OpError, Ops, OrderSearch, PricingView};
 
 impl From<OpError> for String {
@@ -69,6 +70,11 @@ pub enum Command {
     Providers {
         #[command(subcommand)]
         command: ProviderCommand,
+    },
+    /// The reseller's alerts.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertCommand,
     },
     /// Start a self-contained demo: two simulated upstream panels, an embedded database, a
     /// funded demo customer, and ready-to-paste curl lines.
@@ -175,6 +181,49 @@ pub enum ProviderCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test message to every configured alert channel and report each one.
+    Test,
+    /// The alert conditions on now.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Show the customer's webhook (never its secret).
+    Show { id: i64 },
+    /// Point the customer's events at URL with a new signing secret, printed once.
+    Set { id: i64, url: String },
+    /// Remove the webhook; events not yet delivered are discarded.
+    Clear { id: i64 },
+    /// Resume deliveries paused after the receiver kept failing.
+    Resume { id: i64 },
+    /// Tell the customer (`balance.low`) when their balance falls below AMOUNT, or stop with
+    /// --clear.
+    LowBalance {
+        id: i64,
+        #[arg(required_unless_present = "clear")]
+        amount: Option<String>,
+        #[arg(long, conflicts_with = "amount")]
+        clear: bool,
+    },
+    /// The customer's events, newest first.
+    Events {
+        id: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// The customer's delivery log (every attempt), newest first.
+    Deliveries {
+        id: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Send one event again under its own event id.
+    Resend { event: i64 },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum CustomerCommand {
     /// Create a customer; prints the API key once (only its hash is stored).
     Create {
@@ -218,6 +267,11 @@ pub enum CustomerCommand {
         percent: Option<String>,
         #[arg(long, conflicts_with = "percent")]
         clear: bool,
+    },
+    /// The customer's status webhook: events, signatures, delivery log.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
     },
     /// Set the customer's own rate for one service (per 1000, or per order for flat-priced
     /// types, like the list rate), or remove it with --clear. Audited.
@@ -338,6 +392,113 @@ pub async fn customers(settings: &Settings, command: CustomerCommand) -> Result<
             id, service, rate, ..
         } => {
             print_pricing(&ops.set_rate(id, service, rate.as_deref()).await?);
+        }
+        CustomerCommand::Webhook { command } => webhook(&ops, command).await?,
+    }
+    Ok(())
+}
+
+fn print_webhook(w: &WebhookView) {
+    println!(
+        "customer {}	webhook {}	{}	low balance {}	pending {}",
+        w.customer,
+        w.url.as_deref().unwrap_or("-"),
+        w.paused_at
+            .map_or_else(|| "active".to_owned(), |at| format!("PAUSED since {at}")),
+        w.low_balance_threshold.as_deref().unwrap_or("-"),
+        w.pending
+    );
+}
+
+async fn webhook(ops: &Ops<'_>, command: WebhookCommand) -> Result<(), String> {
+    match command {
+        WebhookCommand::Show { id } => print_webhook(&ops.webhook(id).await?),
+        WebhookCommand::Set { id, url } => {
+            let set = ops.set_webhook(id, &url).await?;
+            print_webhook(&set.webhook);
+            println!(
+                "signing secret (shown once, give it to the customer): {}",
+                set.secret
+            );
+        }
+        WebhookCommand::Clear { id } => print_webhook(&ops.clear_webhook(id).await?),
+        WebhookCommand::Resume { id } => print_webhook(&ops.resume_webhook(id).await?),
+        WebhookCommand::LowBalance { id, amount, .. } => {
+            print_webhook(&ops.set_low_balance(id, amount.as_deref()).await?);
+        }
+        WebhookCommand::Events { id, limit } => {
+            for e in ops.webhook_events(id, None, limit).await? {
+                println!(
+                    "#{}	{}	{}	attempts {}	{}	{}",
+                    e.id,
+                    e.event,
+                    e.state,
+                    e.attempts,
+                    e.last_error.as_deref().unwrap_or("-"),
+                    e.payload
+                );
+            }
+        }
+        WebhookCommand::Deliveries { id, limit } => {
+            for d in ops.webhook_deliveries(id, None, limit).await? {
+                println!(
+                    "#{}	event {}	attempt {}	at {}	{}	{} ms	{}",
+                    d.id,
+                    d.event,
+                    d.attempt,
+                    d.at,
+                    d.http_status
+                        .map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}")),
+                    d.latency_ms,
+                    d.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        WebhookCommand::Resend { event } => {
+            let e = ops.resend_webhook_event(event).await?;
+            println!("event #{} queued again ({})", e.id, e.event);
+        }
+    }
+    Ok(())
+}
+
+/// Runs an alerts command: `test` calls every channel now; `list` shows the conditions on.
+pub async fn alerts(settings: &Settings, command: AlertCommand) -> Result<(), String> {
+    match command {
+        AlertCommand::Test => {
+            if settings.alerts.channels.is_empty() {
+                return Err("no alert channels are configured ([[alerts.channels]])".into());
+            }
+            let mut failed = 0;
+            for (name, result) in crate::notifier::alerts::test_all(settings).await {
+                match result {
+                    Ok(()) => println!("{name}	sent"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{name}	FAILED: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(format!("{failed} channel(s) failed"));
+            }
+        }
+        AlertCommand::List => {
+            let store = open_store(settings).await?;
+            let actor = actor();
+            let ops = Ops {
+                store: store.as_ref(),
+                settings,
+                actor: &actor,
+            };
+            for alert in ops.active_alerts().await? {
+                println!(
+                    "{}	since {}	{}",
+                    alert.key,
+                    alert.since,
+                    alert.detail.unwrap_or_default().replace('\n', " / ")
+                );
+            }
         }
     }
     Ok(())

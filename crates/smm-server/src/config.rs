@@ -14,6 +14,9 @@ use smm_provider_client::{ProviderConfig, RateLimit, RequestFormat, SecretKey};
 use smm_routing::{ConfigProblem, Exposure, PricingRules, ProviderDef, ServiceDef};
 use smm_wire::{OrderStatus, StatusCodes};
 
+pub mod notifications;
+pub use notifications::{AlertSettings, WebhookDeliverySettings};
+
 /// The compiled-in defaults (`config/default.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
@@ -34,6 +37,10 @@ pub struct Settings {
     pub reconciler: ReconcilerSettings,
     #[serde(default)]
     pub console: ConsoleSettings,
+    #[serde(default)]
+    pub webhooks: WebhookDeliverySettings,
+    #[serde(default)]
+    pub alerts: AlertSettings,
     #[serde(default)]
     pub pricing: PricingRules,
     #[serde(default)]
@@ -495,6 +502,7 @@ impl Settings {
             &self.services,
             &self.exposures,
         ));
+        problems.extend(notifications::problems(&self.webhooks, &self.alerts));
         problems
     }
 

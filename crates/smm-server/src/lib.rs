@@ -25,6 +25,7 @@ pub mod forwarder;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod notifier;
 pub mod ops;
 pub mod reconciler;
 pub mod reload;
@@ -139,6 +140,7 @@ impl Gateway {
         }
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(reconciler::run(app.clone(), signal.clone())));
+        tasks.push(tokio::spawn(notifier::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));
         tracing::info!(%addr, worker = %app.worker_id, "smm-gateway listening");
         Ok(Gateway {

@@ -74,6 +74,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load(file).map_err(|e| e.to_string())?;
             smm_server::cli::customers(&settings, command).await
         }
+        Command::Alerts { command } => {
+            let settings = Settings::load_valid(file).map_err(|e| e.to_string())?;
+            smm_server::cli::alerts(&settings, command).await
+        }
         Command::Admins { command } => {
             let settings = Settings::load(file).map_err(|e| e.to_string())?;
             smm_server::cli::admins(&settings, command).await

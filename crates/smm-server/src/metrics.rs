@@ -106,6 +106,15 @@ pub struct Metrics {
     config_reloads: Family<Outcome, Counter>,
     price_change_alerts: Family<ProviderLabel, Counter>,
     unknown_statuses: Family<ProviderLabel, Counter>,
+    webhook_deliveries: Family<Outcome, Counter>,
+    webhook_delivery_duration: Histogram,
+    alerts_sent: Family<ChannelOutcome, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ChannelOutcome {
+    channel: String,
+    outcome: String,
 }
 
 impl Default for Metrics {
@@ -122,6 +131,9 @@ impl Default for Metrics {
             config_reloads: Family::default(),
             price_change_alerts: Family::default(),
             unknown_statuses: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_delivery_duration: latency(),
+            alerts_sent: Family::default(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -174,6 +186,22 @@ impl Default for Metrics {
             "smm_unknown_statuses",
             "Upstream statuses outside the v2 vocabulary, by provider",
             metrics.unknown_statuses.clone(),
+        );
+        registry.register(
+            "smm_webhook_deliveries",
+            "Customer webhook delivery attempts by outcome (delivered, failed_status: the \
+             receiver answered non-2xx, failed_call: no answer)",
+            metrics.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "smm_webhook_delivery_duration_seconds",
+            "Customer webhook delivery latency (answered attempts)",
+            metrics.webhook_delivery_duration.clone(),
+        );
+        registry.register(
+            "smm_alerts_sent",
+            "Reseller alerts sent to channels, by channel and outcome",
+            metrics.alerts_sent.clone(),
         );
         Metrics {
             registry,
@@ -264,6 +292,31 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .inc_by(alerts);
+    }
+
+    /// `smm_webhook_deliveries_total` and, for answered attempts,
+    /// `smm_webhook_delivery_duration_seconds`.
+    pub fn webhook_delivery(&self, outcome: &str, latency_ms: i64) {
+        self.webhook_deliveries
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if outcome != "failed_call" {
+            self.webhook_delivery_duration.observe(
+                Duration::from_millis(u64::try_from(latency_ms).unwrap_or(0)).as_secs_f64(),
+            );
+        }
+    }
+
+    /// `smm_alerts_sent_total`.
+    pub fn alert_sent(&self, channel: &str, outcome: &str) {
+        self.alerts_sent
+            .get_or_create(&ChannelOutcome {
+                channel: channel.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// `smm_unknown_statuses_total`.
@@ -406,6 +459,41 @@ async fn gauges(app: &App) -> Registry {
         "The reseller's last known balance at the provider",
         balance,
     );
+    if let Ok(backlog) = app.store.webhook_backlog().await {
+        let gauge = |value: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(value);
+            g
+        };
+        registry.register(
+            "smm_webhook_backlog",
+            "Customer webhook events recorded and not yet delivered (paused customers' too)",
+            gauge(backlog.pending),
+        );
+        registry.register(
+            "smm_webhook_oldest_pending_age_seconds",
+            "Age of the oldest event waiting for a customer whose deliveries are not paused",
+            gauge(
+                backlog
+                    .oldest_pending_at
+                    .map_or(0, |at| now_ms().saturating_sub(at) / 1000),
+            ),
+        );
+        registry.register(
+            "smm_webhook_paused_customers",
+            "Customers whose webhook deliveries are paused after failing too long",
+            gauge(backlog.paused_customers),
+        );
+    }
+    if let Ok(active) = app.store.active_alerts().await {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(active.len()).unwrap_or(i64::MAX));
+        registry.register(
+            "smm_alert_conditions_active",
+            "Alert conditions on now (provider down, ambiguous orders, stuck orders, ...)",
+            g,
+        );
+    }
     registry
 }
 

@@ -510,7 +510,7 @@ fn find(orders: &[Order], id: u64) -> Option<&Order> {
         .find(|o| u64::try_from(o.id.0).ok() == Some(id))
 }
 
-fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem {
+pub(crate) fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem {
     let extra: Option<serde_json::Value> = order
         .extra
         .as_deref()

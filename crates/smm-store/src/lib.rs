@@ -684,6 +684,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // ---- the reseller's alerts (issue #14) -------------------------------------------------
 
+    /// Orders not started (status `Pending`, whether queued, on their way or upstream) that
+    /// were placed before `placed_before`, oldest first, at most `limit`: the stuck-orders
+    /// alert's candidates.
+    async fn unstarted_orders(
+        &self,
+        placed_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(OrderId, ServiceId, Timestamp)>>;
+
+    /// When the oldest order still waiting to be forwarded (`queued`) was placed.
+    async fn oldest_queued_at(&self) -> StoreResult<Option<Timestamp>>;
+
     /// Moves condition `alert.key` to on (`active`) or off. Only the call that changes it
     /// (on any instance) writes the alert to the outbox, once per channel, and returns true;
     /// a start within `cooldown_ms` of the last alert sent for this key is recorded but not

@@ -3100,6 +3100,18 @@ where
             .await
     }
 
+    async fn unstarted_orders(
+        &self,
+        placed_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(OrderId, ServiceId, Timestamp)>> {
+        self.unstarted_orders_impl(placed_before, limit).await
+    }
+
+    async fn oldest_queued_at(&self) -> StoreResult<Option<Timestamp>> {
+        self.oldest_queued_at_impl().await
+    }
+
     async fn alert_event(&self, alert: &NewAlert<'_>, now: Timestamp) -> StoreResult<bool> {
         self.alert_event_impl(alert, now).await
     }

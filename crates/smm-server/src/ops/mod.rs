@@ -23,6 +23,7 @@ use crate::config::Settings;
 
 mod admins;
 pub mod config_file;
+pub mod notifications;
 pub mod on_behalf;
 pub mod overview;
 pub use admins::{AdminView, LoginRefusal, hash_password, verify_password};

@@ -39,7 +39,9 @@ pub struct PeriodFigures {
 pub struct Day {
     /// Midnight UTC, ms since the epoch.
     pub start: Timestamp,
+    pub orders: u64,
     pub revenue: Money,
+    pub refunds: Money,
     pub profit: Money,
     /// Orders sent to each provider that day.
     pub orders_by_provider: BTreeMap<String, u64>,
@@ -235,7 +237,9 @@ impl Ops<'_> {
                 let f = figures("day", &sums);
                 Day {
                     start,
+                    orders: f.orders,
                     revenue: f.revenue,
+                    refunds: f.refunds,
                     profit: f.profit,
                     orders_by_provider,
                 }

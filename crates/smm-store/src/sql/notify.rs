@@ -572,6 +572,34 @@ where
         settle(tx, result).await
     }
 
+    pub(crate) async fn unstarted_orders_impl(
+        &self,
+        placed_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<(OrderId, ServiceId, Timestamp)>> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as::<D, (i64, i64, i64)>(
+            "SELECT id, service_id, created_at FROM orders WHERE status = 'Pending' \
+             AND forward_state IN ('queued', 'sending', 'sent') AND created_at < $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(placed_before)
+        .bind(limit_or_default(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, service, at)| (OrderId(id), ServiceId(service), at))
+            .collect())
+    }
+
+    pub(crate) async fn oldest_queued_at_impl(&self) -> StoreResult<Option<Timestamp>> {
+        Ok(sqlx::query_scalar::<D, Option<i64>>(
+            "SELECT MIN(created_at) FROM orders WHERE forward_state = 'queued'",
+        )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
     pub(crate) async fn active_alerts_impl(&self) -> StoreResult<Vec<AlertCondition>> {
         let rows: Vec<(String, i64, Option<String>)> =
             sqlx::query_as::<D, (String, i64, Option<String>)>(

@@ -1,0 +1,608 @@
+//! The reseller's alerts: conditions watched every `alerts.interval_secs`, one-off events
+//! (a refused reload, a price that moved, a paused customer webhook, the daily summary), and
+//! their delivery to the configured channels from the store's alert outbox.
+//!
+//! A condition is a key (`provider.down:alpha`, `order.ambiguous:12`). Every instance checks
+//! the conditions, and the store lets only the one whose write changed a condition's state
+//! send the alert ([`smm_store::Store::alert_condition`]): each condition alerts once when it
+//! starts and once when it clears, with `alerts.cooldown_secs` against flapping. One-offs go
+//! out once per key ([`smm_store::Store::alert_event`]). The outbox row is written with the
+//! state change, so a crash loses no alert; each channel is retried with backoff until
+//! `alerts.give_up_after_secs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use smm_notify::{Alert, AlertState, Channel, EmailSecurity, OutboundClient, Secret};
+use smm_store::{AlertOutcome, CustomerId, ForwardState, NewAlert, OrderFilter, Timestamp};
+
+use crate::app::{App, now_ms};
+use crate::config::Settings;
+use crate::config::notifications::{AlertChannelKind, AlertChannelSettings, SmtpSecurity};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Orders of one kind (ambiguous, on the attention list) alerted one by one per round; more
+/// wait for the next round.
+const ORDERS_PER_ROUND: u32 = 50;
+
+/// The channel a configured entry describes, its secret resolved. Never logged.
+pub fn channel(settings: &AlertChannelSettings) -> Result<Channel, String> {
+    let secret = settings.secret()?;
+    let parse = |text: &str| url::Url::parse(text).map_err(|e| format!("not a URL: {e}"));
+    Ok(match settings.kind {
+        AlertChannelKind::Webhook => Channel::Webhook {
+            url: parse(settings.url.as_deref().ok_or("no url")?)?,
+        },
+        AlertChannelKind::Slack => Channel::Slack {
+            webhook_url: parse(&secret.ok_or("no Slack webhook URL (secret_env or secret_file)")?)
+                .map_err(|_| "the Slack webhook URL does not parse".to_owned())?,
+        },
+        AlertChannelKind::Telegram => Channel::Telegram {
+            api_base: parse(settings.url.as_deref().unwrap_or(Channel::TELEGRAM_API))?,
+            bot_token: Secret::new(secret.ok_or("no bot token (secret_env or secret_file)")?),
+            chat_id: settings.chat_id.clone().ok_or("no chat_id")?,
+        },
+        AlertChannelKind::Email => {
+            let security = match settings.smtp_security {
+                SmtpSecurity::Starttls => EmailSecurity::StartTls,
+                SmtpSecurity::Tls => EmailSecurity::Tls,
+                SmtpSecurity::Plain => EmailSecurity::Plain,
+            };
+            let default_port = match security {
+                EmailSecurity::Tls => 465,
+                EmailSecurity::StartTls => 587,
+                EmailSecurity::Plain => 25,
+            };
+            Channel::Email {
+                host: settings.smtp_host.clone().ok_or("no smtp_host")?,
+                port: settings.smtp_port.unwrap_or(default_port),
+                security,
+                username: settings.smtp_username.clone(),
+                password: secret.map(Secret::new),
+                from: settings.from.clone().ok_or("no from address")?,
+                to: settings.to.clone(),
+            }
+        }
+    })
+}
+
+/// The client alerts go out with. The reseller configured the targets, so private addresses
+/// (a relay, an internal chat bridge) are allowed.
+pub fn client(settings: &Settings) -> Result<OutboundClient, String> {
+    OutboundClient::new(smm_notify::OutboundConfig {
+        timeout: std::time::Duration::from_secs(settings.alerts.timeout_secs.max(1)),
+        max_response_bytes: 4_096,
+        policy: smm_notify::TargetPolicy {
+            allow_private: true,
+        },
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn channel_names(settings: &Settings) -> Vec<String> {
+    settings
+        .alerts
+        .channels
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Turns condition `key` on or off; logs the start and the clear on this instance too.
+async fn condition(app: &App, key: &str, active: bool, title: &str, lines: &[String]) {
+    let settings = app.settings();
+    let channels = channel_names(&settings);
+    let alert = NewAlert {
+        key,
+        title,
+        lines,
+        channels: &channels,
+    };
+    let cooldown =
+        i64::try_from(settings.alerts.cooldown_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    match app
+        .store
+        .alert_condition(&alert, active, cooldown, now_ms())
+        .await
+    {
+        Ok(true) if active => tracing::warn!(key, title, "alert"),
+        Ok(true) => tracing::info!(key, "alert cleared"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, key, "cannot record an alert condition"),
+    }
+}
+
+/// A one-off alert, sent once per `key` whichever instance records it first.
+pub async fn event(app: &App, key: &str, title: &str, lines: &[String]) {
+    let channels = channel_names(&app.settings());
+    let alert = NewAlert {
+        key,
+        title,
+        lines,
+        channels: &channels,
+    };
+    match app.store.alert_event(&alert, now_ms()).await {
+        Ok(true) => tracing::warn!(key, title, "alert"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, key, "cannot record an alert"),
+    }
+}
+
+/// A customer's webhook deliveries were paused.
+pub async fn webhook_paused(app: &App, customer: CustomerId, why: &str) {
+    let name = app
+        .store
+        .customer(customer)
+        .await
+        .map(|c| c.name)
+        .unwrap_or_default();
+    event(
+        app,
+        &format!("webhook.paused:{}:{}", customer.0, now_ms()),
+        &format!(
+            "Webhook deliveries to customer {} ({name}) paused",
+            customer.0
+        ),
+        &[
+            format!("last error: {why}"),
+            "their events are kept; resume with `smm-gateway customers webhook resume ID`, the \
+             admin API or the console"
+                .into(),
+        ],
+    )
+    .await;
+}
+
+/// A configuration reload was refused (its problems listed).
+pub async fn reload_refused(app: &App, actor: &str, problems: &[String]) {
+    let mut lines: Vec<String> = problems.iter().take(10).cloned().collect();
+    lines.push(format!(
+        "asked by {actor}; the running configuration is unchanged"
+    ));
+    event(
+        app,
+        &format!("config.reload_refused:{}:{}", app.worker_id, now_ms()),
+        "A configuration reload was refused",
+        &lines,
+    )
+    .await;
+}
+
+/// A catalog sync found upstream prices that moved beyond `sync.price_change_alert_percent`.
+/// The key is the change itself, so instances syncing the same move alert once.
+pub async fn prices_moved(app: &App, provider: &str, changes: &[String]) {
+    if changes.is_empty() {
+        return;
+    }
+    let digest = hex::encode(&Sha256::digest(changes.join("\n").as_bytes())[..8]);
+    let day = now_ms().div_euclid(DAY_MS);
+    event(
+        app,
+        &format!("price.moved:{provider}:{day}:{digest}"),
+        &format!("Upstream prices moved at {provider}"),
+        changes,
+    )
+    .await;
+}
+
+/// Checks every condition once.
+pub async fn evaluate(app: &App) {
+    let now = now_ms();
+    providers(app).await;
+    services(app).await;
+    orders(app, now).await;
+    summary(app, now).await;
+}
+
+async fn providers(app: &App) {
+    for line in crate::ops::overview::providers(app) {
+        if !line.enabled {
+            continue;
+        }
+        let name = &line.name;
+        let down = line.cooling_down;
+        condition(
+            app,
+            &format!("provider.down:{name}"),
+            down,
+            &if down {
+                format!("Provider {name} is unreachable: cooling down")
+            } else {
+                format!("Provider {name} answers again")
+            },
+            &[format!(
+                "{} failed calls in a row; routing skips it while it cools down",
+                line.consecutive_failures
+            )],
+        )
+        .await;
+        condition(
+            app,
+            &format!("provider.out_of_funds:{name}"),
+            line.out_of_funds,
+            &if line.out_of_funds {
+                format!("Provider {name} refused an order for lack of funds")
+            } else {
+                format!("Provider {name} takes orders again")
+            },
+            &["routing skips it until a balance check shows money there".into()],
+        )
+        .await;
+        let balance = line.balance.map_or_else(
+            || "unknown".to_owned(),
+            |b| format!("{b} {}", line.currency),
+        );
+        condition(
+            app,
+            &format!("provider.low_balance:{name}"),
+            line.low_balance,
+            &if line.low_balance {
+                format!("Provider {name}: balance below low_balance")
+            } else {
+                format!("Provider {name}: balance back above low_balance")
+            },
+            &[format!("balance {balance}")],
+        )
+        .await;
+    }
+}
+
+/// Routes that cost more than the service's price: every order through them loses money.
+async fn services(app: &App) {
+    let catalog = app.catalog();
+    let mut losing = BTreeSet::new();
+    for service in catalog.iter().filter(|s| s.enabled) {
+        if service.markup.allow_below_cost {
+            continue;
+        }
+        for route in &service.routes {
+            if route.cost > service.rate {
+                let key = format!(
+                    "service.below_cost:{}:{}/{}",
+                    service.id, route.provider, route.upstream_service
+                );
+                condition(
+                    app,
+                    &key,
+                    true,
+                    &format!(
+                        "Service {} ({}) costs more than its price through {}",
+                        service.id, service.name, route.provider
+                    ),
+                    &[
+                        format!(
+                            "cost {} at {}/{}, price {}",
+                            route.cost, route.provider, route.upstream_service, service.rate
+                        ),
+                        "every order served through that route loses money: raise the markup, \
+                         put another route first, or disable the service"
+                            .into(),
+                    ],
+                )
+                .await;
+                losing.insert(key);
+            }
+        }
+    }
+    clear_missing(
+        app,
+        "service.below_cost:",
+        &losing,
+        "A service's cost is back under its price",
+    )
+    .await;
+}
+
+/// Clears the conditions under `prefix` that are on but no longer seen.
+async fn clear_missing(app: &App, prefix: &str, seen: &BTreeSet<String>, title: &str) {
+    let Ok(active) = app.store.active_alerts().await else {
+        return;
+    };
+    for c in active {
+        if c.key.starts_with(prefix) && !seen.contains(&c.key) {
+            condition(app, &c.key, false, title, std::slice::from_ref(&c.key)).await;
+        }
+    }
+}
+
+async fn orders(app: &App, now: Timestamp) {
+    let settings = app.settings();
+    // Ambiguous orders, one condition each, cleared when a person resolved them.
+    let ambiguous = app
+        .store
+        .list_orders(&OrderFilter {
+            forward_state: Some(ForwardState::Ambiguous),
+            limit: ORDERS_PER_ROUND,
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for order in &ambiguous {
+        let key = format!("order.ambiguous:{}", order.id.0);
+        condition(
+            app,
+            &key,
+            true,
+            &format!("Order {} is ambiguous: a person must look", order.id.0),
+            &[
+                format!(
+                    "sent to {} and the answer was lost: {}",
+                    order.provider.as_deref().unwrap_or("?"),
+                    order.forward_error.as_deref().unwrap_or("no detail")
+                ),
+                "find it upstream and attach it, or cancel it with a refund".into(),
+            ],
+        )
+        .await;
+        seen.insert(key);
+    }
+    if ambiguous.len() < ORDERS_PER_ROUND as usize {
+        clear_missing(
+            app,
+            "order.ambiguous:",
+            &seen,
+            "An ambiguous order was resolved",
+        )
+        .await;
+    }
+    let attention = app
+        .store
+        .attention_orders(ORDERS_PER_ROUND)
+        .await
+        .unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for order in &attention {
+        let key = format!("order.attention:{}", order.id.0);
+        condition(
+            app,
+            &key,
+            true,
+            &format!("Order {} waits for a refund decision", order.id.0),
+            &[order.attention.clone().unwrap_or_default()],
+        )
+        .await;
+        seen.insert(key);
+    }
+    if attention.len() < ORDERS_PER_ROUND as usize {
+        clear_missing(app, "order.attention:", &seen, "An order was settled").await;
+    }
+
+    // Stuck orders, per service threshold.
+    let alerts = &settings.alerts;
+    let by_service: BTreeMap<i64, i64> = alerts
+        .stuck_after_secs_by_service
+        .iter()
+        .filter_map(|(id, secs)| Some((id.parse().ok()?, i64::try_from(*secs).ok()?)))
+        .collect();
+    let shortest = by_service
+        .values()
+        .copied()
+        .chain([i64::try_from(alerts.stuck_after_secs).unwrap_or(i64::MAX / 1000)])
+        .min()
+        .unwrap_or(3_600);
+    let candidates = app
+        .store
+        .unstarted_orders(now.saturating_sub(shortest.saturating_mul(1000)), 1_000)
+        .await
+        .unwrap_or_default();
+    let default_secs = i64::try_from(alerts.stuck_after_secs).unwrap_or(i64::MAX / 1000);
+    let mut stuck: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
+    for (order, service, placed) in candidates {
+        let secs = by_service.get(&service.0).copied().unwrap_or(default_secs);
+        if now.saturating_sub(placed) >= secs.saturating_mul(1000) {
+            let entry = stuck.entry(service.0).or_insert((0, order.0));
+            entry.0 += 1;
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (service, (count, first)) in &stuck {
+        let key = format!("orders.stuck:{service}");
+        condition(
+            app,
+            &key,
+            true,
+            &format!("{count} order(s) of service {service} not started"),
+            &[format!(
+                "the oldest is order {first}; each has waited longer than its threshold"
+            )],
+        )
+        .await;
+        seen.insert(key);
+    }
+    clear_missing(app, "orders.stuck:", &seen, "Stuck orders started").await;
+
+    // Forwarding lag: the oldest order waiting to be sent.
+    if let Ok(oldest) = app.store.oldest_queued_at().await {
+        let lag_ms = oldest.map_or(0, |at| now.saturating_sub(at));
+        let limit =
+            i64::try_from(alerts.forwarding_lag_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let lagging = lag_ms > limit;
+        condition(
+            app,
+            "forwarding.lag",
+            lagging,
+            &if lagging {
+                format!(
+                    "Forwarding lags: the oldest queued order waits {} s",
+                    lag_ms / 1000
+                )
+            } else {
+                "Forwarding keeps pace again".into()
+            },
+            &[format!("threshold {} s", alerts.forwarding_lag_secs)],
+        )
+        .await;
+    }
+}
+
+/// The daily summary of the day before, once, at `alerts.daily_summary_hour` (UTC).
+async fn summary(app: &App, now: Timestamp) {
+    let settings = app.settings();
+    let Some(hour) = settings.alerts.daily_summary_hour else {
+        return;
+    };
+    let today = now - now.rem_euclid(DAY_MS);
+    if now - today < i64::from(hour) * 3_600_000 {
+        return;
+    }
+    let ops = crate::ops::Ops {
+        store: app.store.as_ref(),
+        settings: &settings,
+        actor: "notifier",
+    };
+    let Ok(overview) = ops.overview(app, now).await else {
+        return;
+    };
+    let Some(day) = overview.days.iter().rev().nth(1) else {
+        return;
+    };
+    let date = time::OffsetDateTime::from_unix_timestamp(day.start / 1000)
+        .map(|d| d.date().to_string())
+        .unwrap_or_default();
+    let currency = &overview.currency;
+    let mut lines = vec![
+        format!("orders: {}", day.orders),
+        format!("revenue: {} {currency}", day.revenue),
+        format!("refunds: {} {currency}", day.refunds),
+        format!("profit: {} {currency}", day.profit),
+    ];
+    for (provider, n) in &day.orders_by_provider {
+        lines.push(format!("  {provider}: {n} orders"));
+    }
+    let active = app.store.active_alerts().await.unwrap_or_default();
+    lines.push(format!(
+        "open problems: {} (ambiguous orders {}, refund decisions {}, stuck {})",
+        active.len(),
+        overview.ambiguous,
+        overview.attention,
+        overview.stuck
+    ));
+    for c in active.iter().take(5) {
+        lines.push(format!("  {}", c.key));
+    }
+    event(
+        app,
+        &format!("summary:{date}"),
+        &format!("Daily summary for {date}"),
+        &lines,
+    )
+    .await;
+}
+
+/// One sending round: claims due alerts and sends each to its channel. Returns how many were
+/// claimed.
+pub async fn send_round(app: &Arc<App>, client: &OutboundClient) -> usize {
+    let settings = app.settings();
+    let now = now_ms();
+    let lease = now.saturating_add(
+        i64::try_from(settings.alerts.timeout_secs.saturating_mul(1000))
+            .unwrap_or(60_000)
+            .saturating_mul(4)
+            .saturating_add(30_000),
+    );
+    let claimed = match app.store.claim_alerts(20, lease, now).await {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            tracing::warn!(%error, "cannot claim alerts");
+            return 0;
+        }
+    };
+    let count = claimed.len();
+    let give_up =
+        i64::try_from(settings.alerts.give_up_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let mut outcomes = Vec::with_capacity(count);
+    for message in claimed {
+        let configured = settings
+            .alerts
+            .channels
+            .iter()
+            .find(|c| c.name == message.channel);
+        let result = match configured.map(channel) {
+            None => Err("the channel is no longer configured".to_owned()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(target)) => {
+                let alert = Alert {
+                    key: message.key.clone(),
+                    state: match message.state {
+                        smm_store::AlertState::Started => AlertState::Started,
+                        smm_store::AlertState::Cleared => AlertState::Cleared,
+                        smm_store::AlertState::Event => AlertState::Event,
+                    },
+                    title: message.title.clone(),
+                    lines: message.lines.clone(),
+                    at_unix: message.created_at / 1000,
+                };
+                target.send(client, &alert).await.map_err(|e| e.to_string())
+            }
+        };
+        let at = now_ms();
+        app.metrics.alert_sent(
+            &message.channel,
+            if result.is_ok() { "sent" } else { "failed" },
+        );
+        outcomes.push(match result {
+            Ok(()) => AlertOutcome {
+                id: message.id,
+                error: None,
+                retry_at: None,
+                gave_up: false,
+            },
+            Err(error) => {
+                tracing::warn!(channel = %message.channel, %error, "an alert was not sent");
+                let gave_up =
+                    configured.is_none() || at.saturating_sub(message.created_at) >= give_up;
+                // 30 s doubled per attempt, at most 30 minutes.
+                let doublings = u32::try_from(message.attempts.clamp(0, 6)).unwrap_or(6);
+                let delay = (30_000_i64 << doublings).min(1_800_000);
+                AlertOutcome {
+                    id: message.id,
+                    error: Some(error),
+                    retry_at: Some(at.saturating_add(delay)),
+                    gave_up,
+                }
+            }
+        });
+    }
+    if let Err(error) = app.store.finish_alerts(&outcomes, now_ms()).await {
+        tracing::warn!(%error, "cannot record sent alerts");
+    }
+    count
+}
+
+/// Sends a test message to every configured channel (`smm-gateway alerts test`): each
+/// channel's name and what happened.
+pub async fn test_all(settings: &Settings) -> Vec<(String, Result<(), String>)> {
+    let client = match client(settings) {
+        Ok(client) => client,
+        Err(e) => {
+            return settings
+                .alerts
+                .channels
+                .iter()
+                .map(|c| (c.name.clone(), Err(e.clone())))
+                .collect();
+        }
+    };
+    let alert = Alert {
+        key: "test".into(),
+        state: AlertState::Event,
+        title: "smm-gateway test alert".into(),
+        lines: vec!["If you can read this, this channel works.".into()],
+        at_unix: now_ms() / 1000,
+    };
+    let mut results = Vec::new();
+    for configured in &settings.alerts.channels {
+        let result = match channel(configured) {
+            Ok(target) => target
+                .send(&client, &alert)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        results.push((configured.name.clone(), result));
+    }
+    results
+}
