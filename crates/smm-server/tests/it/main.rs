@@ -24,6 +24,7 @@ mod deploy;
 mod e2e;
 mod http_fuzz;
 mod instances;
+mod notifications;
 mod reload;
 mod scaleout;
 mod security;

@@ -43,6 +43,7 @@ macro_rules! both_backends {
 pub mod browser;
 pub mod gateway;
 pub mod process;
+pub mod receiver;
 
 use std::future::Future;
 use std::path::Path;
@@ -51,6 +52,7 @@ use std::time::{Duration, Instant};
 
 pub use gateway::*;
 pub use process::GatewayProcess;
+pub use receiver::{Answer, Receiver, SmtpSink};
 pub use smm_test_db::{Backend, TempDir, temp_dir};
 
 use smm_provider_client::SecretKey;
