@@ -257,3 +257,118 @@ async fn changes_reach_every_instance_at_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Three gateways on one PostgreSQL database, all watching the same conditions and sharing
+/// one webhook outbox: each alert goes out once, not once per instance, and each webhook event
+/// reaches the customer once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_send_each_alert_and_each_webhook_event_once() {
+    let Some(db) = support::TestDb::create(Backend::Postgres, "instances").await else {
+        return;
+    };
+    let sim = Sim::spawn(SimConfig::demo()).await.expect("sim");
+    let alerts = support::Receiver::start().await;
+    let hooks = support::Receiver::start().await;
+    let mut gateways = Vec::new();
+    for _ in 0..3 {
+        let mut settings = one_service_settings(&db.url, &sim.api_url());
+        settings.alerts.channels = vec![smm_server::config::notifications::AlertChannelSettings {
+            name: "ops".into(),
+            kind: smm_server::config::notifications::AlertChannelKind::Webhook,
+            url: Some(format!("{}/ops", alerts.base)),
+            secret_env: None,
+            secret_file: None,
+            chat_id: None,
+            smtp_host: None,
+            smtp_port: None,
+            smtp_security: Default::default(),
+            smtp_username: None,
+            from: None,
+            to: Vec::new(),
+        }];
+        settings.alerts.interval_secs = 1;
+        // Every order is "stuck" after a second: all three see it at once.
+        settings.alerts.stuck_after_secs = 1;
+        settings.webhooks.allow_private_targets = true;
+        settings.webhooks.interval_ms = 20;
+        gateways.push(start_gateway(settings, false).await);
+    }
+    let settings = gateways[0].app.settings();
+    let ops = Ops {
+        store: gateways[0].app.store.as_ref(),
+        settings: &settings,
+        actor: "test",
+    };
+    let created = ops.create_customer("hooked", None).await.expect("create");
+    let id = created.customer.id;
+    ops.change_balance(id, true, "100", "deposit")
+        .await
+        .expect("credit");
+    ops.set_webhook(id, &format!("{}/hook", hooks.base))
+        .await
+        .expect("webhook");
+    ops.set_low_balance(id, Some("99.5"))
+        .await
+        .expect("threshold");
+    // Crossings through each instance's store: three balance.low events.
+    for (i, gateway) in gateways.iter().enumerate() {
+        let ops = Ops {
+            store: gateway.app.store.as_ref(),
+            settings: &settings,
+            actor: "test",
+        };
+        ops.change_balance(id, false, "1", "fee")
+            .await
+            .expect("debit");
+        if i < 2 {
+            ops.change_balance(id, true, "1", "back")
+                .await
+                .expect("credit");
+        }
+    }
+    // An order placed and left Pending upstream: stuck for every instance.
+    let http = reqwest::Client::new();
+    let placed: Value = http
+        .post(gateways[1].api_url())
+        .form(&[
+            ("key", created.api_key.as_str()),
+            ("action", "add"),
+            ("service", "1"),
+            ("link", "https://instagram.com/p/x"),
+            ("quantity", "100"),
+        ])
+        .send()
+        .await
+        .expect("add")
+        .json()
+        .await
+        .expect("json");
+    assert!(placed["order"].is_u64(), "{placed}");
+    alerts
+        .wait_until(Duration::from_secs(20), "the stuck alert", |r| {
+            r.iter().any(|r| r.json()["key"] == "orders.stuck:1")
+        })
+        .await;
+    hooks
+        .wait_until(Duration::from_secs(20), "three events", |r| r.len() >= 3)
+        .await;
+    // Several rounds on each instance later: still one of each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stuck = alerts
+        .received()
+        .iter()
+        .filter(|r| r.json()["key"] == "orders.stuck:1" && r.json()["state"] == "started")
+        .count();
+    assert_eq!(stuck, 1, "one alert from three instances");
+    let received = hooks.received();
+    let ids: Vec<i64> = received
+        .iter()
+        .filter_map(|r| r.json()["event_id"].as_i64())
+        .collect();
+    let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{ids:?}");
+    assert_eq!(ids.len(), 3, "each event delivered once: {ids:?}");
+    for gateway in gateways {
+        gateway.shutdown().await;
+    }
+}
