@@ -23,6 +23,7 @@ both_backends!(
     failing_receivers_are_retried_then_paused_and_resumed,
     webhook_urls_may_not_reach_private_addresses,
     alert_conditions_alert_once_when_they_start_and_once_when_they_clear,
+    price_moves_and_the_daily_summary_are_told_once,
 );
 
 /// Past the end of every order plan of the simulators.
@@ -765,4 +766,93 @@ to = ["owner@example.com", "ops@example.com"]
     assert!(stdout.contains("hook\tFAILED"), "{stdout}");
     assert!(stdout.contains("mail\tsent"), "{stdout}");
     assert!(!stdout.contains("TEST-token"));
+}
+
+/// An upstream price that moved beyond `sync.price_change_alert_percent` is told once,
+/// however many syncs see the move; the daily summary goes out once a day.
+pub async fn price_moves_and_the_daily_summary_are_told_once(backend: Backend) {
+    let alerts = Receiver::start().await;
+    let url = format!("{}/ops", alerts.base);
+    let gw = TestGateway::start_polling(backend, |s| {
+        s.alerts.channels = vec![alert_webhook("ops", &url)];
+        s.alerts.interval_secs = 1;
+        s.alerts.daily_summary_hour = Some(0);
+        s.webhooks.interval_ms = 20;
+    })
+    .await;
+    let summary = alerts
+        .wait_until(Duration::from_secs(15), "the daily summary", |r| {
+            r.iter().any(|r| {
+                r.json()["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("summary:"))
+            })
+        })
+        .await
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["key"].as_str().is_some_and(|k| k.starts_with("summary:")))
+        .expect("summary");
+    assert_eq!(summary["state"], "event");
+    let lines = summary["lines"].to_string();
+    for figure in [
+        "orders:",
+        "revenue:",
+        "refunds:",
+        "profit:",
+        "open problems:",
+    ] {
+        assert!(lines.contains(figure), "{figure} in {lines}");
+    }
+
+    // Alpha's service 1 costs 50 % more from now on.
+    let mut services = gw.alpha().services();
+    let one = services.iter_mut().find(|s| s.id == 1).expect("service 1");
+    let old = one.rate;
+    one.rate = old * rust_decimal::Decimal::new(15, 1);
+    gw.alpha().set_services(services);
+    for _ in 0..3 {
+        gw.app().sync_catalog().await;
+    }
+    alerts
+        .wait_until(Duration::from_secs(15), "the price alert", |r| {
+            r.iter().any(|r| {
+                r.json()["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("price.moved:alpha:"))
+            })
+        })
+        .await;
+    // Later rounds and syncs add nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = alerts.received();
+    let moves: Vec<Value> = all
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| {
+            b["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("price.moved:alpha:"))
+        })
+        .collect();
+    assert_eq!(
+        moves.len(),
+        1,
+        "one alert for one move, three syncs: {moves:?}"
+    );
+    assert!(
+        moves[0]["lines"].to_string().contains("rate moved"),
+        "{}",
+        moves[0]
+    );
+    let summaries = all
+        .iter()
+        .filter(|r| {
+            r.json()["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("summary:"))
+        })
+        .count();
+    assert_eq!(summaries, 1, "one summary a day");
+    gw.finish().await;
 }
