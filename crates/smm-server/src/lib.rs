@@ -100,6 +100,14 @@ impl Gateway {
             smm_store::Backend::Postgres => lease,
         };
         forwarder::recover(&app, startup_lease).await;
+        if app.store.backend() == smm_store::Backend::Sqlite {
+            // The one process on this database: what a killed one held goes out now.
+            match app.store.release_notification_claims().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "notification claims of a previous run released"),
+                Err(error) => tracing::warn!(%error, "cannot release notification claims"),
+            }
+        }
 
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (shutdown, signal) = watch::channel(false);

@@ -634,12 +634,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<WebhookSettings>;
 
     /// Claims up to `limit` events due at `now` until `lease_until`, oldest first, of customers
-    /// with a webhook that is not paused. An event is never claimed while an older event of
-    /// the same order waits, so an order's events go out in order; two claimers never get the
-    /// same event while its lease runs.
+    /// with a webhook that is not paused, at most `per_customer` of any one customer and none
+    /// of the customers in `skip` (the claimer's receivers already busy). An event is never
+    /// claimed while an older event of the same order waits, so an order's events go out in
+    /// order; two claimers never get the same event while its lease runs.
     async fn claim_webhook_events(
         &self,
-        limit: u32,
+        claim: WebhookClaim<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<WebhookJob>>;
@@ -681,6 +682,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<WebhookEvent>;
 
     async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog>;
+
+    /// Lets go of every claim on webhook events and alerts, for a process that knows no other
+    /// delivers (SQLite's single instance, at start): what a killed process held goes out at
+    /// once instead of after its lease. Returns how many were held.
+    async fn release_notification_claims(&self) -> StoreResult<u64>;
 
     // ---- the reseller's alerts (issue #14) -------------------------------------------------
 

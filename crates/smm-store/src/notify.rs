@@ -149,6 +149,17 @@ pub struct WebhookEvent {
     pub last_error: Option<String>,
 }
 
+/// Which events a claim may take ([`crate::Store::claim_webhook_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookClaim<'a> {
+    /// At most this many events.
+    pub limit: u32,
+    /// At most this many of one customer.
+    pub per_customer: u32,
+    /// None of these customers'.
+    pub skip: &'a [CustomerId],
+}
+
 /// A claimed event with what delivering it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookJob {

@@ -3038,11 +3038,11 @@ where
 
     async fn claim_webhook_events(
         &self,
-        limit: u32,
+        claim: WebhookClaim<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<WebhookJob>> {
-        self.claim_webhook_events_impl(limit, lease_until, now)
+        self.claim_webhook_events_impl(claim, lease_until, now)
             .await
     }
 
@@ -3083,6 +3083,10 @@ where
         now: Timestamp,
     ) -> StoreResult<WebhookEvent> {
         self.resend_webhook_event_impl(event, actor, now).await
+    }
+
+    async fn release_notification_claims(&self) -> StoreResult<u64> {
+        self.release_notification_claims_impl().await
     }
 
     async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog> {

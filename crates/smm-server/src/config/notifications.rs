@@ -14,8 +14,11 @@ use smm_routing::ConfigProblem;
 pub struct WebhookDeliverySettings {
     /// A delivery that has not been answered in this long has failed.
     pub timeout_secs: u64,
-    /// Deliveries in flight at once, all customers together.
+    /// Deliveries in flight at once, all customers together ...
     pub concurrency: usize,
+    /// ... and to one customer's receiver: a slow or dead receiver holds up its own events
+    /// only.
+    pub per_receiver_concurrency: usize,
     /// Events claimed per round.
     pub batch: u32,
     /// Pause between rounds when nothing is due.
@@ -39,6 +42,7 @@ impl Default for WebhookDeliverySettings {
         WebhookDeliverySettings {
             timeout_secs: 10,
             concurrency: 32,
+            per_receiver_concurrency: 8,
             batch: 200,
             interval_ms: 500,
             first_retry_secs: 10,
@@ -278,6 +282,10 @@ pub fn problems(webhooks: &WebhookDeliverySettings, alerts: &AlertSettings) -> V
     };
     at_least_one("webhooks.timeout_secs", webhooks.timeout_secs);
     at_least_one("webhooks.concurrency", webhooks.concurrency as u64);
+    at_least_one(
+        "webhooks.per_receiver_concurrency",
+        webhooks.per_receiver_concurrency as u64,
+    );
     at_least_one("webhooks.batch", u64::from(webhooks.batch));
     at_least_one("webhooks.first_retry_secs", webhooks.first_retry_secs);
     at_least_one("webhooks.retry_window_secs", webhooks.retry_window_secs);

@@ -29,71 +29,43 @@ pub fn webhook_client(settings: &Settings) -> Result<OutboundClient, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Clients rebuilt when a reload changed the settings they are made from.
-struct Clients {
-    version: u64,
-    webhooks: OutboundClient,
-    alerts: OutboundClient,
+/// Runs until `shutdown` turns true: the webhook delivery pipeline ([`webhooks::run`]) beside
+/// the alerts: conditions checked every `alerts.interval_secs`, the alert outbox sent as it
+/// fills.
+pub async fn run(app: Arc<App>, shutdown: watch::Receiver<bool>) {
+    let deliveries = tokio::spawn(webhooks::run(app.clone(), shutdown.clone()));
+    run_alerts(app, shutdown).await;
+    let _ = deliveries.await;
 }
 
-impl Clients {
-    fn current(app: &App, held: &mut Option<Clients>) -> Option<()> {
-        let runtime = app.runtime();
-        if held.as_ref().is_some_and(|c| c.version == runtime.version) {
-            return Some(());
-        }
-        match (
-            webhook_client(&runtime.settings),
-            alerts::client(&runtime.settings),
-        ) {
-            (Ok(webhooks), Ok(alerts)) => {
-                *held = Some(Clients {
-                    version: runtime.version,
-                    webhooks,
-                    alerts,
-                });
-                Some(())
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot build the notification clients");
-                held.is_some().then_some(())
-            }
-        }
-    }
-}
-
-/// Runs until `shutdown` turns true: webhook deliveries as fast as they are due, alert
-/// sending, and the alert conditions every `alerts.interval_secs`.
-pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut clients: Option<Clients> = None;
-    let mut last_check = tokio::time::Instant::now()
-        .checked_sub(Duration::from_secs(3_600))
-        .unwrap_or_else(tokio::time::Instant::now);
+async fn run_alerts(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut client: Option<(u64, OutboundClient)> = None;
+    let mut last_check: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let settings = app.settings();
-        let mut busy = false;
-        if Clients::current(&app, &mut clients).is_some()
-            && let Some(c) = &clients
-        {
-            let delivered = webhooks::round(&app, &c.webhooks).await;
-            busy = delivered >= settings.webhooks.batch as usize;
-            let every = Duration::from_secs(settings.alerts.interval_secs.max(1));
-            if last_check.elapsed() >= every {
-                last_check = tokio::time::Instant::now();
-                alerts::evaluate(&app).await;
+        let runtime = app.runtime();
+        if client.as_ref().is_none_or(|(v, _)| *v != runtime.version) {
+            match alerts::client(&runtime.settings) {
+                Ok(fresh) => client = Some((runtime.version, fresh)),
+                Err(error) => tracing::error!(%error, "cannot build the alert client"),
             }
-            busy |= alerts::send_round(&app, &c.alerts).await > 0;
+        }
+        let every = Duration::from_secs(runtime.settings.alerts.interval_secs.max(1));
+        if last_check.is_none_or(|at| at.elapsed() >= every) {
+            last_check = Some(tokio::time::Instant::now());
+            alerts::evaluate(&app).await;
+        }
+        let mut busy = false;
+        if let Some((_, http)) = &client {
+            busy = alerts::send_round(&app, http).await > 0;
         }
         if busy {
             continue;
         }
-        let pause = Duration::from_millis(settings.webhooks.interval_ms.max(10));
         tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = app.notify_wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = shutdown.changed() => return,
         }
     }

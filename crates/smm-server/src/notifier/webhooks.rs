@@ -1,25 +1,30 @@
 //! Customers' status webhooks: what each event's body says, and its delivery from the store's
 //! outbox (`docs/notifications.md` is the receiver's side).
 //!
-//! A round claims due events (an order's next event only once the one before it is
-//! delivered), posts each signed over the SSRF-guarded [`OutboundClient`] with bounded
-//! concurrency, and records every attempt and its consequence in one transaction: delivered,
+//! The pipeline ([`run`]) claims due events (an order's next event only once the one before it
+//! is delivered), posts each signed over the SSRF-guarded [`OutboundClient`] with bounded
+//! concurrency, and records attempts and their consequences in batched transactions: delivered,
 //! retried after an exponential backoff with jitter, or (when the receiver still fails an
 //! event `retry_window_secs` after it was recorded, or its URL now resolves to an address it
 //! may not reach) the customer's deliveries paused and the reseller alerted. A crash between
 //! the post and the record leaves the event claimed until its lease ends, then it goes out
 //! again: at least once, under the same event id.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use smm_notify::{OutboundClient, SendError, signing};
 use smm_store::{
-    DeliveryNext, DeliveryOutcome, Timestamp, WebhookEvent, WebhookEventData, WebhookJob,
+    CustomerId, DeliveryNext, DeliveryOutcome, Timestamp, WebhookClaim, WebhookEvent,
+    WebhookEventData, WebhookJob,
 };
 use smm_wire::Money;
 use smm_wire::response::StatusItem;
+use tokio::sync::watch;
 
 use crate::app::{App, now_ms};
 use crate::config::notifications::WebhookDeliverySettings;
@@ -209,45 +214,197 @@ fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// One delivery round: claims due events, delivers them, records the outcomes. Returns how
-/// many events were claimed (a full batch means more are probably due).
-pub async fn round(app: &Arc<App>, client: &OutboundClient) -> usize {
-    let settings = app.settings().webhooks.clone();
-    let now = now_ms();
-    // Long enough for the whole batch at the configured concurrency, each call timing out.
-    let waves = u64::from(settings.batch).div_ceil(settings.concurrency.max(1) as u64);
-    let lease_ms = waves
-        .saturating_mul(settings.timeout_secs.saturating_mul(1000))
+/// Outcomes are recorded at least this often while deliveries run ...
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// ... or as soon as this many are waiting to be recorded.
+const FLUSH_AT: usize = 200;
+/// How long a claim holds its events. A claim takes at most `per_receiver_concurrency` events
+/// of a receiver that has nothing else in hand here, so each of them starts within about one
+/// delivery timeout; the lease leaves room for two more.
+fn lease_ms(settings: &WebhookDeliverySettings) -> i64 {
+    let ms = settings
+        .timeout_secs
+        .saturating_mul(3_000)
         .saturating_add(30_000);
-    let lease_until = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX / 2));
-    let jobs = match app
-        .store
-        .claim_webhook_events(settings.batch, lease_until, now)
-        .await
-    {
-        Ok(jobs) => jobs,
-        Err(error) => {
-            tracing::warn!(%error, "cannot claim webhook events");
-            return 0;
+    i64::try_from(ms).unwrap_or(i64::MAX / 2)
+}
+
+/// A claimed event is started only while a whole attempt still fits in its lease (the timeout
+/// and five seconds); later it is let go and the next claim after the lease takes it, so no
+/// two claimers deliver it at once.
+fn start_by(settings: &WebhookDeliverySettings, lease_until: Timestamp) -> Timestamp {
+    let margin = i64::try_from(settings.timeout_secs.saturating_mul(1000))
+        .unwrap_or(i64::MAX / 4)
+        .saturating_add(5_000);
+    lease_until.saturating_sub(margin)
+}
+
+/// The deliveries of this process: what it claimed, what runs, what waits to be recorded.
+#[derive(Default)]
+struct Pipeline {
+    /// Claimed and not started, in claim order, with each one's lease end.
+    waiting: VecDeque<(WebhookJob, Timestamp)>,
+    /// Deliveries running, per customer.
+    running: HashMap<CustomerId, usize>,
+    /// Outcomes not yet recorded.
+    done: Vec<DeliveryOutcome>,
+}
+
+impl Pipeline {
+    /// Customers with `per_receiver` events in hand (running or waiting): claims skip them.
+    fn busy(&self, per_receiver: usize) -> Vec<CustomerId> {
+        let mut in_hand = self.running.clone();
+        for (job, _) in &self.waiting {
+            *in_hand.entry(job.event.customer).or_default() += 1;
         }
-    };
-    let claimed = jobs.len();
-    if claimed == 0 {
-        return 0;
+        in_hand
+            .into_iter()
+            .filter(|(_, n)| *n >= per_receiver)
+            .map(|(customer, _)| customer)
+            .collect()
     }
-    let outcomes: Vec<DeliveryOutcome> = futures_util::stream::iter(jobs)
-        .map(|job| deliver(client, &settings, job))
-        .buffer_unordered(settings.concurrency.max(1))
-        .collect()
-        .await;
-    for outcome in &outcomes {
+
+    fn finished(&mut self, app: &App, outcome: DeliveryOutcome) {
+        if let Some(n) = self.running.get_mut(&outcome.customer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(&outcome.customer);
+            }
+        }
         let label = match (outcome.next, &outcome.http_status) {
             (DeliveryNext::Delivered, _) => "delivered",
             (_, Some(_)) => "failed_status",
             (_, None) => "failed_call",
         };
         app.metrics.webhook_delivery(label, outcome.latency_ms);
+        self.done.push(outcome);
     }
+}
+
+/// Delivers customers' webhook events until `shutdown` turns true: a pipeline, so that a slow
+/// receiver holds up its own events only.
+///
+/// * Claims take the oldest due events, at most `per_receiver_concurrency` of one customer,
+///   none of the customers whose receivers already have that many in hand here.
+/// * At most `concurrency` deliveries run at once, at most `per_receiver_concurrency` to one
+///   customer; the others wait their turn in claim order.
+/// * Outcomes are recorded in batches (every [`FLUSH_EVERY`], or [`FLUSH_AT`] at once), each
+///   batch one transaction. An order's next event is claimable once the one before it is
+///   recorded as delivered.
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut client: Option<(u64, OutboundClient)> = None;
+    let mut pipe = Pipeline::default();
+    let mut in_flight = FuturesUnordered::new();
+    let mut last_flush = tokio::time::Instant::now();
+    let mut claim_now = true;
+    loop {
+        if *shutdown.borrow() {
+            // Deliveries still running are dropped: their events go out again after the lease.
+            flush(&app, &mut pipe.done).await;
+            return;
+        }
+        let runtime = app.runtime();
+        let settings = &runtime.settings.webhooks;
+        if client.as_ref().is_none_or(|(v, _)| *v != runtime.version) {
+            match super::webhook_client(&runtime.settings) {
+                Ok(fresh) => client = Some((runtime.version, fresh)),
+                Err(error) => tracing::error!(%error, "cannot build the webhook client"),
+            }
+        }
+        let Some((_, http)) = &client else {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        let per_receiver = settings.per_receiver_concurrency.max(1);
+        let concurrency = settings.concurrency.max(1);
+
+        if claim_now && pipe.waiting.len() < concurrency {
+            claim_now = false;
+            let busy = pipe.busy(per_receiver);
+            let now = now_ms();
+            let lease_until = now.saturating_add(lease_ms(settings));
+            let claim = WebhookClaim {
+                limit: settings.batch,
+                per_customer: u32::try_from(per_receiver).unwrap_or(u32::MAX),
+                skip: &busy,
+            };
+            match app
+                .store
+                .claim_webhook_events(claim, lease_until, now)
+                .await
+            {
+                Ok(jobs) => {
+                    // A full claim means more are due: claim again at the next turn.
+                    claim_now = jobs.len() >= settings.batch as usize;
+                    pipe.waiting
+                        .extend(jobs.into_iter().map(|job| (job, lease_until)));
+                }
+                Err(error) => tracing::warn!(%error, "cannot claim webhook events"),
+            }
+        }
+
+        // Start what may start, oldest first, skipping receivers at their limit.
+        let mut held = VecDeque::new();
+        while in_flight.len() < concurrency
+            && let Some((job, lease_until)) = pipe.waiting.pop_front()
+        {
+            if now_ms() > start_by(settings, lease_until) {
+                continue;
+            }
+            let running = pipe.running.entry(job.event.customer).or_default();
+            if *running >= per_receiver {
+                held.push_back((job, lease_until));
+                continue;
+            }
+            *running += 1;
+            let http = http.clone();
+            let settings = settings.clone();
+            in_flight.push(async move { deliver(&http, &settings, job).await });
+        }
+        held.extend(pipe.waiting.drain(..));
+        pipe.waiting = held;
+
+        let idle = in_flight.is_empty() && pipe.waiting.is_empty() && pipe.done.is_empty();
+        let pause = if idle {
+            Duration::from_millis(settings.interval_ms.max(10))
+        } else {
+            FLUSH_EVERY
+        };
+        tokio::select! {
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                pipe.finished(&app, outcome);
+                // Whatever else finished meanwhile.
+                while let Some(Some(outcome)) = in_flight.next().now_or_never() {
+                    pipe.finished(&app, outcome);
+                }
+            }
+            () = tokio::time::sleep(pause) => claim_now = true,
+            () = app.notify_wake.notified(), if idle => claim_now = true,
+            _ = shutdown.changed() => {}
+        }
+        if pipe.done.len() >= FLUSH_AT
+            || (!pipe.done.is_empty()
+                && (last_flush.elapsed() >= FLUSH_EVERY || in_flight.is_empty()))
+        {
+            flush(&app, &mut pipe.done).await;
+            last_flush = tokio::time::Instant::now();
+            // Delivered events may have been holding back their orders' next ones.
+            claim_now = true;
+        }
+    }
+}
+
+/// Records the outcomes (one transaction) and alerts about customers this paused. On failure
+/// the events stay claimed until their lease ends, then go out again: a receiver may see an
+/// event twice, never miss one.
+async fn flush(app: &Arc<App>, done: &mut Vec<DeliveryOutcome>) {
+    if done.is_empty() {
+        return;
+    }
+    let outcomes = std::mem::take(done);
     match app
         .store
         .finish_webhook_deliveries(&outcomes, now_ms())
@@ -265,9 +422,6 @@ pub async fn round(app: &Arc<App>, client: &OutboundClient) -> usize {
                 super::alerts::webhook_paused(app, customer, &why).await;
             }
         }
-        // The events stay claimed until their lease ends, then go out again: a receiver
-        // may see an event twice, never miss one.
         Err(error) => tracing::warn!(%error, "cannot record webhook deliveries"),
     }
-    claimed
 }

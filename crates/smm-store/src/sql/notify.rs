@@ -213,30 +213,44 @@ where
 
     pub(crate) async fn claim_webhook_events_impl(
         &self,
-        limit: u32,
+        claim: WebhookClaim<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<WebhookJob>> {
         let mut tx = self.begin().await?;
         let result = async {
+            // The oldest due events (a bounded window), ranked per customer; then the first
+            // `per_customer` of each are locked and leased. Window functions cannot take row
+            // locks, hence the two steps; the second re-checks what the first read.
             let mut rows = sqlx::query_as::<D, WebhookEventRow>(sql::<D>(concat!(
-                "WITH picked AS MATERIALIZED ( \
-                     SELECT e.id AS picked_id FROM webhook_events e \
+                "WITH due AS ( \
+                     SELECT e.id, e.customer_id FROM webhook_events e \
                      WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
                      AND e.claimed_until <= $1 \
                      AND e.customer_id IN (SELECT c.id FROM customers c \
                          WHERE c.webhook_url IS NOT NULL AND c.webhook_paused_at IS NULL) \
+                     AND e.customer_id NOT IN {int_list:$5} \
                      AND (e.order_id IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_events p \
                          WHERE p.order_id = e.order_id AND p.state = 'pending' \
                          AND p.id < e.id)) \
-                     ORDER BY e.id LIMIT $3{skip_locked}) \
+                     ORDER BY e.id LIMIT 5000), \
+                 ranked AS ( \
+                     SELECT id AS ranked_id, ROW_NUMBER() OVER ( \
+                         PARTITION BY customer_id ORDER BY id) AS place FROM due), \
+                 picked AS MATERIALIZED ( \
+                     SELECT w.id AS picked_id FROM webhook_events w \
+                     WHERE w.id IN (SELECT ranked_id FROM ranked WHERE place <= $4) \
+                     AND w.state = 'pending' AND w.claimed_until <= $1 \
+                     ORDER BY w.id LIMIT $3{skip_locked}) \
                  UPDATE webhook_events SET claimed_until = $2 FROM picked \
                  WHERE id = picked_id RETURNING ",
                 webhook_event_columns!()
             )))
             .bind(now)
             .bind(lease_until)
-            .bind(limit_or_default(limit))
+            .bind(limit_or_default(claim.limit))
+            .bind(i64::from(claim.per_customer.max(1)))
+            .bind(int_list(claim.skip.iter().map(|c| c.0)))
             .fetch_all(&mut *tx)
             .await?;
             rows.sort_by_key(|row| row.id);
@@ -436,6 +450,29 @@ where
             .fetch_one(&mut *tx)
             .await?;
             WebhookEvent::try_from(row)
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    pub(crate) async fn release_notification_claims_impl(&self) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let events: Vec<i64> = sqlx::query_scalar::<D, i64>(
+                "UPDATE webhook_events SET claimed_until = 0 \
+                 WHERE state = 'pending' AND claimed_until > 0 RETURNING id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let alerts: Vec<i64> = sqlx::query_scalar::<D, i64>(
+                "UPDATE alert_outbox SET claimed_until = 0 \
+                 WHERE delivered_at IS NULL AND gave_up_at IS NULL AND claimed_until > 0 \
+                 RETURNING id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let (events, alerts) = (events.len() as u64, alerts.len() as u64);
+            Ok(events.saturating_add(alerts))
         }
         .await;
         settle(tx, result).await

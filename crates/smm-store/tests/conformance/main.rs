@@ -88,4 +88,5 @@ conformance!(
     low_balance_is_told_once_per_crossing,
     concurrent_webhook_claims_take_each_event_once,
     alert_conditions_alert_once_per_change,
+    webhook_claims_share_out_receivers,
 );

@@ -12,6 +12,15 @@ use crate::cases::{
 
 const HOOK: &str = "http://127.0.0.1:9/hook";
 
+/// A claim of up to `limit` events, whoever's.
+fn any(limit: u32) -> WebhookClaim<'static> {
+    WebhookClaim {
+        limit,
+        per_customer: limit,
+        skip: &[],
+    }
+}
+
 async fn hooked(db: &Db, name: &str, amount: &str) -> Customer {
     let c = funded(db, name, amount).await;
     db.set_webhook(c.id, Some((HOOK, "whsec_test")), "admin", T0)
@@ -230,14 +239,14 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
     }
     // Nothing is due before it was recorded.
     assert!(
-        db.claim_webhook_events(10, T0 + 60_000, T0 + 999)
+        db.claim_webhook_events(any(10), T0 + 60_000, T0 + 999)
             .await
             .expect("claim")
             .is_empty()
     );
     // One event per order at a time: the first of each.
     let first = db
-        .claim_webhook_events(10, T0 + 60_000, T0 + 3_000)
+        .claim_webhook_events(any(10), T0 + 60_000, T0 + 3_000)
         .await
         .expect("claim");
     let orders: Vec<Option<OrderId>> = first.iter().map(|j| j.event.data.order()).collect();
@@ -250,7 +259,7 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
     assert!(first.iter().all(|j| j.currency == "USD"));
     // Leased: not claimed again meanwhile, and the second events wait behind them.
     assert!(
-        db.claim_webhook_events(10, T0 + 60_000, T0 + 3_000)
+        db.claim_webhook_events(any(10), T0 + 60_000, T0 + 3_000)
             .await
             .expect("claim")
             .is_empty()
@@ -266,7 +275,7 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
     .await
     .expect("finish");
     let second = db
-        .claim_webhook_events(10, T0 + 60_000, T0 + 4_000)
+        .claim_webhook_events(any(10), T0 + 60_000, T0 + 4_000)
         .await
         .expect("claim");
     assert_eq!(second.len(), 1);
@@ -282,7 +291,7 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
         .expect("finish");
     // b's first comes back when its retry is due, attempt 2.
     let retry = db
-        .claim_webhook_events(10, T0 + 60_000, T0 + 10_000)
+        .claim_webhook_events(any(10), T0 + 60_000, T0 + 10_000)
         .await
         .expect("claim");
     assert_eq!(retry.len(), 1);
@@ -316,7 +325,7 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
     .await
     .expect("apply");
     let jobs = db
-        .claim_webhook_events(10, T0 + 60_000, T0 + 2_000)
+        .claim_webhook_events(any(10), T0 + 60_000, T0 + 2_000)
         .await
         .expect("claim");
     assert_eq!(jobs.len(), 1);
@@ -339,7 +348,7 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
         "a paused customer's events are not due"
     );
     assert!(
-        db.claim_webhook_events(10, T0 + 60_000, T0 + 90_000)
+        db.claim_webhook_events(any(10), T0 + 60_000, T0 + 90_000)
             .await
             .expect("claim")
             .is_empty()
@@ -353,7 +362,7 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
         Err(StoreError::InvalidState(_))
     ));
     let jobs = db
-        .claim_webhook_events(10, T0 + 160_000, T0 + 100_000)
+        .claim_webhook_events(any(10), T0 + 160_000, T0 + 100_000)
         .await
         .expect("claim");
     assert_eq!(jobs.len(), 1);
@@ -371,7 +380,7 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
         .expect("resend");
     assert_eq!(again.state, WebhookEventState::Pending);
     let jobs = db
-        .claim_webhook_events(10, T0 + 260_000, T0 + 200_000)
+        .claim_webhook_events(any(10), T0 + 260_000, T0 + 200_000)
         .await
         .expect("claim");
     assert_eq!(
@@ -491,7 +500,7 @@ pub async fn concurrent_webhook_claims_take_each_event_once(db: Db) {
         let mut mine = Vec::new();
         loop {
             let jobs = db
-                .claim_webhook_events(25, T0 + 600_000, T0 + 2_000)
+                .claim_webhook_events(any(25), T0 + 600_000, T0 + 2_000)
                 .await
                 .expect("claim");
             if jobs.is_empty() {
@@ -636,4 +645,52 @@ pub async fn alert_conditions_alert_once_per_change(db: Db) {
         [claimed[1].id]
     );
     assert_eq!(again[0].attempts, 1);
+}
+
+pub async fn webhook_claims_share_out_receivers(db: Db) {
+    let a = hooked(&db, "alpha-co", "10").await;
+    let b = hooked(&db, "beta-co", "10").await;
+    for (c, prefix) in [(&a, "a"), (&b, "b")] {
+        for i in 0..5 {
+            let upstream = format!("{prefix}{i}");
+            sent_order(&db, c.id, "0.1", "alpha", &upstream).await;
+            db.apply_status(
+                "alpha",
+                &upstream,
+                update(OrderStatus::Completed, Some(0)),
+                T0 + 1_000,
+            )
+            .await
+            .expect("apply");
+        }
+    }
+    // At most two of one customer per claim, however many are due.
+    let claim = |skip: &'static [CustomerId]| WebhookClaim {
+        limit: 100,
+        per_customer: 2,
+        skip,
+    };
+    let first = db
+        .claim_webhook_events(claim(&[]), T0 + 60_000, T0 + 2_000)
+        .await
+        .expect("claim");
+    let of =
+        |jobs: &[WebhookJob], c: CustomerId| jobs.iter().filter(|j| j.event.customer == c).count();
+    assert_eq!((of(&first, a.id), of(&first, b.id)), (2, 2));
+    // A customer skipped gets nothing; the other gets their next two.
+    let skip: &'static [CustomerId] = Box::leak(vec![a.id].into_boxed_slice());
+    let second = db
+        .claim_webhook_events(claim(skip), T0 + 60_000, T0 + 2_000)
+        .await
+        .expect("claim");
+    assert_eq!((of(&second, a.id), of(&second, b.id)), (0, 2));
+    let ids: HashSet<i64> = first.iter().chain(&second).map(|j| j.event.id).collect();
+    assert_eq!(ids.len(), 6, "no event claimed twice");
+    // A process that knows it is alone lets go of every claim: they can be taken at once.
+    assert_eq!(db.release_notification_claims().await.expect("release"), 6);
+    let again = db
+        .claim_webhook_events(any(100), T0 + 60_000, T0 + 2_000)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 10);
 }
