@@ -31,6 +31,8 @@ CREATE TABLE webhook_events (
     state           TEXT   NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'delivered', 'discarded')),
     attempts        BIGINT NOT NULL DEFAULT 0,
+    tries           BIGINT NOT NULL DEFAULT 0,
+    retry_from      BIGINT,
     next_attempt_at BIGINT NOT NULL,
     claimed_until   BIGINT NOT NULL DEFAULT 0,
     delivered_at    BIGINT,
@@ -69,8 +71,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER webhook_order_status
-AFTER UPDATE OF status ON orders
-FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+AFTER UPDATE OF status, status_raw ON orders
+FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+    OR OLD.status_raw IS DISTINCT FROM NEW.status_raw)
 EXECUTE FUNCTION webhook_order_status();
 
 CREATE FUNCTION webhook_refill_status() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -86,8 +89,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER webhook_refill_status
-AFTER UPDATE OF status ON refills
-FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+AFTER UPDATE OF status, status_raw ON refills
+FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+    OR OLD.status_raw IS DISTINCT FROM NEW.status_raw)
 EXECUTE FUNCTION webhook_refill_status();
 
 CREATE FUNCTION webhook_ledger() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -38,6 +38,10 @@ CREATE TABLE webhook_events (
     state           TEXT    NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'delivered', 'discarded')),
     attempts        BIGINT  NOT NULL DEFAULT 0,
+    -- Failed attempts since retries last started afresh (recorded, resumed, resent, a new
+    -- URL), and when that was (NULL: when recorded): the backoff and the retry window.
+    tries           BIGINT  NOT NULL DEFAULT 0,
+    retry_from      BIGINT,
     next_attempt_at BIGINT  NOT NULL,
     claimed_until   BIGINT  NOT NULL DEFAULT 0,
     delivered_at    BIGINT,
@@ -63,8 +67,8 @@ CREATE INDEX webhook_deliveries_customer ON webhook_deliveries (customer_id, id)
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id, id);
 
 CREATE TRIGGER webhook_order_status
-AFTER UPDATE OF status ON orders
-WHEN OLD.status IS NOT NEW.status
+AFTER UPDATE OF status, status_raw ON orders
+WHEN (OLD.status IS NOT NEW.status OR OLD.status_raw IS NOT NEW.status_raw)
     AND (SELECT webhook_url FROM customers WHERE id = NEW.customer_id) IS NOT NULL
 BEGIN
     INSERT INTO webhook_events (customer_id, kind, order_id, status, status_raw, prev_status,
@@ -76,8 +80,8 @@ BEGIN
 END;
 
 CREATE TRIGGER webhook_refill_status
-AFTER UPDATE OF status ON refills
-WHEN OLD.status IS NOT NEW.status
+AFTER UPDATE OF status, status_raw ON refills
+WHEN (OLD.status IS NOT NEW.status OR OLD.status_raw IS NOT NEW.status_raw)
     AND (SELECT webhook_url FROM customers WHERE id = NEW.customer_id) IS NOT NULL
 BEGIN
     INSERT INTO webhook_events (customer_id, kind, order_id, refill_id, status, status_raw,

@@ -31,6 +31,10 @@ struct State {
     consecutive_failures: u32,
     cooldown_until: Option<Instant>,
     out_of_funds_until: Option<Instant>,
+    /// When the upstream last answered, and when a balance check last showed money there
+    /// (wall clock, ms): the evidence that lets this process call a provider's trouble over.
+    last_success_at: Option<i64>,
+    funds_seen_at: Option<i64>,
 }
 
 /// A snapshot for the CLI and metrics.
@@ -39,6 +43,10 @@ pub struct HealthView {
     pub consecutive_failures: u32,
     pub cooling_down: bool,
     pub out_of_funds: bool,
+    /// When this process last had an answer from the upstream (ms since the epoch).
+    pub last_success_at: Option<i64>,
+    /// When a balance check of this process last showed money there (ms since the epoch).
+    pub funds_seen_at: Option<i64>,
 }
 
 impl Health {
@@ -70,6 +78,7 @@ impl Health {
         let mut state = self.state();
         state.consecutive_failures = 0;
         state.cooldown_until = None;
+        state.last_success_at = Some(crate::app::now_ms());
     }
 
     /// The upstream refused an order for lack of the reseller's funds there: skip it until a
@@ -81,7 +90,9 @@ impl Health {
 
     /// A balance check: money there lifts an out-of-funds pause.
     pub fn record_balance_positive(&self) {
-        self.state().out_of_funds_until = None;
+        let mut state = self.state();
+        state.out_of_funds_until = None;
+        state.funds_seen_at = Some(crate::app::now_ms());
     }
 
     /// The upstream could not be reached or answered garbage.
@@ -110,6 +121,8 @@ impl Health {
             out_of_funds: state
                 .out_of_funds_until
                 .is_some_and(|until| Instant::now() < until),
+            last_success_at: state.last_success_at,
+            funds_seen_at: state.funds_seen_at,
         }
     }
 }

@@ -646,10 +646,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Vec<WebhookJob>>;
 
     /// Records delivery attempts (the log) and what becomes of each event, in one
-    /// transaction. Returns the customers this paused (not paused before).
+    /// transaction; a customer this pauses (not paused before) gets a `webhook.paused` alert
+    /// to `alert_channels` in that same transaction. Returns the customers it paused.
     async fn finish_webhook_deliveries(
         &self,
         outcomes: &[DeliveryOutcome],
+        alert_channels: &[String],
         now: Timestamp,
     ) -> StoreResult<Vec<CustomerId>>;
 
@@ -703,9 +705,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn oldest_queued_at(&self) -> StoreResult<Option<Timestamp>>;
 
     /// Moves condition `alert.key` to on (`active`) or off. Only the call that changes it
-    /// (on any instance) writes the alert to the outbox, once per channel, and returns true;
-    /// a start within `cooldown_ms` of the last alert sent for this key is recorded but not
-    /// sent, and neither is the clear that ends it.
+    /// (on any instance) writes the alert to the outbox, once per channel, and returns true.
+    /// A start within `cooldown_ms` of the last alert sent for this key is held back: sent by
+    /// the first call that finds it still on once the cooldown has passed; if it ends before,
+    /// neither it nor its clear is sent.
     async fn alert_condition(
         &self,
         alert: &NewAlert<'_>,

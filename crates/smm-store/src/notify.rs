@@ -143,7 +143,13 @@ pub struct WebhookEvent {
     pub data: WebhookEventData,
     pub created_at: Timestamp,
     pub state: WebhookEventState,
+    /// Every attempt made, for the delivery log.
     pub attempts: i64,
+    /// Failed attempts since retries last started afresh, at `retry_from`: when the event was
+    /// recorded, or later when its customer's deliveries were resumed, a new URL was set or it
+    /// was resent. The backoff and the retry window count from there.
+    pub tries: i64,
+    pub retry_from: Timestamp,
     pub next_attempt_at: Timestamp,
     pub delivered_at: Option<Timestamp>,
     pub last_error: Option<String>,
@@ -160,14 +166,24 @@ pub struct WebhookClaim<'a> {
     pub skip: &'a [CustomerId],
 }
 
-/// A claimed event with what delivering it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A claimed event with what delivering it needs. `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookJob {
     pub event: WebhookEvent,
     pub url: String,
     pub secret: String,
     /// The customer's currency, as `status` names it.
     pub currency: String,
+}
+
+impl std::fmt::Debug for WebhookJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookJob")
+            .field("event", &self.event)
+            .field("url", &self.url)
+            .field("currency", &self.currency)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What became of one delivery attempt.

@@ -595,8 +595,8 @@ macro_rules! webhook_event_columns {
     () => {
         "id, customer_id, kind, order_id, refill_id, status, status_raw, prev_status, \
          prev_status_raw, quantity, charge, refunded, start_count, remains, extra, amount, \
-         balance, threshold, created_at, state, attempts, next_attempt_at, delivered_at, \
-         last_error"
+         balance, threshold, created_at, state, attempts, tries, retry_from, next_attempt_at, \
+         delivered_at, last_error"
     };
 }
 macro_rules! webhook_delivery_columns {
@@ -633,6 +633,8 @@ pub(crate) struct WebhookEventRow {
     pub created_at: i64,
     pub state: String,
     pub attempts: i64,
+    pub tries: i64,
+    pub retry_from: Option<i64>,
     pub next_attempt_at: i64,
     pub delivered_at: Option<i64>,
     pub last_error: Option<String>,
@@ -695,6 +697,8 @@ impl TryFrom<WebhookEventRow> for crate::WebhookEvent {
             state: crate::WebhookEventState::parse(&row.state)
                 .ok_or_else(|| corrupt("webhook event state", &row.state))?,
             attempts: row.attempts,
+            tries: row.tries,
+            retry_from: row.retry_from.unwrap_or(row.created_at),
             next_attempt_at: row.next_attempt_at,
             delivered_at: row.delivered_at,
             last_error: row.last_error,

@@ -2315,6 +2315,23 @@ where
             None => (None, None),
         };
         let mut tx = self.begin().await?;
+        // A status change writes a webhook event (a trigger): the order's row lock, taken
+        // first as everywhere, keeps the order's events in commit order with its others.
+        let order: Option<i64> =
+            match sqlx::query_scalar::<D, i64>("SELECT order_id FROM refills WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await
+            {
+                Ok(order) => order,
+                Err(e) => return settle(tx, Err(StoreError::from(e))).await,
+            };
+        if update.status.is_some()
+            && let Some(order) = order
+            && let Err(e) = Self::lock_order(&mut tx, OrderId(order)).await
+        {
+            return settle(tx, Err(e)).await;
+        }
         let result = sqlx::query_as::<D, RefillRow>(concat!(
             "UPDATE refills SET provider = COALESCE($2, provider), \
              upstream_refill_id = COALESCE($3, upstream_refill_id), \
@@ -3049,9 +3066,11 @@ where
     async fn finish_webhook_deliveries(
         &self,
         outcomes: &[DeliveryOutcome],
+        alert_channels: &[String],
         now: Timestamp,
     ) -> StoreResult<Vec<CustomerId>> {
-        self.finish_webhook_deliveries_impl(outcomes, now).await
+        self.finish_webhook_deliveries_impl(outcomes, alert_channels, now)
+            .await
     }
 
     async fn webhook_events(

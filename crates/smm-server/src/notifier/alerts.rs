@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use smm_notify::{Alert, AlertState, Channel, EmailSecurity, OutboundClient, Secret};
-use smm_store::{AlertOutcome, CustomerId, ForwardState, NewAlert, OrderFilter, Timestamp};
+use smm_store::{AlertOutcome, ForwardState, NewAlert, OrderFilter, Timestamp};
 
 use crate::app::{App, now_ms};
 use crate::config::Settings;
@@ -130,40 +130,18 @@ pub async fn event(app: &App, key: &str, title: &str, lines: &[String]) {
     }
 }
 
-/// A customer's webhook deliveries were paused.
-pub async fn webhook_paused(app: &App, customer: CustomerId, why: &str) {
-    let name = app
-        .store
-        .customer(customer)
-        .await
-        .map(|c| c.name)
-        .unwrap_or_default();
-    event(
-        app,
-        &format!("webhook.paused:{}:{}", customer.0, now_ms()),
-        &format!(
-            "Webhook deliveries to customer {} ({name}) paused",
-            customer.0
-        ),
-        &[
-            format!("last error: {why}"),
-            "their events are kept; resume with `smm-gateway customers webhook resume ID`, the \
-             admin API or the console"
-                .into(),
-        ],
-    )
-    .await;
-}
-
 /// A configuration reload was refused (its problems listed).
 pub async fn reload_refused(app: &App, actor: &str, problems: &[String]) {
     let mut lines: Vec<String> = problems.iter().take(10).cloned().collect();
     lines.push(format!(
         "asked by {actor}; the running configuration is unchanged"
     ));
+    // Keyed by the problems and the day: instances refusing the same file alert once.
+    let digest = hex::encode(&Sha256::digest(problems.join("\n").as_bytes())[..8]);
+    let day = now_ms().div_euclid(DAY_MS);
     event(
         app,
-        &format!("config.reload_refused:{}:{}", app.worker_id, now_ms()),
+        &format!("config.reload_refused:{day}:{digest}"),
         "A configuration reload was refused",
         &lines,
     )
@@ -196,56 +174,95 @@ pub async fn evaluate(app: &App) {
     summary(app, now).await;
 }
 
+/// Provider conditions come from what this process saw (its calls, its balance checks), and
+/// instances see different things: an instance turns a condition on when it sees the trouble,
+/// and off only with evidence it is over (an answer, or money seen there, after the condition
+/// started); seeing nothing either way is no opinion. Conditions of providers no longer
+/// enabled are cleared.
 async fn providers(app: &App) {
-    for line in crate::ops::overview::providers(app) {
-        if !line.enabled {
-            continue;
-        }
+    let Ok(active) = app.store.active_alerts().await else {
+        return;
+    };
+    let since = |key: &str| active.iter().find(|c| c.key == key).map(|c| c.since);
+    let runtime = app.runtime();
+    let lines = crate::ops::overview::providers(app);
+    let watched: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l.enabled && !runtime.retired.contains(&l.name))
+        .map(|l| l.name.as_str())
+        .collect();
+    for line in lines.iter().filter(|l| watched.contains(l.name.as_str())) {
         let name = &line.name;
-        let down = line.cooling_down;
-        condition(
-            app,
-            &format!("provider.down:{name}"),
-            down,
-            &if down {
-                format!("Provider {name} is unreachable: cooling down")
-            } else {
-                format!("Provider {name} answers again")
-            },
-            &[format!(
-                "{} failed calls in a row; routing skips it while it cools down",
-                line.consecutive_failures
-            )],
-        )
-        .await;
-        condition(
-            app,
-            &format!("provider.out_of_funds:{name}"),
-            line.out_of_funds,
-            &if line.out_of_funds {
-                format!("Provider {name} refused an order for lack of funds")
-            } else {
-                format!("Provider {name} takes orders again")
-            },
-            &["routing skips it until a balance check shows money there".into()],
-        )
-        .await;
-        let balance = line.balance.map_or_else(
-            || "unknown".to_owned(),
-            |b| format!("{b} {}", line.currency),
-        );
-        condition(
-            app,
-            &format!("provider.low_balance:{name}"),
-            line.low_balance,
-            &if line.low_balance {
-                format!("Provider {name}: balance below low_balance")
-            } else {
-                format!("Provider {name}: balance back above low_balance")
-            },
-            &[format!("balance {balance}")],
-        )
-        .await;
+        let health = runtime.providers.get(name).map(|p| p.health.view());
+        let seen_after = |at: Option<i64>, key: &str| matches!((at, since(key)), (Some(at), Some(since)) if at >= since);
+        let key = format!("provider.down:{name}");
+        let recovered = seen_after(health.and_then(|h| h.last_success_at), &key);
+        if line.cooling_down || recovered {
+            condition(
+                app,
+                &key,
+                line.cooling_down,
+                &if line.cooling_down {
+                    format!("Provider {name} is unreachable: cooling down")
+                } else {
+                    format!("Provider {name} answers again")
+                },
+                &[format!(
+                    "{} failed calls in a row; routing skips it while it cools down",
+                    line.consecutive_failures
+                )],
+            )
+            .await;
+        }
+        let key = format!("provider.out_of_funds:{name}");
+        let funded = seen_after(health.and_then(|h| h.funds_seen_at), &key);
+        if line.out_of_funds || funded {
+            condition(
+                app,
+                &key,
+                line.out_of_funds,
+                &if line.out_of_funds {
+                    format!("Provider {name} refused an order for lack of funds")
+                } else {
+                    format!("Provider {name} takes orders again")
+                },
+                &["routing skips it until a balance check shows money there".into()],
+            )
+            .await;
+        }
+        // An unknown balance is no opinion.
+        if let Some(balance) = line.balance {
+            condition(
+                app,
+                &format!("provider.low_balance:{name}"),
+                line.low_balance,
+                &if line.low_balance {
+                    format!("Provider {name}: balance below low_balance")
+                } else {
+                    format!("Provider {name}: balance back above low_balance")
+                },
+                &[format!("balance {balance} {}", line.currency)],
+            )
+            .await;
+        }
+    }
+    for c in &active {
+        let provider = c
+            .key
+            .split_once(':')
+            .and_then(|(kind, name)| kind.starts_with("provider.").then_some(name));
+        if let Some(name) = provider
+            && !watched.contains(name)
+        {
+            condition(
+                app,
+                &c.key,
+                false,
+                &format!("Provider {name} is no longer in use"),
+                &["it was disabled or removed from the configuration".into()],
+            )
+            .await;
+        }
     }
 }
 
@@ -383,11 +400,17 @@ async fn orders(app: &App, now: Timestamp) {
         .chain([i64::try_from(alerts.stuck_after_secs).unwrap_or(i64::MAX / 1000)])
         .min()
         .unwrap_or(3_600);
+    const CANDIDATES: u32 = 5_000;
     let candidates = app
         .store
-        .unstarted_orders(now.saturating_sub(shortest.saturating_mul(1000)), 1_000)
+        .unstarted_orders(
+            now.saturating_sub(shortest.saturating_mul(1000)),
+            CANDIDATES,
+        )
         .await
         .unwrap_or_default();
+    // A full list may have left services out: nothing is cleared on it.
+    let complete = candidates.len() < CANDIDATES as usize;
     let default_secs = i64::try_from(alerts.stuck_after_secs).unwrap_or(i64::MAX / 1000);
     let mut stuck: BTreeMap<i64, (usize, i64)> = BTreeMap::new();
     for (order, service, placed) in candidates {
@@ -412,7 +435,9 @@ async fn orders(app: &App, now: Timestamp) {
         .await;
         seen.insert(key);
     }
-    clear_missing(app, "orders.stuck:", &seen, "Stuck orders started").await;
+    if complete {
+        clear_missing(app, "orders.stuck:", &seen, "Stuck orders started").await;
+    }
 
     // Forwarding lag: the oldest order waiting to be sent.
     if let Ok(oldest) = app.store.oldest_queued_at().await {
@@ -497,13 +522,15 @@ async fn summary(app: &App, now: Timestamp) {
 pub async fn send_round(app: &Arc<App>, client: &OutboundClient) -> usize {
     let settings = app.settings();
     let now = now_ms();
+    // Sent one after another, each bounded by the timeout: the lease covers them all.
+    const CLAIM: u32 = 10;
     let lease = now.saturating_add(
         i64::try_from(settings.alerts.timeout_secs.saturating_mul(1000))
             .unwrap_or(60_000)
-            .saturating_mul(4)
+            .saturating_mul(i64::from(CLAIM) + 1)
             .saturating_add(30_000),
     );
-    let claimed = match app.store.claim_alerts(20, lease, now).await {
+    let claimed = match app.store.claim_alerts(CLAIM, lease, now).await {
         Ok(claimed) => claimed,
         Err(error) => {
             tracing::warn!(%error, "cannot claim alerts");

@@ -138,18 +138,20 @@ pub fn retry_delay_ms(
     i64::try_from(jittered).unwrap_or(i64::MAX)
 }
 
-/// What to do with an event after a failed attempt (its `attempts` counting this one).
+/// What to do with an event after a failed attempt: retried after the backoff of its
+/// failures since its retries last started afresh (`tries`, this one included), or, once
+/// `retry_window_secs` have passed since then (`retry_from`), its customer paused.
 pub fn after_failure(
     settings: &WebhookDeliverySettings,
     event: &WebhookEvent,
-    attempts: i64,
     now: Timestamp,
 ) -> DeliveryNext {
     let window = i64::try_from(settings.retry_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    if now.saturating_sub(event.created_at) >= window {
+    if now.saturating_sub(event.retry_from) >= window {
         return DeliveryNext::Pause;
     }
-    let delay = retry_delay_ms(settings, attempts, fastrand::u64(75..=125));
+    let tries = event.tries.saturating_add(1);
+    let delay = retry_delay_ms(settings, tries, fastrand::u64(75..=125));
     DeliveryNext::RetryAt(now.saturating_add(delay))
 }
 
@@ -168,14 +170,15 @@ async fn deliver(
         event.data.kind().as_str(),
         &body,
     );
+    let started = std::time::Instant::now();
     let result = match url::Url::parse(&job.url) {
         Ok(url) => client.post(&url, &headers, "application/json", body).await,
         Err(e) => Err(SendError::Other(format!(
             "the webhook URL does not parse: {e}"
         ))),
     };
+    let waited = millis(started.elapsed());
     let at = now_ms();
-    let attempts = event.attempts.saturating_add(1);
     let (http_status, latency_ms, error, next) = match result {
         Ok(reply) if (200..300).contains(&reply.status) => (
             Some(reply.status),
@@ -187,16 +190,16 @@ async fn deliver(
             Some(reply.status),
             millis(reply.latency),
             Some(format!("the receiver answered HTTP {}", reply.status)),
-            after_failure(settings, event, attempts, at),
+            after_failure(settings, event, at),
         ),
         // The URL was checked when it was set: one that now resolves to an address the
         // gateway may not reach is someone trying to; stop at once.
-        Err(SendError::Refused(why)) => (None, 0, Some(why.to_string()), DeliveryNext::Pause),
+        Err(SendError::Refused(why)) => (None, waited, Some(why.to_string()), DeliveryNext::Pause),
         Err(other) => (
             None,
-            0,
+            waited,
             Some(other.to_string()),
-            after_failure(settings, event, attempts, at),
+            after_failure(settings, event, at),
         ),
     };
     DeliveryOutcome {
@@ -397,7 +400,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Records the outcomes (one transaction) and alerts about customers this paused. On failure
+/// Records the outcomes (one transaction, with the alerts of the customers it pauses). On failure
 /// the events stay claimed until their lease ends, then go out again: a receiver may see an
 /// event twice, never miss one.
 async fn flush(app: &Arc<App>, done: &mut Vec<DeliveryOutcome>) {
@@ -405,21 +408,22 @@ async fn flush(app: &Arc<App>, done: &mut Vec<DeliveryOutcome>) {
         return;
     }
     let outcomes = std::mem::take(done);
+    let channels: Vec<String> = app
+        .settings()
+        .alerts
+        .channels
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     match app
         .store
-        .finish_webhook_deliveries(&outcomes, now_ms())
+        .finish_webhook_deliveries(&outcomes, &channels, now_ms())
         .await
     {
+        // The store wrote each pause's alert with it.
         Ok(paused) => {
             for customer in paused {
-                let why = outcomes
-                    .iter()
-                    .rev()
-                    .find(|o| o.customer == customer)
-                    .and_then(|o| o.error.clone())
-                    .unwrap_or_default();
-                tracing::warn!(customer = customer.0, %why, "webhook deliveries paused");
-                super::alerts::webhook_paused(app, customer, &why).await;
+                tracing::warn!(customer = customer.0, "webhook deliveries paused");
             }
         }
         Err(error) => tracing::warn!(%error, "cannot record webhook deliveries"),

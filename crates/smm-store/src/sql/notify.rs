@@ -101,12 +101,24 @@ where
             .bind(secret)
             .execute(&mut *tx)
             .await?;
-            if url.is_none() {
+            if url.is_none() || before.url.is_none() {
+                // Removed: what waits is discarded. Set where there was none: anything left
+                // waiting from before (recorded as the last one was being removed) is too.
                 sqlx::query::<D>(
                     "UPDATE webhook_events SET state = 'discarded', claimed_until = 0 \
                      WHERE customer_id = $1 AND state = 'pending'",
                 )
                 .bind(customer.0)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                // A new URL: what waits goes there now, with a fresh retry window.
+                sqlx::query::<D>(
+                    "UPDATE webhook_events SET next_attempt_at = $2, retry_from = $2, \
+                     tries = 0 WHERE customer_id = $1 AND state = 'pending'",
+                )
+                .bind(customer.0)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -188,7 +200,7 @@ where
                 .await?;
             // Everything waiting goes out again now, with a fresh retry window.
             sqlx::query::<D>(
-                "UPDATE webhook_events SET next_attempt_at = $2, claimed_until = 0 \
+                "UPDATE webhook_events SET next_attempt_at = $2, retry_from = $2, tries = 0 \
                  WHERE customer_id = $1 AND state = 'pending'",
             )
             .bind(customer.0)
@@ -286,6 +298,7 @@ where
     pub(crate) async fn finish_webhook_deliveries_impl(
         &self,
         outcomes: &[DeliveryOutcome],
+        alert_channels: &[String],
         now: Timestamp,
     ) -> StoreResult<Vec<CustomerId>> {
         if outcomes.is_empty() {
@@ -293,7 +306,7 @@ where
         }
         let mut tx = self.begin().await?;
         let result = async {
-            let mut paused = Vec::new();
+            let mut pausing: Vec<(CustomerId, Option<&str>)> = Vec::new();
             for outcome in outcomes {
                 sqlx::query::<D>(
                     "INSERT INTO webhook_deliveries (event_id, customer_id, attempt, at, \
@@ -308,38 +321,71 @@ where
                 .bind(outcome.error.as_deref())
                 .execute(&mut *tx)
                 .await?;
-                let (state, next_attempt_at, delivered_at) = match outcome.next {
-                    DeliveryNext::Delivered => ("delivered", now, Some(outcome.at)),
-                    DeliveryNext::RetryAt(at) => ("pending", at, None),
-                    DeliveryNext::Pause => ("pending", now, None),
+                let (state, next_attempt_at, delivered_at, failed) = match outcome.next {
+                    DeliveryNext::Delivered => ("delivered", now, Some(outcome.at), 0_i64),
+                    DeliveryNext::RetryAt(at) => ("pending", at, None, 1),
+                    DeliveryNext::Pause => ("pending", now, None, 1),
                 };
                 // A discarded event stays discarded; the attempt is in the log all the same.
                 sqlx::query::<D>(
                     "UPDATE webhook_events SET state = $2, attempts = attempts + 1, \
-                     next_attempt_at = $3, delivered_at = $4, last_error = $5, \
-                     claimed_until = 0 WHERE id = $1 AND state = 'pending'",
+                     tries = tries + $6, next_attempt_at = $3, delivered_at = $4, \
+                     last_error = $5, claimed_until = 0 WHERE id = $1 AND state = 'pending'",
                 )
                 .bind(outcome.event)
                 .bind(state)
                 .bind(next_attempt_at)
                 .bind(delivered_at)
                 .bind(outcome.error.as_deref())
+                .bind(failed)
                 .execute(&mut *tx)
                 .await?;
-                if outcome.next == DeliveryNext::Pause {
-                    let newly: Option<i64> = sqlx::query_scalar::<D, i64>(
-                        "UPDATE customers SET webhook_paused_at = $2 WHERE id = $1 \
-                         AND webhook_paused_at IS NULL AND webhook_url IS NOT NULL \
-                         RETURNING id",
-                    )
-                    .bind(outcome.customer.0)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(id) = newly {
-                        paused.push(CustomerId(id));
-                    }
+                if outcome.next == DeliveryNext::Pause
+                    && !pausing.iter().any(|(c, _)| *c == outcome.customer)
+                {
+                    pausing.push((outcome.customer, outcome.error.as_deref()));
                 }
+            }
+            // Customers' rows in id order, as every multi-row lock here.
+            pausing.sort_by_key(|(customer, _)| customer.0);
+            let mut paused = Vec::new();
+            for (customer, why) in pausing {
+                let newly: Option<String> = sqlx::query_scalar::<D, String>(
+                    "UPDATE customers SET webhook_paused_at = $2 WHERE id = $1 \
+                     AND webhook_paused_at IS NULL AND webhook_url IS NOT NULL \
+                     RETURNING name",
+                )
+                .bind(customer.0)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(name) = newly else { continue };
+                // The reseller is told in the transaction that pauses: never one without the
+                // other.
+                let key = format!("webhook.paused:{}:{now}", customer.0);
+                let title = format!(
+                    "Webhook deliveries to customer {} ({name}) paused",
+                    customer.0
+                );
+                let lines = [
+                    format!("last error: {}", why.unwrap_or("none recorded")),
+                    "their events are kept; resume with `smm-gateway customers webhook resume \
+                     ID`, the admin API or the console"
+                        .to_owned(),
+                ];
+                Self::write_alert(
+                    &mut tx,
+                    &NewAlert {
+                        key: &key,
+                        title: &title,
+                        lines: &lines,
+                        channels: alert_channels,
+                    },
+                    AlertState::Event,
+                    now,
+                )
+                .await?;
+                paused.push(customer);
             }
             Ok(paused)
         }
@@ -423,9 +469,10 @@ where
                     "the customer has no webhook to send it to".into(),
                 ));
             }
+            // A lease still running stays: the attempt in flight finishes first.
             sqlx::query::<D>(
                 "UPDATE webhook_events SET state = 'pending', next_attempt_at = $2, \
-                 claimed_until = 0, delivered_at = NULL WHERE id = $1",
+                 retry_from = $2, tries = 0, delivered_at = NULL WHERE id = $1",
             )
             .bind(event)
             .bind(now)
@@ -547,10 +594,25 @@ where
                 .bind(detail.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((notified_at,)) = started else {
-                    return Ok(false);
+                let due = match started {
+                    // It just started: told unless its last alert is within the cooldown.
+                    Some((notified_at,)) => {
+                        notified_at.is_none_or(|at| now.saturating_sub(at) >= cooldown_ms)
+                    }
+                    // Already on. A start the cooldown held back is told once the cooldown
+                    // has passed and it is still on: held back, never dropped.
+                    None => sqlx::query_scalar::<D, String>(sql::<D>(
+                        "SELECT key FROM alert_conditions WHERE key = $1 AND active = 1 \
+                         AND (notified_at IS NULL OR notified_at < since) \
+                         AND (notified_at IS NULL OR notified_at <= $2){for_update}",
+                    ))
+                    .bind(alert.key)
+                    .bind(now.saturating_sub(cooldown_ms))
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some(),
                 };
-                if notified_at.is_some_and(|at| now.saturating_sub(at) < cooldown_ms) {
+                if !due {
                     return Ok(false);
                 }
                 sqlx::query::<D>("UPDATE alert_conditions SET notified_at = $2 WHERE key = $1")

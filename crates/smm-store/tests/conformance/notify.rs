@@ -270,6 +270,7 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
             delivered(&first[0], T0 + 3_100),
             failed(&first[1], T0 + 3_100, DeliveryNext::RetryAt(T0 + 10_000)),
         ],
+        &[],
         T0 + 3_100,
     )
     .await
@@ -286,7 +287,7 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
         }
         other => panic!("{other:?}"),
     }
-    db.finish_webhook_deliveries(&[delivered(&second[0], T0 + 4_100)], T0 + 4_100)
+    db.finish_webhook_deliveries(&[delivered(&second[0], T0 + 4_100)], &[], T0 + 4_100)
         .await
         .expect("finish");
     // b's first comes back when its retry is due, attempt 2.
@@ -298,7 +299,7 @@ pub async fn webhook_claims_keep_each_orders_events_in_order(db: Db) {
     assert_eq!(retry[0].event.id, first[1].event.id);
     assert_eq!(retry[0].event.attempts, 1);
     assert_eq!(retry[0].event.last_error.as_deref(), Some("HTTP 500"));
-    db.finish_webhook_deliveries(&[delivered(&retry[0], T0 + 10_100)], T0 + 10_100)
+    db.finish_webhook_deliveries(&[delivered(&retry[0], T0 + 10_100)], &[], T0 + 10_100)
         .await
         .expect("finish");
     let log = db.webhook_deliveries(c.id, 100, None).await.expect("log");
@@ -329,14 +330,29 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
         .await
         .expect("claim");
     assert_eq!(jobs.len(), 1);
+    let channels = vec!["ops".to_owned()];
     let paused = db
         .finish_webhook_deliveries(
             &[failed(&jobs[0], T0 + 2_000, DeliveryNext::Pause)],
+            &channels,
             T0 + 2_000,
         )
         .await
         .expect("finish");
     assert_eq!(paused, [c.id]);
+    // The reseller's alert was written with the pause.
+    let told = db
+        .claim_alerts(10, T0 + 60_000, T0 + 2_000)
+        .await
+        .expect("alerts");
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].channel, "ops");
+    assert!(
+        told[0]
+            .key
+            .starts_with(&format!("webhook.paused:{}:", c.id.0))
+    );
+    assert!(told[0].lines[0].contains("HTTP 500"), "{:?}", told[0].lines);
     let settings = db.webhook(c.id).await.expect("settings");
     assert_eq!(settings.paused_at, Some(T0 + 2_000));
     assert_eq!(settings.pending, 1);
@@ -366,7 +382,10 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
         .await
         .expect("claim");
     assert_eq!(jobs.len(), 1);
-    db.finish_webhook_deliveries(&[delivered(&jobs[0], T0 + 100_001)], T0 + 100_001)
+    // Resumed: a fresh retry window and backoff, the attempts still counted.
+    assert_eq!(jobs[0].event.retry_from, T0 + 100_000);
+    assert_eq!((jobs[0].event.tries, jobs[0].event.attempts), (0, 1));
+    db.finish_webhook_deliveries(&[delivered(&jobs[0], T0 + 100_001)], &[], T0 + 100_001)
         .await
         .expect("finish");
     let event = db.webhook_event(jobs[0].event.id).await.expect("event");
@@ -400,7 +419,7 @@ pub async fn paused_webhooks_keep_their_events_until_resumed(db: Db) {
         Err(StoreError::InvalidState(_))
     ));
     // A late outcome for a discarded event is logged and changes nothing.
-    db.finish_webhook_deliveries(&[delivered(&jobs[0], T0 + 300_002)], T0 + 300_002)
+    db.finish_webhook_deliveries(&[delivered(&jobs[0], T0 + 300_002)], &[], T0 + 300_002)
         .await
         .expect("finish");
     assert_eq!(
@@ -575,11 +594,24 @@ pub async fn alert_conditions_alert_once_per_change(db: Db) {
             .await
             .expect("clear")
     );
-    // After the cooldown it alerts again.
+    // Started again within the cooldown and still on when it has passed: held back, then
+    // sent once.
+    for at in [T0 + 40, T0 + COOLDOWN - 1] {
+        assert!(
+            !db.alert_condition(&alert, true, COOLDOWN, at)
+                .await
+                .expect("held")
+        );
+    }
     assert!(
         db.alert_condition(&alert, true, COOLDOWN, T0 + COOLDOWN + 1)
             .await
-            .expect("start")
+            .expect("late start")
+    );
+    assert!(
+        !db.alert_condition(&alert, true, COOLDOWN, T0 + COOLDOWN + 2)
+            .await
+            .expect("once")
     );
 
     // One-offs: once per key, ever.
