@@ -14,6 +14,9 @@ use crate::rows::{
 use crate::rules::{customer_target, limit_or_default};
 use crate::*;
 
+/// `next_attempt_at` of a paused customer's events: never due until resumed.
+const PAUSED_UNTIL: Timestamp = i64::MAX / 2;
+
 /// The customer columns behind [`WebhookSettings`].
 type SettingsRow = (Option<String>, Option<i64>, Option<i64>);
 
@@ -276,7 +279,24 @@ where
                 .await?;
             let mut jobs = Vec::with_capacity(rows.len());
             for row in rows {
-                let event = WebhookEvent::try_from(row)?;
+                let id = row.id;
+                let event = match WebhookEvent::try_from(row) {
+                    Ok(event) => event,
+                    // One row this code cannot read (a hand edit, a newer version's kind) must
+                    // not stop every customer's deliveries: it is set aside, with the reason.
+                    Err(e) => {
+                        tracing::error!(event = id, error = %e, "webhook event set aside");
+                        sqlx::query::<D>(
+                            "UPDATE webhook_events SET state = 'discarded', claimed_until = 0, \
+                             last_error = $2 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(format!("set aside, unreadable: {e}"))
+                        .execute(&mut *tx)
+                        .await?;
+                        continue;
+                    }
+                };
                 let Some((_, Some(url), Some(secret), currency)) =
                     customers.iter().find(|(id, ..)| *id == event.customer.0)
                 else {
@@ -360,6 +380,15 @@ where
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(name) = newly else { continue };
+                // Out of the claims' way until resumed (resuming makes them due at once).
+                sqlx::query::<D>(
+                    "UPDATE webhook_events SET next_attempt_at = $2 \
+                     WHERE customer_id = $1 AND state = 'pending'",
+                )
+                .bind(customer.0)
+                .bind(PAUSED_UNTIL)
+                .execute(&mut *tx)
+                .await?;
                 // The reseller is told in the transaction that pauses: never one without the
                 // other.
                 let key = format!("webhook.paused:{}:{now}", customer.0);
@@ -737,7 +766,26 @@ where
         .map_err(StoreError::from);
         let mut rows = settle(tx, result).await?;
         rows.sort_by_key(|row| row.id);
-        convert_all(rows)
+        let mut alerts = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for row in rows {
+            let id = row.id;
+            match AlertMessage::try_from(row) {
+                Ok(alert) => alerts.push(alert),
+                Err(e) => {
+                    tracing::error!(alert = id, error = %e, "alert set aside");
+                    unreadable.push(AlertOutcome {
+                        id,
+                        error: Some(format!("set aside, unreadable: {e}")),
+                        retry_at: None,
+                        gave_up: true,
+                    });
+                }
+            }
+        }
+        // One row this code cannot read must not block the rest: given up, with the reason.
+        self.finish_alerts_impl(&unreadable, now).await?;
+        Ok(alerts)
     }
 
     pub(crate) async fn finish_alerts_impl(
