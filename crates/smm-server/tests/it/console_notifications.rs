@@ -5,7 +5,8 @@
 //! receiver pauses the webhook (the page says why) and Resume delivers again; a private URL, a
 //! bad threshold, a form without its CSRF token and a viewer's change are refused.
 //!
-//! `UPDATE_SCREENSHOTS=1` also writes `customer-webhook` (the section, desktop and phone).
+//! `UPDATE_SCREENSHOTS=1` also writes `webhook-secret` (the secret shown once) and
+//! `customer-webhook` (the section), desktop and phone.
 
 use std::time::Duration;
 
@@ -69,12 +70,17 @@ async fn an_operator_sets_a_webhook_and_follows_its_deliveries(backend: Backend)
     );
 
     // The URL: the secret is on the answer to the POST, and never again.
-    let url = format!("{}/hooks/smm", receiver.base);
+    // Long enough to show that it wraps on a phone.
+    let path = "/hooks/smm/reseller-panel-customer-e2e-notifications-receiver-endpoint";
+    let url = format!("{}{path}", receiver.base);
     browser.fill("#webhook-url-input", &url).await;
     browser.submit("#webhook-form").await;
     let secret = browser.text("#webhook-secret").await;
     assert!(secret.starts_with("whsec_"), "{secret:?}");
     assert_eq!(browser.text("#set-url").await, url);
+    if let Some(dir) = screenshot_dir(backend) {
+        shoot(&browser, &dir, "webhook-secret").await;
+    }
     browser.goto(&page).await;
     assert!(!browser.page_source().await.contains(&secret), "shown once");
     assert_eq!(browser.text("#webhook-url").await, url);
@@ -114,7 +120,7 @@ async fn an_operator_sets_a_webhook_and_follows_its_deliveries(backend: Backend)
         .await;
     let first = received[0].json();
     assert_eq!(first["event"], "balance.low", "{first}");
-    assert_eq!(received[0].path, "/hooks/smm");
+    assert_eq!(received[0].path, path);
     let header = received[0]
         .header(signing::SIGNATURE_HEADER)
         .expect("signed");
@@ -133,7 +139,7 @@ async fn an_operator_sets_a_webhook_and_follows_its_deliveries(backend: Backend)
     let events = browser.text("#webhook-events").await;
     assert!(events.contains(&format!("{event} balance.low")), "{events}");
     assert!(events.contains("delivered"), "{events}");
-    assert_eq!(browser.text("#webhook-pending").await, "0 events");
+    assert_eq!(browser.text("#webhook-pending").await, "0");
 
     // Resend: the same event id again.
     browser.submit(&format!("#resend-{event}")).await;
@@ -169,7 +175,7 @@ async fn an_operator_sets_a_webhook_and_follows_its_deliveries(backend: Backend)
         state.starts_with("paused since") && state.contains("503"),
         "{state}"
     );
-    assert_eq!(browser.text("#webhook-pending").await, "1 events");
+    assert_eq!(browser.text("#webhook-pending").await, "1");
     let row = first_row(&browser).await;
     assert!(row.contains(" 503 "), "{row}");
 
@@ -198,10 +204,31 @@ async fn an_operator_sets_a_webhook_and_follows_its_deliveries(backend: Backend)
             .is_ok_and(|e| e.state == WebhookEventState::Delivered)
     })
     .await;
-    browser.goto(&format!("{page}#webhook")).await;
+    // (The page the resume led to may have been drawn while the event was going out.)
+    browser.goto(&page).await;
     assert_eq!(browser.text("#webhook-state").await, "active");
+    assert_eq!(browser.text("#webhook-pending").await, "0");
     if let Some(dir) = screenshot_dir(backend) {
-        shoot(&browser, &dir, "customer-webhook").await;
+        // The section on a desktop; on a phone, its delivery log.
+        browser.set_viewport_size(1280, 900).await;
+        browser
+            .execute(
+                "document.querySelector('#webhook-section').scrollIntoView();",
+                vec![],
+            )
+            .await;
+        browser.screenshot(&dir.join("customer-webhook.png")).await;
+        browser.set_viewport_size(390, 844).await;
+        browser
+            .execute(
+                "document.querySelector('#webhook-deliveries').scrollIntoView();",
+                vec![],
+            )
+            .await;
+        browser
+            .screenshot(&dir.join("customer-webhook-phone.png"))
+            .await;
+        browser.set_viewport_size(1280, 900).await;
     }
 
     let actions: Vec<String> = gw
