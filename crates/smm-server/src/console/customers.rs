@@ -1,5 +1,6 @@
 //! `/customers`: the list with balances, creating one (the key shown once), a customer's page
-//! with the ledger, credit and debit with a reason, suspend and activate.
+//! with the ledger, credit and debit with a reason, suspend and activate. The page's Webhook
+//! section and its changes are in `webhooks`.
 
 use askama::Template;
 use axum::extract::Path;
@@ -9,6 +10,7 @@ use smm_store::{AdminRole, CustomerStatus};
 
 use super::session::{Change, CsrfForm, CsrfOnly, Session};
 use super::view::{Chrome, ConsoleError, PageResult, render, time};
+use super::webhooks;
 use crate::ops::{CustomerView, LedgerView, PricingView, WithKey};
 
 #[derive(Template)]
@@ -89,6 +91,7 @@ struct ShowPage {
     customer: CustomerView,
     ledger: Vec<(LedgerView, String)>,
     created: String,
+    webhook: webhooks::Section,
 }
 
 pub async fn show(session: Session, Path(id): Path<i64>) -> PageResult {
@@ -107,6 +110,7 @@ pub async fn show(session: Session, Path(id): Path<i64>) -> PageResult {
     let page = ShowPage {
         chrome: Chrome::new(&session, "customers"),
         pricing: ops.get().pricing(id).await?,
+        webhook: webhooks::section(&ops.get(), id).await?,
         created: time(customer.created_at),
         customer,
         ledger,

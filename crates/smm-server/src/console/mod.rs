@@ -8,8 +8,9 @@
 //! actor. Responses carry a strict Content-Security-Policy and are never cached.
 //!
 //! Layout: `session` (login, logout, sessions, CSRF, flash messages), `view` (formatting and
-//! the page chrome), one module per page group (`overview`, `customers`, `orders`, `services`,
-//! `providers`, `config`, `audit`, `admins`). Changes to services, prices and providers are
+//! the page chrome), one module per page group (`overview`, `customers` with `webhooks` for the
+//! customer page's Webhook section, `orders`, `services`, `providers`, `config`, `audit`,
+//! `admins`). Changes to services, prices and providers are
 //! changes to the config file, made through [`crate::ops::config_file`].
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ mod providers;
 mod services;
 mod session;
 mod view;
+mod webhooks;
 
 /// The console's routes (merged into the admin listener's router).
 pub fn router() -> Router<Arc<App>> {
@@ -45,6 +47,14 @@ pub fn router() -> Router<Arc<App>> {
         .route("/customers/{id}/status", post(customers::status))
         .route("/customers/{id}/rotate-key", post(customers::rotate_key))
         .route("/customers/{id}/pricing", post(customers::pricing))
+        .route("/customers/{id}/webhook", post(webhooks::set))
+        .route("/customers/{id}/webhook/remove", post(webhooks::remove))
+        .route("/customers/{id}/webhook/resume", post(webhooks::resume))
+        .route(
+            "/customers/{id}/webhook/events/{event}/resend",
+            post(webhooks::resend),
+        )
+        .route("/customers/{id}/low-balance", post(webhooks::low_balance))
         .route("/admins", get(admins::list).post(admins::create))
         .route("/orders", get(orders::list))
         .route("/orders/{id}", get(orders::show))

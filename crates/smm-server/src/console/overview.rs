@@ -1,5 +1,5 @@
 //! `/`: revenue, cost, profit and margin; charts per day (SVG drawn here, no script); orders by
-//! status; the work lists; the providers.
+//! status; the work lists with the alert conditions on now; the providers.
 
 use std::collections::BTreeSet;
 
@@ -7,8 +7,9 @@ use askama::Template;
 use smm_wire::Money;
 
 use super::session::Session;
-use super::view::{Chrome, PageResult, day, render, time_or_dash};
+use super::view::{Chrome, PageResult, day, render, time, time_or_dash};
 use crate::app::now_ms;
+use crate::ops::notifications::AlertView;
 use crate::ops::overview::{Day, Overview};
 
 /// One bar of a chart: its box and its label.
@@ -90,11 +91,52 @@ fn chart(
     }
 }
 
+/// Alert conditions listed on the overview; more are counted.
+const ALERTS_SHOWN: usize = 10;
+
+/// An alert condition on now, as the work list shows it.
+#[derive(Debug, Clone)]
+pub struct AlertLine {
+    pub key: String,
+    pub since: String,
+    /// Its detail on one line.
+    pub detail: String,
+    /// Where to look: the order or the providers.
+    pub href: Option<String>,
+}
+
+impl From<AlertView> for AlertLine {
+    fn from(a: AlertView) -> Self {
+        let href = match a.key.split_once(':') {
+            Some((kind, id)) if kind.starts_with("order.") && id.parse::<i64>().is_ok() => {
+                Some(format!("/orders/{id}"))
+            }
+            Some((kind, _)) if kind.starts_with("provider.") => Some("/providers".to_owned()),
+            _ => None,
+        };
+        AlertLine {
+            since: time(a.since),
+            detail: a
+                .detail
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+            key: a.key,
+            href,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/overview.html")]
 struct Page {
     chrome: Chrome,
     o: Overview,
+    alerts: Vec<AlertLine>,
+    more_alerts: usize,
     money_chart: Chart,
     provider_chart: Chart,
     syncs: Vec<String>,
@@ -104,6 +146,9 @@ struct Page {
 pub async fn page(session: Session) -> PageResult {
     let ops = session.ops();
     let o = ops.get().overview(session.app(), now_ms()).await?;
+    let mut alerts = ops.get().active_alerts().await?;
+    let more_alerts = alerts.len().saturating_sub(ALERTS_SHOWN);
+    alerts.truncate(ALERTS_SHOWN);
     let mut money_chart = chart(&o.days, &[("revenue", ""), ("profit", "")], |d| {
         vec![
             (units(d.revenue), format!("revenue {}", d.revenue)),
@@ -150,6 +195,8 @@ pub async fn page(session: Session) -> PageResult {
     let page = Page {
         chrome: Chrome::new(&session, "overview"),
         o,
+        alerts: alerts.into_iter().map(AlertLine::from).collect(),
+        more_alerts,
         money_chart,
         provider_chart,
         syncs,

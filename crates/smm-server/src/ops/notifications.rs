@@ -257,6 +257,13 @@ impl Ops<'_> {
             .collect())
     }
 
+    /// One event of any customer's outbox.
+    pub async fn webhook_event(&self, event: i64) -> OpResult<WebhookEventView> {
+        let found = self.store.webhook_event(event).await?;
+        let c = self.store.customer(found.customer).await?;
+        Ok(self.event_view(&found, &c.currency))
+    }
+
     /// Sends an event again (under its own id), delivered before or not. Audited.
     pub async fn resend_webhook_event(&self, event: i64) -> OpResult<WebhookEventView> {
         let resent = self

@@ -1,8 +1,9 @@
 //! The web console (issue #13) in headless Chromium, against the real gateway, both simulators
 //! and a real database: logging in (a wrong password refused, a lockout after repeated
-//! failures), every page rendered with data, a customer created, credited and shown in the
-//! ledger (and their new key working on v2), an ambiguous order resolved with its refund, a
-//! change without the CSRF token refused, a viewer refused any change.
+//! failures), every page rendered with data (the overview with an alert condition on), a
+//! customer created, credited and shown in the ledger (and their new key working on v2), an
+//! ambiguous order resolved with its refund, a change without the CSRF token refused, a viewer
+//! refused any change. The customer page's Webhook section: `console_notifications`.
 //!
 //! `UPDATE_SCREENSHOTS=1` also writes the pages' screenshots (desktop and a 390-px-wide phone)
 //! to `docs/screenshots/`.
@@ -32,9 +33,18 @@ both_backends!(
 
 /// A gateway with console users `owner`, `operator` and `viewer` (one per role).
 pub async fn gateway(backend: Backend) -> TestGateway {
+    gateway_with(backend, |_| {}).await
+}
+
+/// Like [`gateway`], with `adjust` changing the settings before the gateway starts.
+pub async fn gateway_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut smm_server::config::Settings),
+) -> TestGateway {
     let gw = TestGateway::start_with(backend, |s| {
         s.console.max_failed_logins = 3;
         s.console.lockout_minutes = 10;
+        adjust(s);
     })
     .await;
     let settings = gw.app().settings();
@@ -176,6 +186,8 @@ async fn every_page_renders_with_data(backend: Backend) {
         ])
         .await;
     gw.wait_state(unknown, ForwardState::Ambiguous).await;
+    // The alert conditions, checked now rather than at the notifier's next round.
+    smm_server::notifier::alerts::evaluate(gw.app()).await;
     let Some(browser) = logged_in(&gw, "viewer").await else {
         return;
     };
@@ -220,6 +232,15 @@ async fn every_page_renders_with_data(backend: Backend) {
     }
     // The overview's money: 300 units at the list rate, nothing refunded yet.
     browser.goto(&format!("{}/", gw.admin_url)).await;
+    // The alert condition on now, in the work list, linked to its order.
+    let work = browser.text("ul.work").await;
+    assert!(
+        work.contains(&format!("order.ambiguous:{} since ", unknown.0)),
+        "{work}"
+    );
+    browser
+        .find(&format!("li.alert a[href='/orders/{}']", unknown.0))
+        .await;
     let charged = gw
         .order(sent)
         .await

@@ -19,6 +19,7 @@ mod browser;
 mod cli;
 mod console;
 mod console_config;
+mod console_notifications;
 mod crash;
 mod deploy;
 mod e2e;
