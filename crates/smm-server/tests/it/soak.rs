@@ -23,7 +23,15 @@
 //!   delivered (remains, runs done, posts served) for a forwarded order, the full charge for
 //!   one that never reached an upstream;
 //! * every balance equals its ledger sum and is never negative, and the ledger holds exactly the
-//!   deposit, one charge per order and at most one refund per order.
+//!   deposit, one charge per order and at most one refund per order;
+//! * every customer has a webhook at a receiver on 127.0.0.1 that answers 500 to a seeded tenth
+//!   of the deliveries (so retries interleave with the kills); once the outbox is drained, every
+//!   event the triggers recorded reached it with a 200 at least once, signed with the customer's
+//!   secret and byte for byte the store's event, and nothing else did; per order, the status
+//!   changes received (de-duplicated by event id) are those of the outbox and of the order
+//!   timeline (another trigger), chained from `Pending` to the order's final status, and the
+//!   order's events first arrived in id order; one `refund.paid` arrived per refund ledger row,
+//!   with its order and amount.
 //!
 //! One summary line with the counts is printed per database. The default size (part of the
 //! test suite) is short; `SOAK_FULL=1` sends 5,000 orders. The seed is printed; `SOAK_SEED=N`
@@ -36,16 +44,21 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde_json::Value;
+use smm_notify::signing;
 use smm_panel_sim::{
     DEMO_KEY, Dialect, Fault, FaultRule, RecordedRequest, Sim, SimAccount, SimConfig, SimOrder,
     Timing,
 };
-use smm_store::{CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store};
+use smm_store::{
+    CustomerId, ForwardState, LedgerKind, Order, OrderFilter, Store, WebhookEvent,
+    WebhookEventData, WebhookEventState,
+};
 use smm_wire::{Money, OrderStatus};
 
+use crate::support::receiver::Received;
 use crate::support::{
-    Backend, GatewayProcess, TestDb, eventually, free_port, funded_customer, owed_by_the_table,
-    temp_dir, wait_for, wire_status,
+    Backend, GatewayProcess, Receiver, TestDb, eventually, free_port, funded_customer,
+    owed_by_the_table, temp_dir, wait_for, wire_status,
 };
 
 /// Every link (and every subscription's username) ends with the request's tag, `soak-N`, which
@@ -61,6 +74,8 @@ const FUNDED: Money = Money::from_units(100_000 * 100_000);
 const POOR: Money = Money::from_units(20 * 100_000);
 const NOT_ENOUGH_FUNDS: &str = "Not enough funds on balance";
 const KEY_REUSED: &str = "Idempotency key already used with different parameters";
+/// The share of webhook deliveries the receiver answers with a 500 (each is retried).
+const WEBHOOK_FAIL_PERCENT: u8 = 10;
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +144,8 @@ struct Account {
     id: CustomerId,
     key: String,
     poor: bool,
+    /// The signing secret of the customer's webhook (every customer has one, at the receiver).
+    secret: String,
 }
 
 /// What one client request came to.
@@ -215,7 +232,14 @@ async fn soak(backend: Backend) {
     )
     .expect("config");
 
-    // Customers exist before the gateway starts (the migrations run here first).
+    // The customers' webhook receiver, failing a share of deliveries so that retries
+    // interleave with the kills.
+    let receiver = Receiver::start().await;
+    receiver.fail_share(WEBHOOK_FAIL_PERCENT, seed ^ 0x686f_6f6b);
+    let hook_url = format!("{}/soak-hook", receiver.base);
+
+    // Customers exist before the gateway starts (the migrations run here first), each with a
+    // webhook, so every change to their orders is in the outbox from the first one.
     let store = smm_store::connect(&db.url).await.expect("store");
     let mut accounts = Vec::new();
     for i in 0..=size.customers {
@@ -231,10 +255,16 @@ async fn soak(backend: Backend) {
             0,
         )
         .await;
+        let secret = signing::new_secret();
+        store
+            .set_webhook(customer.id, Some((&hook_url, &secret)), "soak", 0)
+            .await
+            .expect("set the webhook");
         accounts.push(Account {
             id: customer.id,
             key,
             poor,
+            secret,
         });
     }
 
@@ -373,16 +403,27 @@ async fn soak(backend: Backend) {
         || async { settled(&store).await },
     )
     .await;
+    // Every status change is recorded by now; the notifier delivers the rest (retries, and
+    // events a killed process had claimed, after their lease).
+    let drain_started = Instant::now();
+    wait_for("the webhook outbox to drain", size.settle, || async {
+        store.webhook_backlog().await.expect("backlog").pending == 0
+    })
+    .await;
+    let drain_secs = drain_started.elapsed().as_secs();
     gateway.kill();
 
     // ---- the invariants ----
-    let report = check(&store, &sims, &accounts, &requests).await;
+    let mut report = check(&store, &sims, &accounts, &requests).await;
+    let hooks = check_webhooks(&store, &accounts, &receiver.received(), &mut report).await;
     let summary = format!(
         "soak {backend} seed={seed} orders={} requests={} clients={} customers={} kills={kills} \
          forwarded={} ambiguous={} attached={attached} canceled_ambiguous={given_up} \
          rejected={} refused={} unacked={} keyed={} retries={} replays={} cancels={} changed_keys={} \
          faults={faults_added} \
-         faulted_requests={} refunds={} refunded={} refund_policy_differs={} load={load_secs}s elapsed={}s",
+         faulted_requests={} refunds={} refunded={} refund_policy_differs={} \
+         webhook_events={} webhook_requests={} webhook_delivered={} webhook_duplicates={} \
+         webhook_retries={} webhook_drain={drain_secs}s load={load_secs}s elapsed={}s",
         report.orders,
         requests.len(),
         size.clients,
@@ -401,6 +442,11 @@ async fn soak(backend: Backend) {
         report.refunds,
         report.refunded,
         report.policy_differs.len(),
+        hooks.recorded,
+        hooks.requests,
+        hooks.delivered,
+        hooks.duplicates,
+        hooks.retries,
         started.elapsed().as_secs(),
     );
     println!("{summary}");
@@ -491,6 +537,17 @@ failure_backoff_secs = 1
 
 [sync]
 startup_timeout_secs = 2
+
+[webhooks]
+allow_private_targets = true
+interval_ms = 20
+# One wave of deliveries per round: the lease a killed process leaves on its claimed events
+# is then the shortest the notifier takes (one timeout and its slack).
+batch = 32
+concurrency = 32
+timeout_secs = 1
+first_retry_secs = 1
+max_retry_secs = 2
 "#
     );
     for (name, url, env) in [
@@ -1360,4 +1417,259 @@ async fn check(
         }
     }
     report
+}
+
+// ---- the webhooks -----------------------------------------------------------------------------
+
+/// What the webhook checks counted.
+#[derive(Debug, Default)]
+struct Hooks {
+    /// Events the store recorded (the outbox, filled by the triggers).
+    recorded: usize,
+    /// Requests the receiver got.
+    requests: usize,
+    /// Distinct events the receiver answered with a 200.
+    delivered: usize,
+    /// Deliveries of an event already answered with a 200 (a crash between the post and its
+    /// record, or a lease that ran out).
+    duplicates: usize,
+    /// Deliveries the receiver answered with a 500 (each goes out again later).
+    retries: usize,
+}
+
+/// The status column's word (`Unknown` for a status the gateway does not know, which the
+/// webhooks show as `In progress`).
+fn column_word(status: &OrderStatus) -> &str {
+    match status {
+        OrderStatus::Unknown(_) => "Unknown",
+        other => other.as_str(),
+    }
+}
+
+/// Every status change and refund reached the receiver, signed, at least once, in order per
+/// order, and nothing else did: checked against the outbox, the order timeline (another
+/// trigger), the orders' final statuses and the refund ledger rows.
+async fn check_webhooks(
+    store: &Arc<dyn Store>,
+    accounts: &[Account],
+    received: &[Received],
+    report: &mut Report,
+) -> Hooks {
+    let problems = &mut report.problems;
+    let mut hooks = Hooks {
+        requests: received.len(),
+        ..Hooks::default()
+    };
+    let secrets: HashMap<i64, &str> = accounts
+        .iter()
+        .map(|a| (a.id.0, a.secret.as_str()))
+        .collect();
+
+    // The outbox: every event delivered.
+    let mut events: BTreeMap<i64, WebhookEvent> = BTreeMap::new();
+    for account in accounts {
+        for event in store
+            .webhook_events(account.id, 1_000_000, None)
+            .await
+            .expect("webhook events")
+        {
+            if event.state != WebhookEventState::Delivered {
+                problems.push(format!(
+                    "webhook event {} ended {:?}: {:?}",
+                    event.id, event.state, event.last_error
+                ));
+            }
+            events.insert(event.id, event);
+        }
+    }
+    hooks.recorded = events.len();
+
+    // What arrived: known events only, each body the store's event signed with its customer's
+    // secret; an order's events first arrive in id order.
+    let now = now_secs();
+    let mut answered_ok: HashMap<i64, usize> = HashMap::new();
+    let mut first_arrivals: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut arrived: BTreeMap<i64, Value> = BTreeMap::new();
+    for request in received {
+        let body = request.json();
+        let Some(id) = body.get("event_id").and_then(Value::as_i64) else {
+            problems.push(format!("a webhook request without an event id: {body}"));
+            continue;
+        };
+        if request.header(signing::EVENT_ID_HEADER) != Some(id.to_string()) {
+            problems.push(format!("webhook event {id}: event id header differs"));
+        }
+        let Some(event) = events.get(&id) else {
+            problems.push(format!("webhook event {id} is not in the store: {body}"));
+            continue;
+        };
+        let secret = secrets.get(&event.customer.0).copied().unwrap_or_default();
+        let verified = request
+            .header(signing::SIGNATURE_HEADER)
+            .map(|header| signing::verify(secret, &header, &request.body, now, 3_600));
+        if !matches!(verified, Some(Ok(()))) {
+            problems.push(format!(
+                "webhook event {id}: signature {verified:?} with customer {}'s secret",
+                event.customer
+            ));
+        }
+        let expected = smm_server::notifier::webhooks::payload(event, "USD");
+        if request.body.as_ref() != expected.as_slice() {
+            problems.push(format!(
+                "webhook event {id}: received {body}, the store's event is {}",
+                String::from_utf8_lossy(&expected)
+            ));
+        }
+        if (200..300).contains(&request.status) {
+            *answered_ok.entry(id).or_default() += 1;
+        } else {
+            hooks.retries += 1;
+        }
+        if !arrived.contains_key(&id) {
+            if let Some(order) = event.data.order() {
+                first_arrivals.entry(order.0).or_default().push(id);
+            }
+            arrived.insert(id, body);
+        }
+    }
+    for (id, event) in &events {
+        match answered_ok.get(id) {
+            Some(n) => {
+                hooks.delivered += 1;
+                hooks.duplicates += n - 1;
+            }
+            None => problems.push(format!(
+                "webhook event {id} ({}) never reached the receiver with a 200",
+                event.data.kind().as_str()
+            )),
+        }
+    }
+    for (order, ids) in &first_arrivals {
+        if !ids.is_sorted() {
+            problems.push(format!(
+                "order {order}: webhook events first arrived in the order {ids:?}"
+            ));
+        }
+    }
+
+    // Per order: the status changes received (distinct, by event id) are the outbox's, which
+    // are the timeline's, chained from Pending to the order's final status.
+    let orders = store
+        .list_orders(&OrderFilter {
+            limit: 1_000_000,
+            ..OrderFilter::default()
+        })
+        .await
+        .expect("orders");
+    let mut recorded: HashMap<i64, Vec<(i64, &OrderStatus, &OrderStatus)>> = HashMap::new();
+    for (id, event) in &events {
+        if let WebhookEventData::OrderStatus { order, previous } = &event.data {
+            recorded
+                .entry(order.id.0)
+                .or_default()
+                .push((*id, previous, &order.status));
+        }
+    }
+    for order in &orders {
+        let changes = recorded.remove(&order.id.0).unwrap_or_default();
+        let shown: Vec<(String, String)> = changes
+            .iter()
+            .map(|(_, previous, status)| (previous.as_str().to_owned(), status.as_str().to_owned()))
+            .collect();
+        let got: Vec<(String, String)> = changes
+            .iter()
+            .filter_map(|(id, ..)| arrived.get(id))
+            .map(|body| {
+                let word = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+                (word("previous_status"), word("status"))
+            })
+            .collect();
+        if got != shown {
+            problems.push(format!(
+                "order {}: status changes received {got:?}, recorded {shown:?}",
+                order.id
+            ));
+        }
+        let columns: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|(_, previous, status)| (column_word(previous), column_word(status)))
+            .collect();
+        let timeline = store.order_timeline(order.id).await.expect("timeline");
+        let mut last = "Pending";
+        let mut from_timeline = Vec::new();
+        for entry in &timeline.events {
+            if entry.status != last {
+                from_timeline.push((last, entry.status.as_str()));
+                last = entry.status.as_str();
+            }
+        }
+        if columns != from_timeline {
+            problems.push(format!(
+                "order {}: status changes in the outbox {columns:?}, in the timeline \
+                 {from_timeline:?}",
+                order.id
+            ));
+        }
+        let chained = columns
+            .first()
+            .is_some_and(|(first, _)| *first == "Pending")
+            && columns.windows(2).all(|pair| pair[0].1 == pair[1].0)
+            && columns
+                .last()
+                .is_some_and(|(_, end)| *end == column_word(&order.status));
+        if !chained {
+            problems.push(format!(
+                "order {} ({:?}): status changes {columns:?} do not chain from Pending to it",
+                order.id, order.status
+            ));
+        }
+    }
+    for (order, changes) in &recorded {
+        problems.push(format!(
+            "status events for order {order}, which does not exist: {changes:?}"
+        ));
+    }
+
+    // Refunds: one `refund.paid` received per refund ledger row, with its order and amount.
+    let mut paid: Vec<(i64, String)> = Vec::new();
+    for account in accounts {
+        for entry in store
+            .ledger(account.id, None, 1_000_000)
+            .await
+            .expect("ledger")
+        {
+            if let (LedgerKind::Refund, Some(order)) = (entry.kind, entry.order_id) {
+                paid.push((order.0, entry.amount.to_string()));
+            }
+        }
+    }
+    let mut told: Vec<(i64, String)> = arrived
+        .values()
+        .filter(|body| body["event"] == "refund.paid")
+        .map(|body| {
+            (
+                body["order"].as_i64().unwrap_or_default(),
+                body["amount"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    paid.sort();
+    told.sort();
+    if paid != told {
+        let missing: Vec<_> = paid.iter().filter(|p| !told.contains(p)).collect();
+        let extra: Vec<_> = told.iter().filter(|t| !paid.contains(t)).collect();
+        problems.push(format!(
+            "refunds: {} ledger rows, {} refund.paid received; not received {missing:?}, \
+             received without a row {extra:?}",
+            paid.len(),
+            told.len()
+        ));
+    }
+    hooks
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

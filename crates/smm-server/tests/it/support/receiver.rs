@@ -22,6 +22,9 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The HTTP status it was answered with (200 for a slow answer, whether or not the sender
+    /// waited for it).
+    pub status: u16,
 }
 
 impl Received {
@@ -50,6 +53,9 @@ struct Inner {
     received: Vec<Received>,
     script: VecDeque<Answer>,
     default: Option<Answer>,
+    /// Answer 500 to this share (percent) of the requests the script leaves to the default.
+    fail_percent: u8,
+    rng: Option<fastrand::Rng>,
 }
 
 /// An HTTP receiver on 127.0.0.1: every path, every method; Telegram's `sendMessage` gets a
@@ -88,6 +94,13 @@ impl Receiver {
         let mut inner = self.lock();
         inner.script.clear();
         inner.default = Some(answer);
+    }
+
+    /// From now on, answer 500 to a seeded random `percent` of the requests not scripted.
+    pub fn fail_share(&self, percent: u8, seed: u64) {
+        let mut inner = self.lock();
+        inner.fail_percent = percent.min(100);
+        inner.rng = Some(fastrand::Rng::with_seed(seed));
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -132,16 +145,29 @@ async fn record(
         let mut inner = inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fail_percent = inner.fail_percent;
+        let scripted = inner.script.pop_front();
+        let fails = scripted.is_none()
+            && fail_percent > 0
+            && inner
+                .rng
+                .as_mut()
+                .is_some_and(|rng| rng.u8(..100) < fail_percent);
+        let answer = match scripted {
+            Some(answer) => answer,
+            None if fails => Answer::Status(500),
+            None => inner.default.unwrap_or(Answer::Status(200)),
+        };
         inner.received.push(Received {
             path: path.clone(),
             headers,
             body,
+            status: match answer {
+                Answer::Status(code) => code,
+                Answer::Slow(_) => 200,
+            },
         });
-        inner
-            .script
-            .pop_front()
-            .or(inner.default)
-            .unwrap_or(Answer::Status(200))
+        answer
     };
     let status = match answer {
         Answer::Status(code) => code,
