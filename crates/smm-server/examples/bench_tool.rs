@@ -14,6 +14,12 @@
 //!   the `status` calls made and the wall time from the first to the last.
 //! * `drain` — waits until the gateway's outbox is empty (no order `queued` or `sending`);
 //!   prints how long that took: the forwarding lag.
+//! * `receive` — a customer's webhook receiver on 127.0.0.1 (`bench/webhooks.sh`): answers 200,
+//!   verifies every request's signature with the secret, counts distinct event ids and
+//!   duplicates (`GET /counts`); `/baseline` verifies the same way without counting, for wrk.
+//! * `sign` — the signature header of a body at this moment, for the baseline's wrk script.
+//! * `webhook-drain` — waits until the customers' webhook outbox holds `--events` order status
+//!   events and none pending; prints the time from the first event recorded to then.
 //! * `compact` — folds the order aggregates' deltas into their totals (after a bulk seed).
 //! * `pg-create` / `pg-drop` — a PostgreSQL database for one run.
 //!
@@ -93,6 +99,30 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// A webhook receiver on 127.0.0.1:`port` verifying signatures with `secret`.
+    Receive {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        secret: String,
+    },
+    /// Prints the signature header of `body` for `secret`, timestamped now.
+    Sign {
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        body: String,
+    },
+    /// Waits until the webhook outbox holds at least `events` order status events and none
+    /// is pending.
+    WebhookDrain {
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        events: i64,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Prints `orders=N commits=N`: orders in the database and, on PostgreSQL, transactions
     /// committed in it so far (`pg_stat_database`; `commits=na` on SQLite). Two readings around
     /// a run give the commits each placed order cost, forwarding included.
@@ -148,6 +178,20 @@ async fn main() -> Result<(), BoxError> {
         } => sweep(&sims, ids, Duration::from_secs(timeout_secs)).await,
         Command::Drain { db, timeout_secs } => drain(&db, Duration::from_secs(timeout_secs)).await,
         Command::DbStats { db } => db_stats(&db).await,
+        Command::Receive { port, secret } => receive(port, secret).await,
+        Command::Sign { secret, body } => {
+            let now = now_ms() / 1000;
+            println!(
+                "{}",
+                smm_notify::signing::sign(&secret, now, body.as_bytes())
+            );
+            Ok(())
+        }
+        Command::WebhookDrain {
+            db,
+            events,
+            timeout_secs,
+        } => webhook_drain(&db, events, Duration::from_secs(timeout_secs)).await,
         Command::Compact { db } => {
             let started = Instant::now();
             smm_store::connect(&db).await?.compact_aggregates().await?;
@@ -503,5 +547,171 @@ async fn drain(db: &str, timeout: Duration) -> Result<(), BoxError> {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- webhooks ---------------------------------------------------------------------------------
+
+/// What the receiver counted.
+#[derive(Default)]
+struct Received {
+    requests: u64,
+    ids: std::collections::HashSet<i64>,
+    duplicates: u64,
+    bad_signatures: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    baseline: u64,
+}
+
+struct Receiver {
+    secret: String,
+    counts: std::sync::Mutex<Received>,
+}
+
+impl Receiver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the request's signature verifies (within 5 minutes, as receivers are told to).
+    fn verified(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
+        headers
+            .get(smm_notify::signing::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|header| {
+                smm_notify::signing::verify(&self.secret, header, body, now_ms() / 1000, 300)
+                    .is_ok()
+            })
+    }
+}
+
+async fn receive(port: u16, secret: String) -> Result<(), BoxError> {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use std::sync::Arc;
+
+    async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> &'static str {
+        let ok = r.verified(&headers, &body);
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("event_id").and_then(serde_json::Value::as_i64));
+        let now = Instant::now();
+        let mut c = r.lock();
+        c.requests += 1;
+        c.first.get_or_insert(now);
+        c.last = Some(now);
+        if !ok {
+            c.bad_signatures += 1;
+        }
+        if let Some(id) = id
+            && !c.ids.insert(id)
+        {
+            c.duplicates += 1;
+        }
+        "ok"
+    }
+    async fn baseline(
+        State(r): State<Arc<Receiver>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> &'static str {
+        let ok = r.verified(&headers, &body);
+        let mut c = r.lock();
+        c.baseline += 1;
+        if !ok {
+            c.bad_signatures += 1;
+        }
+        "ok"
+    }
+    async fn counts(State(r): State<Arc<Receiver>>) -> String {
+        let c = r.lock();
+        let seconds = match (c.first, c.last) {
+            (Some(first), Some(last)) => (last - first).as_secs_f64(),
+            _ => 0.0,
+        };
+        format!(
+            "requests={} distinct={} duplicates={} bad_signatures={} seconds={seconds:.2} \
+             baseline_requests={}\n",
+            c.requests,
+            c.ids.len(),
+            c.duplicates,
+            c.bad_signatures,
+            c.baseline
+        )
+    }
+
+    let state = Arc::new(Receiver {
+        secret,
+        counts: std::sync::Mutex::new(Received::default()),
+    });
+    let router = axum::Router::new()
+        .route("/counts", get(counts))
+        .route("/baseline", post(baseline))
+        .fallback(hook)
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// Order status events recorded, events pending, and the first and last event's time.
+const WEBHOOK_COUNTS: &str = "SELECT \
+    CAST(COALESCE(SUM(CASE WHEN kind = 'order.status' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+    CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+    COUNT(*), MIN(created_at), MAX(created_at) FROM webhook_events";
+/// Delivery attempts logged, and those that failed.
+const WEBHOOK_ATTEMPTS: &str = "SELECT COUNT(*), \
+    CAST(COALESCE(SUM(CASE WHEN error IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) \
+    FROM webhook_deliveries";
+
+type Counts = (i64, i64, i64, Option<i64>, Option<i64>);
+
+async fn webhook_drain(db: &str, events: i64, timeout: Duration) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let lite;
+    let pg;
+    if db.starts_with("sqlite:") {
+        let options: sqlx::sqlite::SqliteConnectOptions = db.parse()?;
+        lite = Some(sqlx::SqlitePool::connect_with(options.read_only(true)).await?);
+        pg = None;
+    } else {
+        lite = None;
+        pg = Some(sqlx::PgPool::connect(db).await?);
+    }
+    loop {
+        let (status_events, pending, all, first, last): Counts = match (&lite, &pg) {
+            (Some(pool), _) => sqlx::query_as(WEBHOOK_COUNTS).fetch_one(pool).await?,
+            (_, Some(pool)) => sqlx::query_as(WEBHOOK_COUNTS).fetch_one(pool).await?,
+            _ => unreachable!("one pool is open"),
+        };
+        let drained = status_events >= events && pending == 0;
+        if drained || Instant::now() > deadline {
+            let at = now_ms();
+            let (attempts, failed): (i64, i64) = match (&lite, &pg) {
+                (Some(pool), _) => sqlx::query_as(WEBHOOK_ATTEMPTS).fetch_one(pool).await?,
+                (_, Some(pool)) => sqlx::query_as(WEBHOOK_ATTEMPTS).fetch_one(pool).await?,
+                _ => unreachable!("one pool is open"),
+            };
+            let first = first.unwrap_or(at);
+            let last = last.unwrap_or(at);
+            let seconds = (at - first) as f64 / 1000.0;
+            let outcome = if drained { "drained" } else { "timeout" };
+            println!(
+                "outcome={outcome} events={all} status_events={status_events} pending={pending} \
+                 seconds={seconds:.2} rate={:.0} recorded_over={:.2} tail={:.2} \
+                 attempts={attempts} failed_attempts={failed}",
+                all as f64 / seconds.max(0.001),
+                (last - first) as f64 / 1000.0,
+                (at - last) as f64 / 1000.0,
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

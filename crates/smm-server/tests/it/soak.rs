@@ -1525,11 +1525,11 @@ async fn check_webhooks(
         } else {
             hooks.retries += 1;
         }
-        if !arrived.contains_key(&id) {
+        if let std::collections::btree_map::Entry::Vacant(first) = arrived.entry(id) {
             if let Some(order) = event.data.order() {
                 first_arrivals.entry(order.0).or_default().push(id);
             }
-            arrived.insert(id, body);
+            first.insert(body);
         }
     }
     for (id, event) in &events {
