@@ -42,7 +42,7 @@ impl Default for WebhookDeliverySettings {
         WebhookDeliverySettings {
             timeout_secs: 10,
             concurrency: 32,
-            per_receiver_concurrency: 8,
+            per_receiver_concurrency: 16,
             batch: 200,
             interval_ms: 500,
             first_retry_secs: 10,

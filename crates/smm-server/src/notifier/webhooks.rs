@@ -221,13 +221,19 @@ fn millis(d: std::time::Duration) -> i64 {
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// ... or as soon as this many are waiting to be recorded.
 const FLUSH_AT: usize = 200;
-/// How long a claim holds its events. A claim takes at most `per_receiver_concurrency` events
-/// of a receiver that has nothing else in hand here, so each of them starts within about one
-/// delivery timeout; the lease leaves room for two more.
+/// Events of one receiver in hand here (running or waiting) per delivery it may run at once:
+/// enough queued behind each running delivery that a fast receiver never waits for a claim.
+const QUEUE_PER_SLOT: usize = 4;
+
+/// How long a claim holds its events. A receiver has at most [`QUEUE_PER_SLOT`] waves of
+/// events in hand here, so each of them starts within that many delivery timeouts; the lease
+/// leaves room for two more and a margin.
 fn lease_ms(settings: &WebhookDeliverySettings) -> i64 {
+    let waves = QUEUE_PER_SLOT as u64 + 2;
     let ms = settings
         .timeout_secs
-        .saturating_mul(3_000)
+        .saturating_mul(1_000)
+        .saturating_mul(waves)
         .saturating_add(30_000);
     i64::try_from(ms).unwrap_or(i64::MAX / 2)
 }
@@ -254,15 +260,15 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Customers with `per_receiver` events in hand (running or waiting): claims skip them.
-    fn busy(&self, per_receiver: usize) -> Vec<CustomerId> {
+    /// Customers with `limit` events in hand (running or waiting): claims skip them.
+    fn busy(&self, limit: usize) -> Vec<CustomerId> {
         let mut in_hand = self.running.clone();
         for (job, _) in &self.waiting {
             *in_hand.entry(job.event.customer).or_default() += 1;
         }
         in_hand
             .into_iter()
-            .filter(|(_, n)| *n >= per_receiver)
+            .filter(|(_, n)| *n >= limit)
             .map(|(customer, _)| customer)
             .collect()
     }
@@ -287,8 +293,9 @@ impl Pipeline {
 /// Delivers customers' webhook events until `shutdown` turns true: a pipeline, so that a slow
 /// receiver holds up its own events only.
 ///
-/// * Claims take the oldest due events, at most `per_receiver_concurrency` of one customer,
-///   none of the customers whose receivers already have that many in hand here.
+/// * Claims take the oldest due events, at most [`QUEUE_PER_SLOT`] × `per_receiver_concurrency`
+///   of one customer, none of the customers whose receivers already have that many in hand
+///   here.
 /// * At most `concurrency` deliveries run at once, at most `per_receiver_concurrency` to one
 ///   customer; the others wait their turn in claim order.
 /// * Outcomes are recorded in batches (every [`FLUSH_EVERY`], or [`FLUSH_AT`] at once), each
@@ -324,14 +331,15 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let per_receiver = settings.per_receiver_concurrency.max(1);
         let concurrency = settings.concurrency.max(1);
 
-        if claim_now && pipe.waiting.len() < concurrency {
+        let in_hand = per_receiver.saturating_mul(QUEUE_PER_SLOT);
+        if claim_now && pipe.waiting.len() < concurrency.saturating_mul(QUEUE_PER_SLOT) {
             claim_now = false;
-            let busy = pipe.busy(per_receiver);
+            let busy = pipe.busy(in_hand);
             let now = now_ms();
             let lease_until = now.saturating_add(lease_ms(settings));
             let claim = WebhookClaim {
                 limit: settings.batch,
-                per_customer: u32::try_from(per_receiver).unwrap_or(u32::MAX),
+                per_customer: u32::try_from(in_hand).unwrap_or(u32::MAX),
                 skip: &busy,
             };
             match app
