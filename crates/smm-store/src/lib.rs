@@ -685,6 +685,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog>;
 
+    /// Deletes what notifications no longer need: webhook events delivered or discarded
+    /// before `webhooks_before`, with their delivery log; alerts sent or given up, and
+    /// conditions that are off (and one-off keys) unchanged, before `alerts_before`. Events
+    /// still waiting and conditions still on are kept whatever their age. Returns how many
+    /// rows went.
+    async fn prune_notifications(
+        &self,
+        webhooks_before: Timestamp,
+        alerts_before: Timestamp,
+    ) -> StoreResult<u64>;
+
     /// Lets go of every claim on webhook events and alerts, for a process that knows no other
     /// delivers (SQLite's single instance, at start): what a killed process held goes out at
     /// once instead of after its lease. Returns how many were held.

@@ -3104,6 +3104,15 @@ where
         self.resend_webhook_event_impl(event, actor, now).await
     }
 
+    async fn prune_notifications(
+        &self,
+        webhooks_before: Timestamp,
+        alerts_before: Timestamp,
+    ) -> StoreResult<u64> {
+        self.prune_notifications_impl(webhooks_before, alerts_before)
+            .await
+    }
+
     async fn release_notification_claims(&self) -> StoreResult<u64> {
         self.release_notification_claims_impl().await
     }

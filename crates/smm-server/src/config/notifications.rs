@@ -35,6 +35,9 @@ pub struct WebhookDeliverySettings {
     /// Deliver to URLs that resolve to loopback, private, link-local or other non-public
     /// addresses. Off: a customer cannot make the gateway call into the reseller's network.
     pub allow_private_targets: bool,
+    /// Delivered and discarded events, and their delivery log, are deleted this many days
+    /// after they ended (events still waiting are kept).
+    pub keep_days: u64,
 }
 
 impl Default for WebhookDeliverySettings {
@@ -50,6 +53,7 @@ impl Default for WebhookDeliverySettings {
             retry_window_secs: 86_400,
             max_response_bytes: 4_096,
             allow_private_targets: false,
+            keep_days: 30,
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct AlertSettings {
     pub timeout_secs: u64,
     /// An alert a channel kept refusing for this long is given up on (it stays in the log).
     pub give_up_after_secs: u64,
+    /// Alerts sent or given up, and conditions that are off, are deleted this many days later.
+    pub keep_days: u64,
 }
 
 impl Default for AlertSettings {
@@ -93,6 +99,7 @@ impl Default for AlertSettings {
             daily_summary_hour: None,
             timeout_secs: 10,
             give_up_after_secs: 86_400,
+            keep_days: 90,
         }
     }
 }
@@ -294,6 +301,8 @@ pub fn problems(webhooks: &WebhookDeliverySettings, alerts: &AlertSettings) -> V
     at_least_one("alerts.stuck_after_secs", alerts.stuck_after_secs);
     at_least_one("alerts.forwarding_lag_secs", alerts.forwarding_lag_secs);
     at_least_one("alerts.give_up_after_secs", alerts.give_up_after_secs);
+    at_least_one("webhooks.keep_days", webhooks.keep_days);
+    at_least_one("alerts.keep_days", alerts.keep_days);
     if webhooks.max_retry_secs < webhooks.first_retry_secs {
         problems.push(ConfigProblem {
             path: "webhooks.max_retry_secs".into(),

@@ -38,9 +38,31 @@ pub async fn run(app: Arc<App>, shutdown: watch::Receiver<bool>) {
     let _ = deliveries.await;
 }
 
+/// How often what notifications no longer need is deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Deletes webhook events and alerts past `webhooks.keep_days` and `alerts.keep_days`.
+async fn prune(app: &App, settings: &Settings) {
+    let days = |n: u64| i64::try_from(n.saturating_mul(86_400_000)).unwrap_or(i64::MAX / 2);
+    let now = crate::app::now_ms();
+    match app
+        .store
+        .prune_notifications(
+            now.saturating_sub(days(settings.webhooks.keep_days)),
+            now.saturating_sub(days(settings.alerts.keep_days)),
+        )
+        .await
+    {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, "old notifications deleted"),
+        Err(error) => tracing::warn!(%error, "cannot delete old notifications"),
+    }
+}
+
 async fn run_alerts(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut client: Option<(u64, OutboundClient)> = None;
     let mut last_check: Option<tokio::time::Instant> = None;
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -56,6 +78,10 @@ async fn run_alerts(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         if last_check.is_none_or(|at| at.elapsed() >= every) {
             last_check = Some(tokio::time::Instant::now());
             alerts::evaluate(&app).await;
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(tokio::time::Instant::now());
+            prune(&app, &runtime.settings).await;
         }
         let mut busy = false;
         if let Some((_, http)) = &client {

@@ -531,6 +531,52 @@ where
         settle(tx, result).await
     }
 
+    pub(crate) async fn prune_notifications_impl(
+        &self,
+        webhooks_before: Timestamp,
+        alerts_before: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let mut gone = 0_u64;
+            // The log first: its rows name the events.
+            for (statement, before) in [
+                (
+                    "DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id \
+                     FROM webhook_events WHERE state IN ('delivered', 'discarded') \
+                     AND COALESCE(delivered_at, created_at) < $1) RETURNING id",
+                    webhooks_before,
+                ),
+                (
+                    "DELETE FROM webhook_events WHERE state IN ('delivered', 'discarded') \
+                     AND COALESCE(delivered_at, created_at) < $1 RETURNING id",
+                    webhooks_before,
+                ),
+                (
+                    "DELETE FROM alert_outbox WHERE (delivered_at IS NOT NULL \
+                     OR gave_up_at IS NOT NULL) AND created_at < $1 RETURNING id",
+                    alerts_before,
+                ),
+            ] {
+                let ids: Vec<i64> = sqlx::query_scalar::<D, i64>(statement)
+                    .bind(before)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                gone = gone.saturating_add(ids.len() as u64);
+            }
+            let keys: Vec<String> = sqlx::query_scalar::<D, String>(
+                "DELETE FROM alert_conditions WHERE active = 0 AND changed_at < $1 \
+                 RETURNING key",
+            )
+            .bind(alerts_before)
+            .fetch_all(&mut *tx)
+            .await?;
+            Ok(gone.saturating_add(keys.len() as u64))
+        }
+        .await;
+        settle(tx, result).await
+    }
+
     pub(crate) async fn release_notification_claims_impl(&self) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
         let result = async {

@@ -89,4 +89,5 @@ conformance!(
     concurrent_webhook_claims_take_each_event_once,
     alert_conditions_alert_once_per_change,
     webhook_claims_share_out_receivers,
+    notifications_are_pruned_once_done,
 );

@@ -726,3 +726,91 @@ pub async fn webhook_claims_share_out_receivers(db: Db) {
         .expect("claim");
     assert_eq!(again.len(), 10);
 }
+
+pub async fn notifications_are_pruned_once_done(db: Db) {
+    let c = hooked(&db, "old-timer", "10").await;
+    for upstream in ["d1", "d2", "w1"] {
+        sent_order(&db, c.id, "0.1", "alpha", upstream).await;
+        db.apply_status(
+            "alpha",
+            upstream,
+            update(OrderStatus::Completed, Some(0)),
+            T0 + 1_000,
+        )
+        .await
+        .expect("apply");
+    }
+    let jobs = db
+        .claim_webhook_events(any(10), T0 + 60_000, T0 + 2_000)
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 3);
+    // Two delivered, one still failing.
+    db.finish_webhook_deliveries(
+        &[
+            delivered(&jobs[0], T0 + 2_000),
+            delivered(&jobs[1], T0 + 2_000),
+            failed(&jobs[2], T0 + 2_000, DeliveryNext::RetryAt(T0 + 9_000)),
+        ],
+        &[],
+        T0 + 2_000,
+    )
+    .await
+    .expect("finish");
+    let channels = vec!["ops".to_owned()];
+    let lines = vec!["x".to_owned()];
+    let alert = |key| NewAlert {
+        key,
+        title: "t",
+        lines: &lines,
+        channels: &channels,
+    };
+    db.alert_condition(&alert("still.on"), true, 0, T0)
+        .await
+        .expect("on");
+    db.alert_condition(&alert("was.on"), true, 0, T0)
+        .await
+        .expect("on");
+    db.alert_condition(&alert("was.on"), false, 0, T0 + 1)
+        .await
+        .expect("off");
+    db.alert_event(&alert("one.off"), T0).await.expect("event");
+    let sent = db
+        .claim_alerts(100, T0 + 60_000, T0 + 2)
+        .await
+        .expect("claim");
+    let outcomes: Vec<AlertOutcome> = sent
+        .iter()
+        .map(|m| AlertOutcome {
+            id: m.id,
+            error: None,
+            retry_at: None,
+            gave_up: false,
+        })
+        .collect();
+    db.finish_alerts(&outcomes, T0 + 3).await.expect("finish");
+
+    // Nothing ended before the cutoffs: nothing goes.
+    assert_eq!(db.prune_notifications(T0, T0).await.expect("prune"), 0);
+    // Later: the two delivered events and their two log rows, the four alerts sent (even the
+    // start of the condition still on), the condition that is off and the one-off key.
+    let gone = db
+        .prune_notifications(T0 + 10_000, T0 + 10_000)
+        .await
+        .expect("prune");
+    assert_eq!(gone, 2 + 2 + 4 + 2);
+    let left = db.webhook_events(c.id, 100, None).await.expect("events");
+    assert_eq!(left.len(), 1, "the event still waiting is kept");
+    assert_eq!(left[0].id, jobs[2].event.id);
+    let log = db.webhook_deliveries(c.id, 100, None).await.expect("log");
+    assert_eq!(log.len(), 1);
+    let active = db.active_alerts().await.expect("active");
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].key, "still.on");
+    // A pruned one-off key could be written again; a condition still on is still on.
+    assert!(
+        !db.alert_condition(&alert("still.on"), true, 0, T0 + 20_000)
+            .await
+            .expect("on")
+    );
+}
