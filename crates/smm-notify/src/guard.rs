@@ -118,6 +118,7 @@ fn is_refused_v4(ip: Ipv4Addr) -> bool {
         || (a == 172 && (16..32).contains(&b))
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || (a == 192 && b == 0 && c == 2) // TEST-NET-1
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
         || (a == 192 && b == 168)
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || (a == 198 && b == 51 && c == 100) // TEST-NET-2
@@ -138,6 +139,8 @@ fn is_refused_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xff00) == 0xff00 // multicast ff00::/8
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
         || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only 100::/64
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32: a tunnel to an address it hides
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
 }
 
 /// The IPv4 address an IPv6 address stands for, when it embeds one.
@@ -149,6 +152,10 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     // IPv4-compatible ::a.b.c.d (deprecated), which also covers :: and ::1 as 0.0.0.0/8.
     if s[..6].iter().all(|&x| x == 0) {
+        return Some(low);
+    }
+    // SIIT IPv4-translated ::ffff:0:a.b.c.d.
+    if s[..4].iter().all(|&x| x == 0) && s[4] == 0xffff && s[5] == 0 {
         return Some(low);
     }
     // NAT64 well-known prefix 64:ff9b::/96.

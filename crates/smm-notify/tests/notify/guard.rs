@@ -65,6 +65,13 @@ fn refused_addresses() {
         "::127.0.0.1",
         "64:ff9b::a00:1",
         "2002:c0a8:101::1",
+        "::ffff:0:127.0.0.1",
+        "::ffff:0:a00:1",
+        // tunnels and translations whose other end is not known here
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "64:ff9b:1::a00:1",
+        "64:ff9b:1::808:808",
+        "192.88.99.1",
     ];
     for ip in refused {
         let addr: IpAddr = ip.parse().unwrap();
@@ -100,6 +107,8 @@ fn allowed_public_addresses() {
         "2a00:1450:4001::200e",
         "::ffff:8.8.8.8",
         "64:ff9b::808:808",
+        "::ffff:0:808:808",
+        "2001:4860:4860::8888",
     ];
     for ip in public {
         let addr: IpAddr = ip.parse().unwrap();
