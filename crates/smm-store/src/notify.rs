@@ -277,6 +277,8 @@ pub struct AlertCondition {
     pub key: String,
     pub since: Timestamp,
     pub detail: Option<String>,
+    /// Its start was sent (false while the cooldown holds it back).
+    pub notified: bool,
 }
 
 /// A claimed alert for one channel.

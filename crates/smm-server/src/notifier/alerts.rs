@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use smm_notify::{Alert, AlertState, Channel, EmailSecurity, OutboundClient, Secret};
-use smm_store::{AlertOutcome, ForwardState, NewAlert, OrderFilter, Timestamp};
+use smm_store::{AlertCondition, AlertOutcome, ForwardState, NewAlert, OrderFilter, Timestamp};
 
 use crate::app::{App, now_ms};
 use crate::config::Settings;
@@ -91,7 +91,20 @@ fn channel_names(settings: &Settings) -> Vec<String> {
 }
 
 /// Turns condition `key` on or off; logs the start and the clear on this instance too.
-async fn condition(app: &App, key: &str, active: bool, title: &str, lines: &[String]) {
+async fn condition(
+    app: &App,
+    known: &[AlertCondition],
+    key: &str,
+    active: bool,
+    title: &str,
+    lines: &[String],
+) {
+    // What the round's one read of the conditions already says needs no write (another
+    // instance's change since is seen next round).
+    let on = known.iter().find(|c| c.key == key);
+    if (active && on.is_some_and(|c| c.notified)) || (!active && on.is_none()) {
+        return;
+    }
     let settings = app.settings();
     let channels = channel_names(&settings);
     let alert = NewAlert {
@@ -168,9 +181,13 @@ pub async fn prices_moved(app: &App, provider: &str, changes: &[String]) {
 /// Checks every condition once.
 pub async fn evaluate(app: &App) {
     let now = now_ms();
-    providers(app).await;
-    services(app).await;
-    orders(app, now).await;
+    // One read of the conditions on serves the whole round.
+    let Ok(known) = app.store.active_alerts().await else {
+        return;
+    };
+    providers(app, &known).await;
+    services(app, &known).await;
+    orders(app, &known, now).await;
     summary(app, now).await;
 }
 
@@ -179,11 +196,8 @@ pub async fn evaluate(app: &App) {
 /// and off only with evidence it is over (an answer, or money seen there, after the condition
 /// started); seeing nothing either way is no opinion. Conditions of providers no longer
 /// enabled are cleared.
-async fn providers(app: &App) {
-    let Ok(active) = app.store.active_alerts().await else {
-        return;
-    };
-    let since = |key: &str| active.iter().find(|c| c.key == key).map(|c| c.since);
+async fn providers(app: &App, known: &[AlertCondition]) {
+    let since = |key: &str| known.iter().find(|c| c.key == key).map(|c| c.since);
     let runtime = app.runtime();
     let lines = crate::ops::overview::providers(app);
     let watched: BTreeSet<&str> = lines
@@ -200,6 +214,7 @@ async fn providers(app: &App) {
         if line.cooling_down || recovered {
             condition(
                 app,
+                known,
                 &key,
                 line.cooling_down,
                 &if line.cooling_down {
@@ -219,6 +234,7 @@ async fn providers(app: &App) {
         if line.out_of_funds || funded {
             condition(
                 app,
+                known,
                 &key,
                 line.out_of_funds,
                 &if line.out_of_funds {
@@ -234,6 +250,7 @@ async fn providers(app: &App) {
         if let Some(balance) = line.balance {
             condition(
                 app,
+                known,
                 &format!("provider.low_balance:{name}"),
                 line.low_balance,
                 &if line.low_balance {
@@ -246,7 +263,7 @@ async fn providers(app: &App) {
             .await;
         }
     }
-    for c in &active {
+    for c in known {
         let provider = c
             .key
             .split_once(':')
@@ -256,6 +273,7 @@ async fn providers(app: &App) {
         {
             condition(
                 app,
+                known,
                 &c.key,
                 false,
                 &format!("Provider {name} is no longer in use"),
@@ -267,7 +285,7 @@ async fn providers(app: &App) {
 }
 
 /// Routes that cost more than the service's price: every order through them loses money.
-async fn services(app: &App) {
+async fn services(app: &App, known: &[AlertCondition]) {
     let catalog = app.catalog();
     let mut losing = BTreeSet::new();
     for service in catalog.iter().filter(|s| s.enabled) {
@@ -282,6 +300,7 @@ async fn services(app: &App) {
                 );
                 condition(
                     app,
+                    known,
                     &key,
                     true,
                     &format!(
@@ -305,6 +324,7 @@ async fn services(app: &App) {
     }
     clear_missing(
         app,
+        known,
         "service.below_cost:",
         &losing,
         "A service's cost is back under its price",
@@ -313,18 +333,29 @@ async fn services(app: &App) {
 }
 
 /// Clears the conditions under `prefix` that are on but no longer seen.
-async fn clear_missing(app: &App, prefix: &str, seen: &BTreeSet<String>, title: &str) {
-    let Ok(active) = app.store.active_alerts().await else {
-        return;
-    };
-    for c in active {
+async fn clear_missing(
+    app: &App,
+    known: &[AlertCondition],
+    prefix: &str,
+    seen: &BTreeSet<String>,
+    title: &str,
+) {
+    for c in known {
         if c.key.starts_with(prefix) && !seen.contains(&c.key) {
-            condition(app, &c.key, false, title, std::slice::from_ref(&c.key)).await;
+            condition(
+                app,
+                known,
+                &c.key,
+                false,
+                title,
+                std::slice::from_ref(&c.key),
+            )
+            .await;
         }
     }
 }
 
-async fn orders(app: &App, now: Timestamp) {
+async fn orders(app: &App, known: &[AlertCondition], now: Timestamp) {
     let settings = app.settings();
     // Ambiguous orders, one condition each, cleared when a person resolved them.
     let ambiguous = app
@@ -341,6 +372,7 @@ async fn orders(app: &App, now: Timestamp) {
         let key = format!("order.ambiguous:{}", order.id.0);
         condition(
             app,
+            known,
             &key,
             true,
             &format!("Order {} is ambiguous: a person must look", order.id.0),
@@ -359,6 +391,7 @@ async fn orders(app: &App, now: Timestamp) {
     if ambiguous.len() < ORDERS_PER_ROUND as usize {
         clear_missing(
             app,
+            known,
             "order.ambiguous:",
             &seen,
             "An ambiguous order was resolved",
@@ -375,6 +408,7 @@ async fn orders(app: &App, now: Timestamp) {
         let key = format!("order.attention:{}", order.id.0);
         condition(
             app,
+            known,
             &key,
             true,
             &format!("Order {} waits for a refund decision", order.id.0),
@@ -384,7 +418,14 @@ async fn orders(app: &App, now: Timestamp) {
         seen.insert(key);
     }
     if attention.len() < ORDERS_PER_ROUND as usize {
-        clear_missing(app, "order.attention:", &seen, "An order was settled").await;
+        clear_missing(
+            app,
+            known,
+            "order.attention:",
+            &seen,
+            "An order was settled",
+        )
+        .await;
     }
 
     // Stuck orders, per service threshold.
@@ -425,6 +466,7 @@ async fn orders(app: &App, now: Timestamp) {
         let key = format!("orders.stuck:{service}");
         condition(
             app,
+            known,
             &key,
             true,
             &format!("{count} order(s) of service {service} not started"),
@@ -436,7 +478,7 @@ async fn orders(app: &App, now: Timestamp) {
         seen.insert(key);
     }
     if complete {
-        clear_missing(app, "orders.stuck:", &seen, "Stuck orders started").await;
+        clear_missing(app, known, "orders.stuck:", &seen, "Stuck orders started").await;
     }
 
     // Forwarding lag: the oldest order waiting to be sent.
@@ -447,6 +489,7 @@ async fn orders(app: &App, now: Timestamp) {
         let lagging = lag_ms > limit;
         condition(
             app,
+            known,
             "forwarding.lag",
             lagging,
             &if lagging {

@@ -775,15 +775,21 @@ where
     }
 
     pub(crate) async fn active_alerts_impl(&self) -> StoreResult<Vec<AlertCondition>> {
-        let rows: Vec<(String, i64, Option<String>)> =
-            sqlx::query_as::<D, (String, i64, Option<String>)>(
-                "SELECT key, since, detail FROM alert_conditions WHERE active = 1 ORDER BY key",
+        let rows: Vec<(String, i64, Option<String>, Option<i64>)> =
+            sqlx::query_as::<D, (String, i64, Option<String>, Option<i64>)>(
+                "SELECT key, since, detail, notified_at FROM alert_conditions WHERE active = 1 \
+                 ORDER BY key",
             )
             .fetch_all(&self.reader)
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(key, since, detail)| AlertCondition { key, since, detail })
+            .map(|(key, since, detail, notified_at)| AlertCondition {
+                key,
+                since,
+                detail,
+                notified: notified_at.is_some_and(|at| at >= since),
+            })
             .collect())
     }
 
