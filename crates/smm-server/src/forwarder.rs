@@ -98,6 +98,7 @@ pub async fn round(app: &App) -> usize {
                 order: order.id,
                 provider: route.provider.clone(),
                 upstream_service: route.upstream_service.as_str().to_owned(),
+                why: None,
             }),
             _ => None,
         })
