@@ -793,6 +793,9 @@ pub async fn orders(settings: &Settings, command: OrderCommand) -> Result<(), St
                     attempt.outcome,
                     attempt.detail.unwrap_or_default()
                 );
+                if let Some(why) = attempt.why {
+                    println!("    why: {why}");
+                }
             }
         }
         OrderCommand::Attach {

@@ -58,8 +58,9 @@ pub struct RouteScorecard {
 }
 
 /// The figures of a scorecard. Shares are percentages with two decimals (`"97.50"`), `null`
-/// when there is nothing to divide by; durations are seconds with three decimals, `null`
-/// without data; money is exact decimal text in the reseller's currency.
+/// when there is nothing to divide by; durations are seconds, exact to the millisecond
+/// (`"90"`, `"1.25"`), `null` without data; money is exact decimal text in the reseller's
+/// currency, with five decimals like every amount of the admin API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Scorecard {
     /// Orders the upstream accepted in the window.
@@ -106,16 +107,18 @@ pub struct Scorecard {
     pub margin: String,
 }
 
-fn share(part: i64, whole: i64) -> Option<String> {
-    (whole > 0).then(|| {
-        (Decimal::from(part) * Decimal::from(100) / Decimal::from(whole))
-            .round_dp(2)
-            .to_string()
-    })
+/// A percentage with two decimals, rounded half to even (`"97.50"`).
+fn percent(value: Decimal) -> String {
+    format!("{:.2}", value.round_dp(2))
 }
 
+fn share(part: i64, whole: i64) -> Option<String> {
+    (whole > 0).then(|| percent(Decimal::from(part) * Decimal::from(100) / Decimal::from(whole)))
+}
+
+/// Seconds, exact to the millisecond, without trailing zeros (`"90"`, `"1.25"`).
 fn secs(ms: Option<i64>) -> Option<String> {
-    ms.map(|ms| Decimal::new(ms, 3).to_string())
+    ms.map(|ms| Decimal::new(ms, 3).normalize().to_string())
 }
 
 fn money(value: Decimal) -> String {
@@ -135,11 +138,8 @@ impl Scorecard {
         let finished = n.finished();
         let cost = Decimal::new(n.kept_cost_nanos, 8) * rate;
         let revenue = Decimal::new(n.charged - n.refunded, 5);
-        let undelivered = (n.partial > 0).then(|| {
-            (Decimal::new(n.undelivered_ppm, 4) / Decimal::from(n.partial))
-                .round_dp(2)
-                .to_string()
-        });
+        let undelivered = (n.partial > 0)
+            .then(|| percent(Decimal::new(n.undelivered_ppm, 4) / Decimal::from(n.partial)));
         let median = |d: &Durations| secs(d.median());
         let p90 = |d: &Durations| secs(d.p90());
         Scorecard {

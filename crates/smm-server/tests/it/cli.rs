@@ -523,3 +523,141 @@ async fn cli_changes_reach_a_running_gateway_within_the_cache_lifetime() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_scorecards_show_each_route_exactly() {
+    use rust_decimal::Decimal;
+    use smm_store::{ForwardOutcome, NewOrder, Placed, ServiceId, StatusUpdate};
+    use smm_wire::{Money, OrderStatus};
+
+    let tmp = temp_dir();
+    let dir = tmp.path().to_owned();
+    let url = format!("sqlite://{}/cards.db", dir.display());
+    let store = smm_store::connect(&url).await.expect("store");
+    let now = crate::support::now_ms();
+    let customer = funded_customer(
+        store.as_ref(),
+        "cards",
+        "cards-key",
+        Money::from_units(1_000_000),
+        "test",
+        now,
+    )
+    .await;
+    // Two orders at alpha/7 (charged 1.00 each, cost 0.40 each): one Completed, one Partial
+    // with a quarter undelivered (refunded 0.25, and a quarter of its cost).
+    for (upstream, status, remains) in [
+        ("u1", OrderStatus::Completed, 0),
+        ("u2", OrderStatus::Partial, 25),
+    ] {
+        let Placed::New(order) = store
+            .place_order(
+                NewOrder {
+                    customer_id: customer.id,
+                    service_id: ServiceId(1),
+                    service_type: "Default".into(),
+                    params: "{}".into(),
+                    link: Some("https://x.test/p".into()),
+                    quantity: Some(100),
+                    units: 100,
+                    charge: Money::from_units(100_000),
+                    idempotency_key: None,
+                    placed_as: None,
+                    request_fingerprint: None,
+                },
+                now,
+            )
+            .await
+            .expect("place")
+        else {
+            panic!("new order expected")
+        };
+        store
+            .claim_for_forwarding("w", 10, now)
+            .await
+            .expect("claim");
+        store
+            .begin_attempt(order.id, "alpha", "7", now)
+            .await
+            .expect("begin");
+        store
+            .finish_attempt(
+                order.id,
+                ForwardOutcome::Sent {
+                    upstream_order_id: upstream.into(),
+                    upstream_cost: Some(Decimal::new(4, 1)),
+                    next_poll_at: now,
+                },
+                now + 200,
+            )
+            .await
+            .expect("sent");
+        store
+            .apply_status(
+                "alpha",
+                upstream,
+                StatusUpdate {
+                    delivery: Default::default(),
+                    status,
+                    start_count: Some(0),
+                    remains: Some(remains),
+                    extra: None,
+                    next_poll_at: now,
+                },
+                now + 200 + 90_000,
+            )
+            .await
+            .expect("status");
+    }
+    let file = dir.join("gw.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[database]\nurl = \"{url}\"\n\n[[providers]]\nname = \"alpha\"\nurl = \"https://alpha.example/api/v2\"\nkey_env = \"SMM_TEST_ALPHA_KEY\"\n"
+        ),
+    )
+    .expect("config");
+    let config = file.to_str().expect("utf-8");
+    let env = [("SMM_TEST_ALPHA_KEY", "k")];
+    let shown = gateway(&dir, &["--config", config, "providers", "scorecards"], &env);
+    let out = text(&shown);
+    assert!(shown.status.success(), "{out}");
+    // orders, finished, completed %, Partial %, undelivered %, start p50, start p90,
+    // complete p50, refill ok %, accepted %, call errors %, cost, revenue, margin.
+    let expected =
+        "alpha\t2\t2\t50.00\t50.00\t25.00\t90\t90\t90\t-\t100.00\t0.00\t0.70000\t1.75000\t1.05000";
+    assert!(out.lines().any(|l| l == expected), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == format!("  alpha/7\t{}", &expected["alpha\t".len()..])),
+        "{out}"
+    );
+    let json = gateway(
+        &dir,
+        &[
+            "--config",
+            config,
+            "providers",
+            "scorecards",
+            "--days",
+            "30",
+            "--json",
+        ],
+        &env,
+    );
+    let view: serde_json::Value = serde_json::from_str(&text(&json)).expect("json");
+    assert_eq!(view["days"], 30);
+    assert_eq!(view["providers"][0]["completion_percent"], "50.00");
+    assert_eq!(view["providers"][0]["routes"][0]["margin"], "1.05000");
+    let refused = gateway(
+        &dir,
+        &["--config", config, "providers", "scorecards", "--days", "5"],
+        &env,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("days must be 7 or 30, not 5"),
+        "{}",
+        text(&refused)
+    );
+}

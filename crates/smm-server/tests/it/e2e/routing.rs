@@ -236,8 +236,8 @@ pub async fn quality_learns_explores_demotes_and_promotes(backend: Backend) {
             .find(|p| p["provider"] == name)
             .unwrap_or_else(|| panic!("{name} in {cards}"))
     };
-    assert_eq!(card("beta")["completion_percent"], "0");
-    assert_eq!(card("beta")["partial_percent"], "100");
+    assert_eq!(card("beta")["completion_percent"], "0.00");
+    assert_eq!(card("beta")["partial_percent"], "100.00");
     assert_eq!(card("beta")["routes"][0]["upstream_service"], "1");
     assert!(card("alpha")["orders"].as_i64().expect("orders") >= 9);
     gw.assert_ledger_consistent(gw.customer).await;
