@@ -121,8 +121,9 @@ fn secs(ms: Option<i64>) -> Option<String> {
     ms.map(|ms| Decimal::new(ms, 3).normalize().to_string())
 }
 
+/// Money with five decimals (`"0.70000"`, `"0.00000"`).
 fn money(value: Decimal) -> String {
-    value.round_dp(5).to_string()
+    format!("{:.5}", value.round_dp(5))
 }
 
 impl Scorecard {
