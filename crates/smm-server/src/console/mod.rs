@@ -9,8 +9,8 @@
 //!
 //! Layout: `session` (login, logout, sessions, CSRF, flash messages), `view` (formatting and
 //! the page chrome), one module per page group (`overview`, `customers` with `webhooks` for the
-//! customer page's Webhook section, `orders`, `services`, `providers`, `config`, `audit`,
-//! `admins`). Changes to services, prices and providers are
+//! customer page's Webhook section, `orders`, `services`, `providers`, `scorecards`, `config`,
+//! `audit`, `admins`). Changes to services, prices and providers are
 //! changes to the config file, made through [`crate::ops::config_file`].
 
 use std::sync::Arc;
@@ -30,6 +30,7 @@ mod customers;
 mod orders;
 mod overview;
 mod providers;
+mod scorecards;
 mod services;
 mod session;
 mod view;
@@ -77,6 +78,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/providers/{name}", post(providers::edit))
         .route("/providers/{name}/enabled", post(providers::enabled))
         .route("/providers/{name}/test", post(providers::test))
+        .route("/scorecards", get(scorecards::page))
         .route("/config", get(config::page).post(config::update))
         .route("/audit", get(audit::page))
         .route("/assets/console.css", get(stylesheet))

@@ -1,5 +1,6 @@
 //! `/orders`: search and filter with keyset paging, the two work lists (ambiguous orders and
-//! orders whose refund no signal told), an order's page with its attempts, and the actions
+//! orders whose refund no signal told), an order's page with its attempts (each with the routing
+//! policy's reason for its route), and the actions
 //! that resolve it: attach the upstream id, cancel with a full refund, settle a refund; and a
 //! refill or a cancel asked for on the customer's behalf.
 

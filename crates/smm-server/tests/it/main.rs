@@ -20,6 +20,7 @@ mod cli;
 mod console;
 mod console_config;
 mod console_notifications;
+mod console_scorecards;
 mod crash;
 mod deploy;
 mod e2e;
