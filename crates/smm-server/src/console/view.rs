@@ -170,9 +170,16 @@ pub fn date(ms: i64) -> String {
 /// What a table shows for a figure it does not have.
 pub const NO_FIGURE: &str = "–";
 
-/// A percentage as the ops give it (`"97.5"`) as `97.5 %`; `None` as [`NO_FIGURE`].
+/// A percentage as the ops give it (`"97.50"`) as `97.5 %`, without trailing zeros (`"75.00"`
+/// as `75 %`); `None` as [`NO_FIGURE`].
 pub fn percent(value: Option<&str>) -> String {
-    value.map_or_else(|| NO_FIGURE.to_owned(), |v| format!("{v} %"))
+    value.map_or_else(
+        || NO_FIGURE.to_owned(),
+        |v| match v.trim().parse::<Decimal>() {
+            Ok(d) => format!("{} %", d.normalize()),
+            Err(_) => format!("{v} %"),
+        },
+    )
 }
 
 /// Seconds as the ops give them (`"125.000"`) as a human duration: `350 ms`, `4.2 s`,
@@ -246,8 +253,9 @@ mod tests {
     #[test]
     fn figures_read_as_people_say_them() {
         use super::{duration, percent};
-        assert_eq!(percent(Some("97.5")), "97.5 %");
-        assert_eq!(percent(Some("0")), "0 %");
+        assert_eq!(percent(Some("97.50")), "97.5 %");
+        assert_eq!(percent(Some("75.00")), "75 %");
+        assert_eq!(percent(Some("0.00")), "0 %");
         assert_eq!(percent(None), "–");
         let cases = [
             ("0.000", "0 s"),
