@@ -6,7 +6,8 @@
 --
 -- Each delta is a row's facts, computed from the row alone (the functions below): an update
 -- takes the old row's facts off and puts the new row's on, so the totals always equal the sum
--- over the current rows, whichever path wrote them. A refill's facts are keyed by its order's
+-- over the current rows, whichever path updated them (attempts are inserted pending; nothing
+-- is deleted). A refill's facts are keyed by its order's
 -- route and cohort day, so an order's change moves its refills with it.
 
 LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE;
@@ -20,17 +21,13 @@ ALTER TABLE forward_attempts ADD COLUMN why TEXT;
 -- A route's last attempts (the quality policy's recent window).
 CREATE INDEX forward_attempts_route ON forward_attempts (provider, upstream_service, id);
 
--- Orders from before: their first start and their end, from the timeline where it has them,
--- else from the last change for orders already in such a status.
+-- Orders from before: their first start and their end, from the timeline (migration 0011).
+-- Orders older than the timeline keep NULL: their last change is no start time.
 UPDATE orders SET
-    started_at = COALESCE((SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
+    started_at = (SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
         AND e.status IN ('In progress', 'Processing', 'Completed', 'Partial', 'Active', 'Expired')),
-        CASE WHEN status IN ('In progress', 'Processing', 'Completed', 'Partial', 'Active', 'Expired')
-             THEN updated_at END),
-    finished_at = COALESCE((SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
-        AND e.status IN ('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired')),
-        CASE WHEN status IN ('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired')
-             THEN updated_at END)
+    finished_at = (SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
+        AND e.status IN ('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired'))
 WHERE status <> 'Pending';
 
 CREATE TABLE route_days (
@@ -220,6 +217,16 @@ $$;
 -- What the rows already there add up to (folded by the first compaction).
 SELECT route_order_delta(o, 1) FROM orders o WHERE forward_state = 'sent';
 SELECT route_attempt_delta(a, 1) FROM forward_attempts a WHERE outcome <> 'pending';
+-- Folded into the totals at once, so readers do not add up a delta per order until the first
+-- compaction.
+INSERT INTO route_days (day, provider, upstream_service, attempts, accepted, refused, not_sent, ambiguous, call_ms, orders, started, completed, partial, canceled, undelivered_ppm, cost_nanos, kept_cost_nanos, charged, refunded, refills, refills_done, refills_failed)
+SELECT day, provider, upstream_service, SUM(attempts), SUM(accepted), SUM(refused), SUM(not_sent), SUM(ambiguous), SUM(call_ms), SUM(orders), SUM(started), SUM(completed), SUM(partial), SUM(canceled), SUM(undelivered_ppm), SUM(cost_nanos), SUM(kept_cost_nanos), SUM(charged), SUM(refunded), SUM(refills), SUM(refills_done), SUM(refills_failed)
+FROM route_day_deltas GROUP BY 1, 2, 3;
+DELETE FROM route_day_deltas;
+INSERT INTO route_day_times (day, provider, upstream_service, kind, bucket, n)
+SELECT day, provider, upstream_service, kind, bucket, SUM(n)
+FROM route_day_time_deltas GROUP BY 1, 2, 3, 4, 5;
+DELETE FROM route_day_time_deltas;
 
 CREATE FUNCTION route_orders_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -235,19 +242,21 @@ CREATE TRIGGER route_orders_insert AFTER INSERT ON orders
 FOR EACH ROW WHEN (NEW.forward_state = 'sent')
 EXECUTE FUNCTION route_orders_changed();
 
--- Only the columns the facts read wake the trigger: a poll that changes nothing costs nothing.
+-- Only the columns the facts read wake the trigger, and only for an order that is or becomes
+-- 'sent' (the others have no facts): a claim or a poll that changes nothing costs nothing.
 CREATE TRIGGER route_orders_update
 AFTER UPDATE OF status, forward_state, provider, upstream_service, upstream_cost, forwarded_at,
     started_at, finished_at, charge, refunded ON orders
 FOR EACH ROW
-WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.forward_state IS DISTINCT FROM NEW.forward_state
+WHEN ((OLD.forward_state = 'sent' OR NEW.forward_state = 'sent') AND (
+    OLD.status IS DISTINCT FROM NEW.status OR OLD.forward_state IS DISTINCT FROM NEW.forward_state
     OR OLD.provider IS DISTINCT FROM NEW.provider
     OR OLD.upstream_service IS DISTINCT FROM NEW.upstream_service
     OR OLD.upstream_cost IS DISTINCT FROM NEW.upstream_cost
     OR OLD.forwarded_at IS DISTINCT FROM NEW.forwarded_at
     OR OLD.started_at IS DISTINCT FROM NEW.started_at
     OR OLD.finished_at IS DISTINCT FROM NEW.finished_at
-    OR OLD.charge IS DISTINCT FROM NEW.charge OR OLD.refunded IS DISTINCT FROM NEW.refunded)
+    OR OLD.charge IS DISTINCT FROM NEW.charge OR OLD.refunded IS DISTINCT FROM NEW.refunded))
 EXECUTE FUNCTION route_orders_changed();
 
 CREATE FUNCTION route_attempts_changed() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -6,7 +6,9 @@
 -- Each table holds, per key, the sum over rows of a "fact" computed from the row alone (the
 -- views below). A trigger takes the old row's facts off before an update and puts the new
 -- row's on after it, so the totals always equal the sum over the current rows, whichever path
--- wrote them, and whatever the order of the updates.
+-- updated them, and whatever the order of the updates. (Attempts are inserted pending and
+-- orders, attempts and refills are never deleted; a hand-made insert of a finished attempt or a
+-- delete is not followed.)
 --
 -- route_days, by the day of the attempt (forward_attempts.started_at):
 --   attempts, accepted (outcome 'sent'), refused ('rejected'), not_sent, ambiguous, and
@@ -31,17 +33,13 @@ ALTER TABLE forward_attempts ADD COLUMN why TEXT;
 -- A route's last attempts (the quality policy's recent window).
 CREATE INDEX forward_attempts_route ON forward_attempts (provider, upstream_service, id);
 
--- Orders from before: their first start and their end, from the timeline where it has them,
--- else from the last change for orders already in such a status.
+-- Orders from before: their first start and their end, from the timeline (migration 0011).
+-- Orders older than the timeline keep NULL: their last change is no start time.
 UPDATE orders SET
-    started_at = COALESCE((SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
+    started_at = (SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
         AND e.status IN ('In progress', 'Processing', 'Completed', 'Partial', 'Active', 'Expired')),
-        CASE WHEN status IN ('In progress', 'Processing', 'Completed', 'Partial', 'Active', 'Expired')
-             THEN updated_at END),
-    finished_at = COALESCE((SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
-        AND e.status IN ('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired')),
-        CASE WHEN status IN ('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired')
-             THEN updated_at END)
+    finished_at = (SELECT MIN(at) FROM order_events e WHERE e.order_id = orders.id
+        AND e.status IN ('Completed', 'Partial', 'Canceled', 'Refunded', 'Expired'))
 WHERE status <> 'Pending';
 
 CREATE TABLE route_days (
@@ -232,8 +230,9 @@ SELECT day, provider, upstream_service, kind, bucket, COUNT(*) FROM (
     FROM route_refill_facts WHERE refill_bucket IS NOT NULL)
 GROUP BY 1, 2, 3, 4, 5;
 
--- Orders. Only the columns the facts read wake the triggers: a poll that changes nothing
--- costs nothing. An order's refills count where the order does, so they move with it.
+-- Orders. Only the columns the facts read wake the triggers, and only for an order that is or
+-- becomes 'sent' (the others have no facts): a claim or a poll that changes nothing costs
+-- nothing. An order's refills count where the order does, so they move with it.
 CREATE TRIGGER route_orders_insert AFTER INSERT ON orders
 WHEN NEW.forward_state = 'sent'
 BEGIN
@@ -274,11 +273,12 @@ END;
 
 CREATE TRIGGER route_orders_before_update BEFORE UPDATE OF status, forward_state, provider, upstream_service, upstream_cost, forwarded_at,
     started_at, finished_at, charge, refunded ON orders
-WHEN OLD.status IS NOT NEW.status OR OLD.forward_state IS NOT NEW.forward_state
+WHEN (OLD.forward_state = 'sent' OR NEW.forward_state = 'sent') AND (
+    OLD.status IS NOT NEW.status OR OLD.forward_state IS NOT NEW.forward_state
     OR OLD.provider IS NOT NEW.provider OR OLD.upstream_service IS NOT NEW.upstream_service
     OR OLD.upstream_cost IS NOT NEW.upstream_cost OR OLD.forwarded_at IS NOT NEW.forwarded_at
     OR OLD.started_at IS NOT NEW.started_at OR OLD.finished_at IS NOT NEW.finished_at
-    OR OLD.charge IS NOT NEW.charge OR OLD.refunded IS NOT NEW.refunded
+    OR OLD.charge IS NOT NEW.charge OR OLD.refunded IS NOT NEW.refunded)
 BEGIN
     UPDATE route_days SET orders = route_days.orders - 1,
         started = route_days.started - f.started, completed = route_days.completed - f.completed,
@@ -318,11 +318,12 @@ END;
 
 CREATE TRIGGER route_orders_after_update AFTER UPDATE OF status, forward_state, provider, upstream_service, upstream_cost, forwarded_at,
     started_at, finished_at, charge, refunded ON orders
-WHEN OLD.status IS NOT NEW.status OR OLD.forward_state IS NOT NEW.forward_state
+WHEN (OLD.forward_state = 'sent' OR NEW.forward_state = 'sent') AND (
+    OLD.status IS NOT NEW.status OR OLD.forward_state IS NOT NEW.forward_state
     OR OLD.provider IS NOT NEW.provider OR OLD.upstream_service IS NOT NEW.upstream_service
     OR OLD.upstream_cost IS NOT NEW.upstream_cost OR OLD.forwarded_at IS NOT NEW.forwarded_at
     OR OLD.started_at IS NOT NEW.started_at OR OLD.finished_at IS NOT NEW.finished_at
-    OR OLD.charge IS NOT NEW.charge OR OLD.refunded IS NOT NEW.refunded
+    OR OLD.charge IS NOT NEW.charge OR OLD.refunded IS NOT NEW.refunded)
 BEGIN
     INSERT INTO route_days (day, provider, upstream_service, orders, started, completed,
         partial, canceled, undelivered_ppm, cost_nanos, kept_cost_nanos, charged, refunded,

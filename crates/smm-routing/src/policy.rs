@@ -86,9 +86,9 @@ impl QualityTargets {
 
     /// The start target in milliseconds (rounded down; never negative).
     pub fn start_ms(&self) -> i64 {
-        (self.start_secs * Decimal::from(1000))
-            .trunc()
-            .try_into()
+        self.start_secs
+            .checked_mul(Decimal::from(1000))
+            .and_then(|ms| i64::try_from(ms.trunc()).ok())
             .unwrap_or(i64::MAX)
             .max(0)
     }
@@ -306,10 +306,18 @@ pub fn standing(
 /// The targets `evidence` misses, in words.
 fn misses(evidence: &RouteEvidence, targets: &QualityTargets) -> Vec<String> {
     let mut misses = Vec::new();
-    let completion = percent(evidence.completed, evidence.finished);
-    if completion < targets.completion_percent {
+    // Compared exactly (part × 100 < target × whole); the figures in the words are rounded.
+    let below = |part: i64, whole: i64, target: Decimal| {
+        Decimal::from(part) * Decimal::from(100) < target * Decimal::from(whole)
+    };
+    if below(
+        evidence.completed,
+        evidence.finished,
+        targets.completion_percent,
+    ) {
         misses.push(format!(
-            "completion {completion} % < {} %",
+            "completion {} % < {} %",
+            percent(evidence.completed, evidence.finished),
             targets.completion_percent
         ));
     }
@@ -321,41 +329,45 @@ fn misses(evidence: &RouteEvidence, targets: &QualityTargets) -> Vec<String> {
         )),
         _ => {}
     }
-    if evidence.refills_finished > 0 {
-        let success = percent(evidence.refills_done, evidence.refills_finished);
-        if success < targets.refill_success_percent {
-            misses.push(format!(
-                "refill success {success} % < {} %",
-                targets.refill_success_percent
-            ));
-        }
+    if evidence.refills_finished > 0
+        && below(
+            evidence.refills_done,
+            evidence.refills_finished,
+            targets.refill_success_percent,
+        )
+    {
+        misses.push(format!(
+            "refill success {} % < {} %",
+            percent(evidence.refills_done, evidence.refills_finished),
+            targets.refill_success_percent
+        ));
     }
     misses
 }
 
-/// Whether the order `ticket` (its id) is one of the `percent` % that explore: its id is
-/// spread by a multiplicative hash (so consecutive orders do not explore in runs), then
-/// compared in hundredths of a percent.
-pub fn explores(ticket: u64, percent: Decimal) -> bool {
-    let share: u64 = (percent * Decimal::from(100))
-        .trunc()
-        .try_into()
+/// Whether the order `ticket` (its id) is one of the `percent` % that explore, and if so a
+/// draw that picks which learning route it explores: its id is spread by a multiplicative hash
+/// (so consecutive orders do not explore in runs), then compared in hundredths of a percent.
+pub fn explores(ticket: u64, percent: Decimal) -> Option<u64> {
+    let share: u64 = percent
+        .checked_mul(Decimal::from(100))
+        .and_then(|s| u64::try_from(s.trunc()).ok())
         .unwrap_or(0);
     let spread = ticket.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-    spread % 10_000 < share
+    (spread % 10_000 < share).then_some(spread / 10_000)
 }
 
 /// Ranks `candidates` (in configured order) by `policy`.
 ///
 /// `evidence(i)` is what is known of candidate `i` (quality only); `explore`: the order is one
-/// of those that explore ([`explores`]).
+/// of those that explore, with its draw ([`explores`]).
 pub fn choose(
     policy: Policy,
     candidates: &[Candidate],
     evidence: impl Fn(usize) -> RouteEvidence,
     targets: &QualityTargets,
     settings: &RoutingSettings,
-    explore: bool,
+    explore: Option<u64>,
 ) -> Choice {
     let by_cost = |order: &mut Vec<usize>| {
         // Stable: equal costs keep the configured order.
@@ -413,18 +425,22 @@ pub fn choose(
             let mut order: Vec<usize> = (0..candidates.len()).collect();
             by_cost(&mut order);
             order.sort_by_key(|i| standings[*i].rank());
-            // To explore: the cheapest route with too little data, else the cheapest demoted.
-            let learn = order
+            // To explore: one of the routes still learning (too little data) or demoted, by
+            // the order's draw, so each gets its share and none is starved by another.
+            let learning: Vec<usize> = order
                 .iter()
                 .copied()
-                .filter(|i| matches!(standings[*i], Standing::Unproven { .. }))
-                .chain(
-                    order
-                        .iter()
-                        .copied()
-                        .filter(|i| matches!(standings[*i], Standing::Demoted { .. })),
-                )
-                .next();
+                .filter(|i| {
+                    matches!(
+                        standings[*i],
+                        Standing::Unproven { .. } | Standing::Demoted { .. }
+                    )
+                })
+                .collect();
+            let learn = explore.and_then(|draw| {
+                let count = u64::try_from(learning.len()).ok().filter(|n| *n > 0)?;
+                learning.get(usize::try_from(draw % count).ok()?).copied()
+            });
             let Some(&best) = order.first() else {
                 return Choice {
                     policy,
@@ -433,8 +449,7 @@ pub fn choose(
                     explored: false,
                 };
             };
-            if explore
-                && let Some(learn) = learn
+            if let Some(learn) = learn
                 && learn != best
             {
                 order.retain(|i| *i != learn);
@@ -536,9 +551,9 @@ mod tests {
         let c = candidates();
         let s = RoutingSettings::default();
         let t = QualityTargets::default();
-        let p = choose(Policy::Priority, &c, |_| good(), &t, &s, false);
+        let p = choose(Policy::Priority, &c, |_| good(), &t, &s, None);
         assert_eq!(names(&c, &p), ["c", "a", "b"]);
-        let ch = choose(Policy::Cheapest, &c, |_| good(), &t, &s, false);
+        let ch = choose(Policy::Cheapest, &c, |_| good(), &t, &s, None);
         assert_eq!(names(&c, &ch), ["a", "b", "c"]);
         assert_eq!(ch.why, "cheapest: a/1 costs 1 (next: b/1 at 2)");
     }
@@ -550,7 +565,7 @@ mod tests {
         let t = QualityTargets::default();
         // a is cheapest but completes 60 %: b wins, a is last among the judged.
         let ev = |i: usize| if c[i].provider == "a" { poor() } else { good() };
-        let q = choose(Policy::Quality, &c, ev, &t, &s, false);
+        let q = choose(Policy::Quality, &c, ev, &t, &s, None);
         assert_eq!(names(&c, &q), ["b", "c", "a"]);
         assert!(!q.explored);
         assert_eq!(
@@ -586,9 +601,9 @@ mod tests {
             }
         };
         // b and c qualify; a (unproven) comes after them, and gets the exploring orders.
-        let q = choose(Policy::Quality, &c, fresh, &t, &s, false);
+        let q = choose(Policy::Quality, &c, fresh, &t, &s, None);
         assert_eq!(names(&c, &q), ["b", "c", "a"]);
-        let explore = choose(Policy::Quality, &c, fresh, &t, &s, true);
+        let explore = choose(Policy::Quality, &c, fresh, &t, &s, Some(0));
         assert!(explore.explored);
         assert_eq!(names(&c, &explore), ["a", "b", "c"]);
         assert!(
@@ -603,7 +618,7 @@ mod tests {
             |_| RouteEvidence::default(),
             &t,
             &s,
-            true,
+            Some(0),
         );
         assert_eq!(names(&c, &none), ["a", "b", "c"]);
     }
@@ -628,17 +643,17 @@ mod tests {
                 }
             }
         };
-        let q = choose(Policy::Quality, &c, degraded(7), &t, &s, false);
+        let q = choose(Policy::Quality, &c, degraded(7), &t, &s, None);
         assert_eq!(names(&c, &q), ["c", "a", "b"], "b demoted below failing a");
         assert!(
             q.why
                 .contains("b/1: demoted (7 of its last 20 judged attempts bad)")
         );
         // Exploring orders probe the demoted route, so a recovery is seen.
-        let probe = choose(Policy::Quality, &c, degraded(7), &t, &s, true);
+        let probe = choose(Policy::Quality, &c, degraded(7), &t, &s, Some(0));
         assert_eq!(names(&c, &probe), ["b", "c", "a"]);
         // 6 of 20 is within 30 %: promoted back.
-        let back = choose(Policy::Quality, &c, degraded(6), &t, &s, false);
+        let back = choose(Policy::Quality, &c, degraded(6), &t, &s, None);
         assert_eq!(names(&c, &back), ["b", "c", "a"]);
         // Too few judged attempts cannot demote.
         let few = RouteEvidence {
@@ -649,9 +664,55 @@ mod tests {
     }
 
     #[test]
+    fn exploring_orders_share_out_the_learning_routes() {
+        let c = candidates();
+        let s = RoutingSettings::default();
+        let t = QualityTargets::default();
+        // a (cheapest) demoted, b unproven, c qualified: explorers alternate between a and b.
+        let ev = |i: usize| match c[i].provider.as_str() {
+            "a" => RouteEvidence {
+                recent: RecentWindow { judged: 10, bad: 9 },
+                ..good()
+            },
+            "b" => RouteEvidence::default(),
+            _ => good(),
+        };
+        let first = |draw| names(&c, &choose(Policy::Quality, &c, ev, &t, &s, draw))[0].clone();
+        assert_eq!(first(None), "c");
+        assert_eq!(first(Some(0)), "b", "unproven first in the ranking");
+        assert_eq!(first(Some(1)), "a");
+        assert_eq!(first(Some(2)), "b");
+    }
+
+    #[test]
+    fn targets_are_compared_exactly() {
+        let s = RoutingSettings::default();
+        let t = QualityTargets::default();
+        // 8,995 of 10,000 is 89.95 %: below 90 % although it shows as 90.0 when rounded.
+        let close = RouteEvidence {
+            finished: 10_000,
+            completed: 8_995,
+            ..good()
+        };
+        assert!(matches!(standing(&close, &t, &s), Standing::Failing(_)));
+        let exact = RouteEvidence {
+            completed: 9_000,
+            ..close
+        };
+        assert_eq!(standing(&exact, &t, &s), Standing::Qualified);
+        let huge = QualityTargets {
+            start_secs: Decimal::MAX,
+            ..QualityTargets::default()
+        };
+        assert_eq!(huge.start_ms(), i64::MAX, "no overflow, no panic");
+    }
+
+    #[test]
     fn the_exploring_share_is_kept_and_spread() {
         let five = Decimal::from(5);
-        let exploring: Vec<u64> = (1..=100_000).filter(|id| explores(*id, five)).collect();
+        let exploring: Vec<u64> = (1..=100_000)
+            .filter(|id| explores(*id, five).is_some())
+            .collect();
         // 5 % of the ids, within a tenth of a percent, and never two runs of consecutive ids.
         assert!(
             (4_900..=5_100).contains(&exploring.len()),
@@ -659,8 +720,8 @@ mod tests {
             exploring.len()
         );
         assert!(exploring.windows(3).all(|w| w[2] - w[0] > 2));
-        assert!((1..=1000).all(|id| !explores(id, Decimal::ZERO)));
-        assert!((1..=1000).all(|id| explores(id, Decimal::from(100))));
+        assert!((1..=1000).all(|id| explores(id, Decimal::ZERO).is_none()));
+        assert!((1..=1000).all(|id| explores(id, Decimal::from(100)).is_some()));
     }
 
     #[test]

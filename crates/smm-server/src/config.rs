@@ -653,6 +653,24 @@ fn routing_problems(settings: &Settings, problem: &mut impl FnMut(String, String
             problem(format!("routing.{name}"), "must be at least 1".into());
         }
     }
+    if r.min_finished == 0 {
+        problem(
+            "routing.min_finished".into(),
+            "must be at least 1 (a route is never judged on no orders)".into(),
+        );
+    }
+    if r.recent > 1000 {
+        problem("routing.recent".into(), "must be at most 1000".into());
+    }
+    if r.demote_min_judged > r.recent {
+        problem(
+            "routing.demote_min_judged".into(),
+            format!(
+                "must not exceed routing.recent ({}): demotion could never happen",
+                r.recent
+            ),
+        );
+    }
     if r.window_days > 30 {
         problem(
             "routing.window_days".into(),
@@ -668,8 +686,13 @@ fn routing_problems(settings: &Settings, problem: &mut impl FnMut(String, String
                 problem(format!("{at}.{name}"), "must be between 0 and 100".into());
             }
         }
-        if t.start_secs.is_some_and(|v| v < Decimal::ZERO) {
-            problem(format!("{at}.start_secs"), "must not be negative".into());
+        if t.start_secs
+            .is_some_and(|v| v < Decimal::ZERO || v > Decimal::from(2_592_000))
+        {
+            problem(
+                format!("{at}.start_secs"),
+                "must be between 0 and 2592000 (30 days)".into(),
+            );
         }
     };
     let defaults = smm_routing::TargetOverrides {

@@ -238,10 +238,11 @@ fn rank(
         .map(|(t, _)| Candidate {
             provider: t.provider.clone(),
             upstream_service: t.upstream_service.as_str().to_owned(),
-            // The provider's rate today: the ranking compares what each route costs now.
+            // The upstream rate the order was placed with, at the provider's rate today.
             cost: settings
                 .provider(&t.provider)
-                .map_or(t.upstream_rate, |p| t.upstream_rate * p.rate),
+                .and_then(|p| t.upstream_rate.checked_mul(p.rate))
+                .unwrap_or(t.upstream_rate),
         })
         .collect();
     let scorecards = app.scorecards();

@@ -3,16 +3,16 @@
 //! Every `routing.refresh_secs` this job reads each route's record over
 //! `routing.window_days` from the store (a few rows per route and day, kept by the database as
 //! orders change) and, for the routes of services under the `quality` policy, their last
-//! `routing.recent` attempts. The forwarder ranks routes from this snapshot without touching
+//! `routing.recent` attempts that can be judged (`smm_store::RecentQuery`) within the window. The forwarder ranks routes from this snapshot without touching
 //! the database; the metrics read it too. Several instances each keep their own snapshot of the
 //! same database.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smm_routing::{Policy, QualityTargets, RecentOutcome, RecentWindow, RouteEvidence};
-use smm_store::{RecentAttempt, RouteRecord, ScoreWindow, Timestamp};
+use smm_store::{RecentAttempt, RecentQuery, RouteRecord, ScoreWindow, Timestamp};
 use tokio::sync::watch;
 
 use crate::app::{App, now_ms};
@@ -111,24 +111,31 @@ pub async fn refresh(app: &App) {
     // The routes whose recent window matters: those of services ranked by quality.
     let catalog = app.catalog();
     let runtime = app.runtime();
-    let mut watched: BTreeSet<RouteKey> = BTreeSet::new();
+    // Each with the strictest start target of the services using it: an accepted order not
+    // started within it is judged (stuck) rather than left open.
+    let mut watched: BTreeMap<RouteKey, i64> = BTreeMap::new();
     for service in catalog.iter().filter(|s| s.routes.len() > 1) {
-        if runtime.service_policy(service.id).0 == Policy::Quality {
-            watched.extend(
-                service
-                    .routes
-                    .iter()
-                    .map(|r| (r.provider.clone(), r.upstream_service.as_str().to_owned())),
-            );
+        let (policy, targets) = runtime.service_policy(service.id);
+        if policy == Policy::Quality {
+            for r in &service.routes {
+                let key = (r.provider.clone(), r.upstream_service.as_str().to_owned());
+                let start_ms = targets.start_ms();
+                watched
+                    .entry(key)
+                    .and_modify(|ms| *ms = (*ms).min(start_ms))
+                    .or_insert(start_ms);
+            }
         }
     }
+    let since = now.saturating_sub(i64::from(window.days).saturating_mul(smm_store::DAY_MS));
     let mut recent = BTreeMap::new();
-    for route in watched {
-        match app
-            .store
-            .recent_attempts(&route.0, &route.1, settings.routing.recent.max(1))
-            .await
-        {
+    for (route, start_ms) in watched {
+        let query = RecentQuery {
+            limit: settings.routing.recent.max(1),
+            since,
+            open_after: now.saturating_sub(start_ms),
+        };
+        match app.store.recent_attempts(&route.0, &route.1, query).await {
             Ok(attempts) => {
                 recent.insert(route, attempts);
             }

@@ -540,13 +540,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// scan of the orders.
     async fn route_records(&self, window: ScoreWindow) -> StoreResult<Vec<RouteRecord>>;
 
-    /// The last `limit` attempts that reached the route (accepted, refused or ambiguous; not
-    /// the calls that never left), newest first, with what became of their orders.
+    /// The route's last attempts that can be judged ([`RecentQuery`]), newest first, with what
+    /// became of their orders.
     async fn recent_attempts(
         &self,
         provider: &str,
         upstream_service: &str,
-        limit: u32,
+        recent: RecentQuery,
     ) -> StoreResult<Vec<RecentAttempt>>;
 
     /// Folds the order aggregates' pending deltas into their totals (PostgreSQL; nothing to do

@@ -205,6 +205,23 @@ impl ScoreWindow {
     }
 }
 
+/// Which of a route's attempts the quality policy's recent window judges: the last `limit`
+/// made since `since` that say something about the route:
+///
+/// * ambiguous calls;
+/// * refusals of orders another route then accepted (the order was fine; a refusal every route
+///   shares is about the order, and is not counted);
+/// * accepted orders that started or finished, or were accepted before `open_after` (older
+///   than the start target: not started by then is stuck).
+///
+/// Orders the customer asked to cancel are left out: their end says nothing of the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentQuery {
+    pub limit: u32,
+    pub since: Timestamp,
+    pub open_after: Timestamp,
+}
+
 /// One of a route's last forwarding attempts, for the quality policy's recent window: its
 /// outcome and, when the upstream accepted it, what became of the order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3148,9 +3148,9 @@ where
         &self,
         provider: &str,
         upstream_service: &str,
-        limit: u32,
+        recent: RecentQuery,
     ) -> StoreResult<Vec<RecentAttempt>> {
-        self.recent_attempts_impl(provider, upstream_service, limit)
+        self.recent_attempts_impl(provider, upstream_service, recent)
             .await
     }
 

@@ -65,7 +65,7 @@ pub struct RouteScorecard {
 pub struct Scorecard {
     /// Orders the upstream accepted in the window.
     pub orders: i64,
-    /// Of them, finished: Completed, Partial or Canceled.
+    /// Of them, finished: Completed (or Expired), Partial, or Canceled (or Refunded).
     pub finished: i64,
     /// Forwarding attempts made.
     pub attempts: i64,
@@ -99,7 +99,8 @@ pub struct Scorecard {
     pub call_error_percent: Option<String>,
     pub call_median_secs: Option<String>,
     pub call_p90_secs: Option<String>,
-    /// Upstream cost of the accepted orders, net of what the upstream refunded.
+    /// Upstream cost of the accepted orders, less the share of it the customers' refunds stand
+    /// for (an order refunded a quarter of its charge keeps three quarters of its cost).
     pub cost: String,
     /// What customers paid for them, net of their refunds.
     pub revenue: String,
@@ -137,7 +138,9 @@ impl Scorecard {
         let n = counts;
         let reached = n.accepted + n.refused + n.ambiguous;
         let finished = n.finished();
-        let cost = Decimal::new(n.kept_cost_nanos, 8) * rate;
+        let cost = Decimal::new(n.kept_cost_nanos, 8)
+            .checked_mul(rate)
+            .unwrap_or(Decimal::MAX);
         let revenue = Decimal::new(n.charged - n.refunded, 5);
         let undelivered = (n.partial > 0)
             .then(|| percent(Decimal::new(n.undelivered_ppm, 4) / Decimal::from(n.partial)));
@@ -166,7 +169,7 @@ impl Scorecard {
             call_p90_secs: p90(&durations.call),
             cost: money(cost),
             revenue: money(revenue),
-            margin: money(revenue - cost),
+            margin: money(revenue.checked_sub(cost).unwrap_or(Decimal::MIN)),
         }
     }
 }

@@ -121,19 +121,26 @@ where
         &self,
         provider: &str,
         upstream_service: &str,
-        limit: u32,
+        recent: RecentQuery,
     ) -> StoreResult<Vec<RecentAttempt>> {
         type RecentRow = (i64, String, i64, String, Option<i64>, Option<i64>);
         let rows: Vec<RecentRow> = sqlx::query_as::<D, RecentRow>(
             "SELECT a.order_id, a.outcome, a.started_at, o.status, o.forwarded_at, o.started_at \
              FROM forward_attempts a JOIN orders o ON o.id = a.order_id \
-             WHERE a.provider = $1 AND a.upstream_service = $2 \
-             AND a.outcome IN ('sent', 'rejected', 'ambiguous') \
+             WHERE a.provider = $1 AND a.upstream_service = $2 AND a.started_at >= $4 \
+             AND (a.outcome = 'ambiguous' \
+                  OR (a.outcome = 'rejected' AND o.forward_state = 'sent' \
+                      AND o.provider <> a.provider) \
+                  OR (a.outcome = 'sent' AND (o.started_at IS NOT NULL \
+                      OR o.finished_at IS NOT NULL OR a.started_at <= $5))) \
+             AND NOT EXISTS (SELECT 1 FROM cancel_requests c WHERE c.order_id = a.order_id) \
              ORDER BY a.id DESC LIMIT $3",
         )
         .bind(provider)
         .bind(upstream_service)
-        .bind(i64::from(limit))
+        .bind(i64::from(recent.limit))
+        .bind(recent.since)
+        .bind(recent.open_after)
         .fetch_all(&self.reader)
         .await?;
         Ok(rows

@@ -219,7 +219,7 @@ pub async fn scorecards_are_exact(db: Db) {
     )
     .await
     .expect("not sent");
-    db.requeue(unreachable.id, T0 + 7_000, "unreachable", T0 + 6_010)
+    db.requeue(unreachable.id, T0 + DAY, "unreachable", T0 + 6_010)
         .await
         .expect("requeue");
     // Order 1 is refilled twice: one refill completes in 45 s, one is rejected.
@@ -352,22 +352,89 @@ pub async fn scorecards_are_exact(db: Db) {
     assert_eq!(b.durations.start.count(), 0);
 
     // The recent window: newest first, with what became of each order.
-    let recent = db.recent_attempts("alpha", "10", 10).await.expect("recent");
+    // The refusal every route would share is not judged; order 4, accepted at T0 + 3,000 and
+    // not started, is judged only once it is older than the start target.
+    let query = |limit: u32, open_after: Timestamp| RecentQuery {
+        limit,
+        since: T0 - DAY,
+        open_after,
+    };
+    let recent = db
+        .recent_attempts("alpha", "10", query(10, T0 + 2_999))
+        .await
+        .expect("recent");
     let outcomes: Vec<&str> = recent.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["ambiguous", "sent", "sent", "sent"]);
+    assert_eq!(recent[1].status, "Partial");
+    assert_eq!(recent[1].started_at, Some(T0 + 2_100 + 3_000_000));
+    let stuck = db
+        .recent_attempts("alpha", "10", query(10, T0 + 3_000))
+        .await
+        .expect("recent");
+    assert_eq!(stuck.len(), 5);
     assert_eq!(
-        outcomes,
-        ["ambiguous", "rejected", "sent", "sent", "sent", "sent"]
+        (stuck[1].status.as_str(), stuck[1].started_at),
+        ("Pending", None)
     );
-    assert_eq!(recent[2].status, "Pending");
-    assert_eq!(recent[2].started_at, None);
-    assert_eq!(recent[3].status, "Partial");
-    assert_eq!(recent[3].started_at, Some(T0 + 2_100 + 3_000_000));
+    let two = db
+        .recent_attempts("alpha", "10", query(2, T0 + 3_000))
+        .await
+        .expect("recent");
+    assert_eq!(two.len(), 2);
+    let later = RecentQuery {
+        since: T0 + 4_000,
+        ..query(10, T0 + 3_000)
+    };
+    let only = db
+        .recent_attempts("alpha", "10", later)
+        .await
+        .expect("recent");
     assert_eq!(
-        db.recent_attempts("alpha", "10", 2)
-            .await
-            .expect("recent")
-            .len(),
-        2
+        only.len(),
+        1,
+        "only the ambiguous call is that recent: {only:?}"
+    );
+    // A refusal of an order another route then accepted is about the route: judged.
+    let moved = attempt(&db, c.id, "2", "alpha", "10", T0 + 8_000).await;
+    db.finish_attempt(
+        moved.id,
+        ForwardOutcome::Failed {
+            not_sent: false,
+            detail: "service paused".into(),
+        },
+        T0 + 8_100,
+    )
+    .await
+    .expect("refused");
+    db.begin_attempts(
+        &[AttemptStart {
+            order: moved.id,
+            provider: "beta".into(),
+            upstream_service: "20".into(),
+            why: Some("fail-over".into()),
+        }],
+        T0 + 8_100,
+    )
+    .await
+    .expect("begin at beta");
+    db.finish_attempt(
+        moved.id,
+        ForwardOutcome::Sent {
+            upstream_order_id: "b2".into(),
+            upstream_cost: None,
+            next_poll_at: T0 + 9_000,
+        },
+        T0 + 8_200,
+    )
+    .await
+    .expect("sent at beta");
+    let judged = db
+        .recent_attempts("alpha", "10", query(1, T0 + 2_999))
+        .await
+        .expect("recent");
+    assert_eq!(
+        (judged[0].order_id, judged[0].outcome.as_str()),
+        (moved.id, "rejected")
     );
     let attempts = db.attempts(o1.id).await.expect("attempts");
     assert_eq!(attempts[0].why.as_deref(), Some("test: alpha"));

@@ -47,6 +47,7 @@ e2e!(
     // issue #15: routing policies
     routing::cheapest_sends_to_the_cheaper_route_at_the_same_price,
     routing::quality_learns_explores_demotes_and_promotes,
+    routing::quality_demotes_a_route_whose_orders_stop_starting,
     // billing and refunds per order type (docs/billing.md)
     billing::subscriptions_refund_the_posts_not_served,
     billing::partials_without_remains_refund_by_the_upstream_charge,

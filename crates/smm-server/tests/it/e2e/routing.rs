@@ -202,7 +202,7 @@ pub async fn quality_learns_explores_demotes_and_promotes(backend: Backend) {
     while probes < 3 {
         let (id, provider) = place(&gw).await;
         let reason = why(&gw, id).await;
-        if explores(id) {
+        if explores(id).is_some() {
             probes += 1;
             assert_eq!(provider, "alpha", "order {id} explores: {reason}");
             assert!(
@@ -241,5 +241,69 @@ pub async fn quality_learns_explores_demotes_and_promotes(backend: Backend) {
     assert_eq!(card("beta")["routes"][0]["upstream_service"], "1");
     assert!(card("alpha")["orders"].as_i64().expect("orders") >= 9);
     gw.assert_ledger_consistent(gw.customer).await;
+    gw.finish().await;
+}
+
+/// A busy route whose orders stop starting is demoted from its recent window as soon as they
+/// are older than the start target, while its week still looks good.
+pub async fn quality_demotes_a_route_whose_orders_stop_starting(backend: Backend) {
+    let gw = TestGateway::start_polling(backend, |s| {
+        beta_half_price(s);
+        let service = s
+            .services
+            .iter_mut()
+            .find(|d| d.id == 1)
+            .expect("service 1");
+        service.policy = Some(Policy::Quality);
+        service.targets.start_secs = Some(Decimal::ONE);
+        let r = &mut s.routing;
+        r.min_finished = 3;
+        r.recent = 4;
+        r.demote_min_judged = 3;
+        r.explore_percent = Decimal::ZERO;
+        r.targets.completion_percent = Decimal::from(40);
+        r.refresh_secs = 3600;
+    })
+    .await;
+    // Beta (cheaper) learns first and fails; alpha learns and qualifies.
+    gw.set_outcomes("beta", 1, Outcomes::always_partial());
+    for provider in ["beta", "alpha"] {
+        for _ in 0..3 {
+            assert_eq!(place(&gw).await.1, provider);
+        }
+        settle(&gw).await;
+    }
+    // Alpha accepts four more orders and starts none of them (the simulators' clocks stand
+    // still); a second later they are stuck.
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let (id, provider) = place(&gw).await;
+        assert_eq!(provider, "alpha");
+        stuck.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    smm_server::scorecards::refresh(gw.app()).await;
+    let (id, provider) = place(&gw).await;
+    let reason = why(&gw, id).await;
+    assert_eq!(provider, "beta", "{reason}");
+    assert_eq!(
+        reason,
+        "quality: no route meets the targets; beta/1 is the cheapest left \
+         (misses completion 0 % < 40 %)"
+    );
+    // Alpha's week still meets the targets: its recent window demoted it.
+    let runtime = gw.app().runtime();
+    let (_, targets) = runtime.service_policy(1);
+    let evidence = gw.app().scorecards().evidence(
+        &("alpha".to_owned(), "1".to_owned()),
+        &targets,
+        crate::support::now_ms(),
+    );
+    assert_eq!((evidence.finished, evidence.completed), (3, 3));
+    assert_eq!(
+        smm_routing::standing(&evidence, &targets, &runtime.settings.routing),
+        smm_routing::Standing::Demoted { bad: 4, judged: 4 }
+    );
+    assert!(!stuck.is_empty());
     gw.finish().await;
 }
