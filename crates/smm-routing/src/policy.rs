@@ -55,8 +55,8 @@ pub struct QualityTargets {
     /// Median time from the upstream's acceptance to the first start seen, in seconds
     /// (decimals allowed). Default 3600 (an hour).
     pub start_secs: Decimal,
-    /// Share of finished refills that completed, in percent; judged only once a refill has
-    /// finished. Default 80.
+    /// Share of finished refills that completed, in percent; judged once
+    /// [`RoutingSettings::min_refills`] have finished. Default 80.
     pub refill_success_percent: Decimal,
 }
 
@@ -122,8 +122,10 @@ pub struct RoutingSettings {
     /// Quality: a route is demoted while more than this share (percent) of its judged recent
     /// attempts went bad. Default 30.
     pub demote_bad_percent: Decimal,
-    /// Quality: judged recent attempts needed before a route can be demoted. Default 5.
+    /// Quality: judged recent attempts needed before a route can be demoted. Default 10.
     pub demote_min_judged: u32,
+    /// Quality: finished refills needed before the refill target is judged. Default 5.
+    pub min_refills: u32,
     /// How often the scorecards the policies read are refreshed, in seconds. Default 30.
     pub refresh_secs: u64,
     /// The default targets.
@@ -139,7 +141,8 @@ impl Default for RoutingSettings {
             window_days: 7,
             recent: 20,
             demote_bad_percent: Decimal::from(30),
-            demote_min_judged: 5,
+            demote_min_judged: 10,
+            min_refills: 5,
             refresh_secs: 30,
             targets: QualityTargets::default(),
         }
@@ -279,7 +282,7 @@ pub fn standing(
 ) -> Standing {
     let proven = evidence.finished >= i64::from(settings.min_finished);
     if proven {
-        let misses = misses(evidence, targets);
+        let misses = misses(evidence, targets, settings);
         if !misses.is_empty() {
             return Standing::Failing(misses);
         }
@@ -304,7 +307,11 @@ pub fn standing(
 }
 
 /// The targets `evidence` misses, in words.
-fn misses(evidence: &RouteEvidence, targets: &QualityTargets) -> Vec<String> {
+fn misses(
+    evidence: &RouteEvidence,
+    targets: &QualityTargets,
+    settings: &RoutingSettings,
+) -> Vec<String> {
     let mut misses = Vec::new();
     // Compared exactly (part × 100 < target × whole); the figures in the words are rounded.
     let below = |part: i64, whole: i64, target: Decimal| {
@@ -329,7 +336,7 @@ fn misses(evidence: &RouteEvidence, targets: &QualityTargets) -> Vec<String> {
         )),
         _ => {}
     }
-    if evidence.refills_finished > 0
+    if evidence.refills_finished >= i64::from(settings.min_refills.max(1))
         && below(
             evidence.refills_done,
             evidence.refills_finished,
