@@ -720,6 +720,8 @@ mod tests {
             markup: None,
             desc: None,
             enabled: true,
+            policy: None,
+            targets: Default::default(),
         }
     }
 

@@ -12,6 +12,8 @@ use rust_decimal::Decimal;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::policy::{Policy, TargetOverrides};
+
 fn yes() -> bool {
     true
 }
@@ -105,6 +107,12 @@ pub struct ServiceDef {
     /// Default `true`; a disabled service stays in the catalog with `enabled = false`.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// How this service's routes are ranked; default: `[routing] policy`.
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// The quality policy's targets for this service: each field set replaces the default's.
+    #[serde(default)]
+    pub targets: TargetOverrides,
 }
 
 /// "Expose provider X's whole catalog (optionally only some categories) with markup Y."
@@ -297,6 +305,8 @@ mod tests {
             }),
             desc: None,
             enabled: true,
+            policy: None,
+            targets: Default::default(),
         };
         let text = serde_json::to_string(&def).expect("serialises");
         assert!(text.contains(r#""percent":"12.5""#), "{text}");

@@ -62,6 +62,7 @@ pub const EXPOSURE_ID_BASE: u64 = 1_000_000;
 pub mod catalog;
 pub mod config;
 pub mod order;
+pub mod policy;
 pub mod pricing;
 pub mod validate;
 
@@ -70,6 +71,10 @@ pub use catalog::{
 };
 pub use config::{Exposure, Markup, PricingRules, ProviderDef, RouteDef, ServiceDef};
 pub use order::{candidate_routes, check_order};
+pub use policy::{
+    Candidate, Choice, Policy, QualityTargets, RecentOutcome, RecentWindow, RouteEvidence,
+    RoutingSettings, Standing, TargetOverrides, choose, explores, standing,
+};
 pub use pricing::{
     CustomerPricing, DEFAULT_ROUND_UP, MAX_ROUND_UP, ResolvedMarkup, UNPRICED, charge, round_up,
 };

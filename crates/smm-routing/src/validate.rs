@@ -272,6 +272,8 @@ mod tests {
             markup: None,
             desc: None,
             enabled: true,
+            policy: None,
+            targets: Default::default(),
         }
     }
 

@@ -70,6 +70,8 @@ fn service(id: u64, routes: &[(&str, &str)]) -> ServiceDef {
         markup: None,
         desc: None,
         enabled: true,
+        policy: None,
+        targets: Default::default(),
     }
 }
 

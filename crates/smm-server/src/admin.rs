@@ -81,9 +81,11 @@ fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(notifications::webhook_deliveries))
         .routes(routes!(notifications::resend_event))
         .routes(routes!(notifications::alerts))
+        .routes(routes!(scorecards::scorecards))
 }
 
 mod notifications;
+mod scorecards;
 
 pub fn router(app: Arc<App>) -> Router {
     let (router, _) = api().split_for_parts();

@@ -49,6 +49,8 @@ pub struct Runtime {
     pub admin_token: Option<String>,
     /// 1 at start, +1 per successful reload.
     pub version: u64,
+    /// Each explicit service's routing policy and quality targets, by local id.
+    policies: BTreeMap<u64, (smm_routing::Policy, smm_routing::QualityTargets)>,
 }
 
 impl Runtime {
@@ -109,12 +111,40 @@ impl Runtime {
                 }
             }
         }
+        let routing = &settings.routing;
+        let policies = settings
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.id,
+                    (
+                        s.policy.unwrap_or(routing.policy),
+                        routing.targets.with(&s.targets),
+                    ),
+                )
+            })
+            .collect();
         Ok(Runtime {
+            policies,
             admin_token: settings.admin.token(),
             settings: Arc::new(settings),
             providers,
             retired,
             version: previous.map_or(1, |r| r.version + 1),
+        })
+    }
+}
+
+impl Runtime {
+    /// How the service `id` ranks its routes, and its quality targets: its own, else
+    /// `[routing]`'s (exposed services have one route each and take the default).
+    pub fn service_policy(&self, id: u64) -> (smm_routing::Policy, smm_routing::QualityTargets) {
+        self.policies.get(&id).cloned().unwrap_or_else(|| {
+            (
+                self.settings.routing.policy,
+                self.settings.routing.targets.clone(),
+            )
         })
     }
 }
@@ -186,6 +216,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     last_sync: Mutex<BTreeMap<String, Timestamp>>,
     last_balance: Mutex<BTreeMap<String, rust_decimal::Decimal>>,
+    /// The routes' scorecards the policies and the metrics read (`scorecards::run`).
+    scorecards: RwLock<Arc<crate::scorecards::Scorecards>>,
 }
 
 impl App {
@@ -238,7 +270,23 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             last_sync: Mutex::new(BTreeMap::new()),
             last_balance: Mutex::new(BTreeMap::new()),
+            scorecards: RwLock::new(Arc::default()),
         })
+    }
+
+    /// The last scorecards read (empty until the first refresh).
+    pub fn scorecards(&self) -> Arc<crate::scorecards::Scorecards> {
+        self.scorecards
+            .read()
+            .map_or_else(|poisoned| poisoned.into_inner().clone(), |s| s.clone())
+    }
+
+    pub fn set_scorecards(&self, scorecards: crate::scorecards::Scorecards) {
+        let fresh = Arc::new(scorecards);
+        match self.scorecards.write() {
+            Ok(mut slot) => *slot = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
     }
 
     /// The current settings, providers and admin token (a snapshot: a reload swaps in a new one).

@@ -178,6 +178,16 @@ pub enum AdminCommand {
 pub enum ProviderCommand {
     /// Call every configured provider now: reachability, latency, catalog size, balance.
     Check,
+    /// Each provider's scorecard and its routes': orders, completion, Partial, start times,
+    /// refills, call errors, margin.
+    Scorecards {
+        /// The window: 7 or 30 days.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Print the whole view as JSON (every figure), as the admin API returns it.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -499,6 +509,56 @@ pub async fn alerts(settings: &Settings, command: AlertCommand) -> Result<(), St
                     alert.detail.unwrap_or_default().replace('\n', " / ")
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the providers' scorecards: a line per provider, then one per route.
+pub async fn scorecards(settings: &Settings, days: u32, json: bool) -> Result<(), String> {
+    let store = open_store(settings).await?;
+    let actor = actor();
+    let ops = Ops {
+        store: store.as_ref(),
+        settings,
+        actor: &actor,
+    };
+    let view = ops.scorecards(days).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!(
+        "last {} days, money in {}\nroute\torders\tfinished\tcompleted%\tpartial%\t\
+         undelivered%\tstart p50 s\tstart p90 s\tcomplete p50 s\trefill ok%\taccepted%\t\
+         call errors%\tcost\trevenue\tmargin",
+        view.days, view.currency
+    );
+    let line = |name: String, c: &crate::ops::scorecards::Scorecard| {
+        println!(
+            "{name}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.orders,
+            c.finished,
+            dash(&c.completion_percent),
+            dash(&c.partial_percent),
+            dash(&c.undelivered_percent),
+            dash(&c.start_median_secs),
+            dash(&c.start_p90_secs),
+            dash(&c.complete_median_secs),
+            dash(&c.refill_success_percent),
+            dash(&c.acceptance_percent),
+            dash(&c.call_error_percent),
+            c.cost,
+            c.revenue,
+            c.margin
+        );
+    };
+    for p in &view.providers {
+        line(p.provider.clone(), &p.card);
+        for r in &p.routes {
+            line(format!("  {}/{}", p.provider, r.upstream_service), &r.card);
         }
     }
     Ok(())

@@ -41,6 +41,9 @@ pub struct Settings {
     pub webhooks: WebhookDeliverySettings,
     #[serde(default)]
     pub alerts: AlertSettings,
+    /// `[routing]`: the default routing policy and the quality policy's knobs (issue #15).
+    #[serde(default)]
+    pub routing: smm_routing::RoutingSettings,
     #[serde(default)]
     pub pricing: PricingRules,
     #[serde(default)]
@@ -445,6 +448,7 @@ impl Settings {
                 "must start with sqlite: or postgres:".into(),
             );
         }
+        routing_problems(self, &mut problem);
         let f = &self.forwarder;
         for (name, value) in [
             ("batch", u64::from(f.batch)),
@@ -621,6 +625,61 @@ impl ProviderSettings {
             burst: n,
         });
         Ok(config)
+    }
+}
+
+/// The problems of `[routing]` and of the services' own policies and targets.
+fn routing_problems(settings: &Settings, problem: &mut impl FnMut(String, String)) {
+    use rust_decimal::Decimal;
+    let r = &settings.routing;
+    let percent = |value: Decimal| value >= Decimal::ZERO && value <= Decimal::from(100);
+    for (name, value) in [
+        ("explore_percent", r.explore_percent),
+        ("demote_bad_percent", r.demote_bad_percent),
+    ] {
+        if !percent(value) {
+            problem(
+                format!("routing.{name}"),
+                "must be between 0 and 100".into(),
+            );
+        }
+    }
+    for (name, value) in [
+        ("window_days", u64::from(r.window_days)),
+        ("recent", u64::from(r.recent)),
+        ("refresh_secs", r.refresh_secs),
+    ] {
+        if value == 0 {
+            problem(format!("routing.{name}"), "must be at least 1".into());
+        }
+    }
+    if r.window_days > 30 {
+        problem(
+            "routing.window_days".into(),
+            "must be at most 30 (the scorecards keep 30 days in view)".into(),
+        );
+    }
+    let mut targets = |at: String, t: &smm_routing::TargetOverrides| {
+        for (name, value) in [
+            ("completion_percent", t.completion_percent),
+            ("refill_success_percent", t.refill_success_percent),
+        ] {
+            if value.is_some_and(|v| !percent(v)) {
+                problem(format!("{at}.{name}"), "must be between 0 and 100".into());
+            }
+        }
+        if t.start_secs.is_some_and(|v| v < Decimal::ZERO) {
+            problem(format!("{at}.start_secs"), "must not be negative".into());
+        }
+    };
+    let defaults = smm_routing::TargetOverrides {
+        completion_percent: Some(r.targets.completion_percent),
+        start_secs: Some(r.targets.start_secs),
+        refill_success_percent: Some(r.targets.refill_success_percent),
+    };
+    targets("routing.targets".into(), &defaults);
+    for (i, service) in settings.services.iter().enumerate() {
+        targets(format!("services[{i}].targets"), &service.targets);
     }
 }
 

@@ -88,6 +88,8 @@ pub fn settings(
         markup: None,
         desc: None,
         enabled: true,
+        policy: None,
+        targets: Default::default(),
     }];
     Ok(settings)
 }

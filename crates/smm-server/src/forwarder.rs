@@ -34,6 +34,8 @@ use smm_wire::OrderRequest;
 use smm_wire::upstream::UpstreamId;
 use tokio::sync::watch;
 
+use smm_routing::Candidate;
+
 use crate::app::{App, Provider, now_ms};
 
 /// Runs until `shutdown` turns true, finishing the order in hand first.
@@ -94,11 +96,14 @@ pub async fn round(app: &App) -> usize {
     let firsts: Vec<AttemptStart> = planned
         .iter()
         .filter_map(|(order, plan, slot)| match (plan, slot) {
-            (Plan::Send { routes, .. }, Some(_)) => routes.first().map(|(route, _)| AttemptStart {
-                order: order.id,
-                provider: route.provider.clone(),
-                upstream_service: route.upstream_service.as_str().to_owned(),
-            }),
+            (Plan::Send { routes, why, .. }, Some(_)) => {
+                routes.first().map(|(route, _)| AttemptStart {
+                    order: order.id,
+                    provider: route.provider.clone(),
+                    upstream_service: route.upstream_service.as_str().to_owned(),
+                    why: Some(why.clone()),
+                })
+            }
             _ => None,
         })
         .collect();
@@ -126,11 +131,13 @@ enum Plan {
         reason: &'static str,
         why: &'static str,
     },
-    /// Send through these routes in turn (each with its provider's client).
+    /// Send through these routes in turn (each with its provider's client), ranked by the
+    /// service's routing policy, which says why in `why`.
     Send {
         request: OrderRequest,
         routes: Vec<(Target, Arc<Provider>)>,
         flat_priced: bool,
+        why: String,
     },
 }
 
@@ -206,11 +213,64 @@ fn plan(app: &App, order: &Order) -> Plan {
     if routes.is_empty() {
         return Plan::Requeue("no provider available");
     }
+    let (routes, why) = rank(app, order, routes);
     Plan::Send {
         request,
         routes,
         flat_priced,
+        why,
     }
+}
+
+/// Orders the available routes by the service's routing policy (issue #15); the customer's
+/// price was fixed at placement and does not depend on the route. Returns the ranking and why.
+fn rank(
+    app: &App,
+    order: &Order,
+    routes: Vec<(Target, Arc<Provider>)>,
+) -> (Vec<(Target, Arc<Provider>)>, String) {
+    let runtime = app.runtime();
+    let service = u64::try_from(order.service_id.0).unwrap_or(0);
+    let (policy, targets) = runtime.service_policy(service);
+    let settings = &runtime.settings;
+    let candidates: Vec<Candidate> = routes
+        .iter()
+        .map(|(t, _)| Candidate {
+            provider: t.provider.clone(),
+            upstream_service: t.upstream_service.as_str().to_owned(),
+            // The provider's rate today: the ranking compares what each route costs now.
+            cost: settings
+                .provider(&t.provider)
+                .map_or(t.upstream_rate, |p| t.upstream_rate * p.rate),
+        })
+        .collect();
+    let scorecards = app.scorecards();
+    let now = now_ms();
+    let choice = smm_routing::choose(
+        policy,
+        &candidates,
+        |i| {
+            let c = &candidates[i];
+            scorecards.evidence(
+                &(c.provider.clone(), c.upstream_service.clone()),
+                &targets,
+                now,
+            )
+        },
+        &targets,
+        &settings.routing,
+        smm_routing::explores(
+            u64::try_from(order.id.0).unwrap_or(0),
+            settings.routing.explore_percent,
+        ),
+    );
+    let mut slots: Vec<Option<(Target, Arc<Provider>)>> = routes.into_iter().map(Some).collect();
+    let ranked = choice
+        .order
+        .iter()
+        .filter_map(|i| slots.get_mut(*i).and_then(Option::take))
+        .collect();
+    (ranked, choice.why)
 }
 
 /// Turns claims older than the lease into `ambiguous` (their worker died mid-call).
@@ -295,7 +355,7 @@ async fn wait_for_slot(app: &App, order: &Order, provider: &Provider) -> Option<
 /// already durably noted (by the batch) in this rate-limit slot, so it is not noted again.
 async fn forward(app: &App, order: Order, plan: Plan, mut noted_slot: Option<Ready>) {
     let id = order.id;
-    let (request, routes, flat_priced) = match plan {
+    let (request, routes, flat_priced, mut why) = match plan {
         Plan::Reject(why) => {
             reject(app, &order, why).await;
             return;
@@ -312,7 +372,8 @@ async fn forward(app: &App, order: Order, plan: Plan, mut noted_slot: Option<Rea
             request,
             routes,
             flat_priced,
-        } => (request, routes, flat_priced),
+            why,
+        } => (request, routes, flat_priced, why),
     };
     let mut unreachable = false;
     let mut held: Option<(String, &'static str)> = None;
@@ -329,10 +390,13 @@ async fn forward(app: &App, order: Order, plan: Plan, mut noted_slot: Option<Rea
             };
             let noted = app
                 .store
-                .begin_attempt(
-                    id,
-                    &route.provider,
-                    route.upstream_service.as_str(),
+                .begin_attempts(
+                    &[AttemptStart {
+                        order: id,
+                        provider: route.provider.clone(),
+                        upstream_service: route.upstream_service.as_str().to_owned(),
+                        why: Some(why.clone()),
+                    }],
                     now_ms(),
                 )
                 .await;
@@ -447,6 +511,7 @@ async fn forward(app: &App, order: Order, plan: Plan, mut noted_slot: Option<Rea
         if done {
             return;
         }
+        why = format!("fail-over: {last_refusal}");
     }
     if let Some((provider, reason)) = held {
         let why = format!("held: the reseller's trouble at a provider ({last_refusal})");

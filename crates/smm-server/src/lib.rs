@@ -29,6 +29,7 @@ pub mod notifier;
 pub mod ops;
 pub mod reconciler;
 pub mod reload;
+pub mod scorecards;
 pub mod serve;
 pub mod v2;
 
@@ -149,6 +150,7 @@ impl Gateway {
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(reconciler::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(notifier::run(app.clone(), signal.clone())));
+        tasks.push(tokio::spawn(scorecards::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));
         tracing::info!(%addr, worker = %app.worker_id, "smm-gateway listening");
         Ok(Gateway {

@@ -66,6 +66,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load_valid(file).map_err(|e| e.to_string())?;
             smm_server::cli::providers_check(&settings).await
         }
+        Command::Providers {
+            command: ProviderCommand::Scorecards { days, json },
+        } => {
+            let settings = Settings::load(file).map_err(|e| e.to_string())?;
+            smm_server::cli::scorecards(&settings, days, json).await
+        }
         Command::Orders { command } => {
             let settings = Settings::load(file).map_err(|e| e.to_string())?;
             smm_server::cli::orders(&settings, command).await

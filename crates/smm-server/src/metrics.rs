@@ -459,6 +459,7 @@ async fn gauges(app: &App) -> Registry {
         "The reseller's last known balance at the provider",
         balance,
     );
+    scorecard_gauges(app, &mut registry);
     if let Ok(backlog) = app.store.webhook_backlog().await {
         let gauge = |value: i64| {
             let g = Gauge::<i64>::default();
@@ -534,4 +535,106 @@ mod tests {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProviderQuantile {
+    provider: String,
+    quantile: String,
+}
+
+/// The providers' scorecards over `routing.window_days` (the snapshot the routing policies
+/// read, refreshed every `routing.refresh_secs`), per provider.
+fn scorecard_gauges(app: &App, registry: &mut Registry) {
+    type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
+    let cards = app.scorecards();
+    let orders = Family::<ProviderLabel, Gauge>::default();
+    let completion = Family::<ProviderLabel, Ratio>::default();
+    let partial = Family::<ProviderLabel, Ratio>::default();
+    let acceptance = Family::<ProviderLabel, Ratio>::default();
+    let start = Family::<ProviderQuantile, Ratio>::default();
+    let margin = Family::<ProviderLabel, Ratio>::default();
+    let mut by_provider: std::collections::BTreeMap<
+        &str,
+        (smm_store::RouteCounts, smm_store::RouteDurations),
+    > = std::collections::BTreeMap::new();
+    for ((provider, _), record) in &cards.records {
+        let entry = by_provider.entry(provider.as_str()).or_default();
+        entry.0.add(&record.counts);
+        entry.1.merge(&record.durations);
+    }
+    let settings = app.settings();
+    // Computed exactly, then handed to the float gauge.
+    let ratio = |part: i64, whole: i64| {
+        (whole > 0)
+            .then(|| {
+                (rust_decimal::Decimal::from(part) / rust_decimal::Decimal::from(whole)).to_f64()
+            })
+            .flatten()
+    };
+    for (provider, (n, durations)) in by_provider {
+        let labels = ProviderLabel {
+            provider: provider.to_owned(),
+        };
+        orders.get_or_create(&labels).set(n.orders);
+        if let Some(r) = ratio(n.completed, n.finished()) {
+            completion.get_or_create(&labels).set(r);
+        }
+        if let Some(r) = ratio(n.partial, n.finished()) {
+            partial.get_or_create(&labels).set(r);
+        }
+        if let Some(r) = ratio(n.accepted, n.accepted + n.refused + n.ambiguous) {
+            acceptance.get_or_create(&labels).set(r);
+        }
+        for (quantile, value) in [
+            ("0.5", durations.start.median()),
+            ("0.9", durations.start.p90()),
+        ] {
+            if let Some(secs) = value.and_then(|ms| rust_decimal::Decimal::new(ms, 3).to_f64()) {
+                start
+                    .get_or_create(&ProviderQuantile {
+                        provider: provider.to_owned(),
+                        quantile: quantile.to_owned(),
+                    })
+                    .set(secs);
+            }
+        }
+        let rate = settings
+            .provider(provider)
+            .map_or(rust_decimal::Decimal::ONE, |p| p.rate);
+        let card = crate::ops::scorecards::Scorecard::from_parts(&n, &durations, rate);
+        if let Ok(value) = card.margin.parse::<f64>() {
+            margin.get_or_create(&labels).set(value);
+        }
+    }
+    registry.register(
+        "smm_provider_scorecard_orders",
+        "Orders the provider accepted in the scorecard window (routing.window_days)",
+        orders,
+    );
+    registry.register(
+        "smm_provider_completion_ratio",
+        "Completed, of the provider's finished orders in the scorecard window",
+        completion,
+    );
+    registry.register(
+        "smm_provider_partial_ratio",
+        "Partial, of the provider's finished orders in the scorecard window",
+        partial,
+    );
+    registry.register(
+        "smm_provider_acceptance_ratio",
+        "Forwarding attempts accepted, of those that reached the provider, in the window",
+        acceptance,
+    );
+    registry.register(
+        "smm_provider_start_seconds",
+        "Acceptance to the first start seen, median and p90, in the scorecard window",
+        start,
+    );
+    registry.register(
+        "smm_provider_margin",
+        "Revenue less upstream cost, net of refunds, in the reseller's currency, in the window",
+        margin,
+    );
 }

@@ -27,6 +27,7 @@ mod notify;
 mod rows;
 mod postgres;
 mod rules;
+mod scorecard;
 mod sql;
 mod sqlite;
 
@@ -41,6 +42,7 @@ pub use model::*;
 pub use notify::*;
 pub use postgres::PostgresStore;
 pub use rules::refund_due;
+pub use scorecard::*;
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
@@ -532,6 +534,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Orders still `queued` or `sending` that were placed before `before`: stuck on their way
     /// upstream (the console's attention list).
     async fn stuck_orders_count(&self, before: Timestamp) -> StoreResult<i64>;
+
+    /// Every route's record over `window` (issue #15): the per-day aggregates of migration
+    /// 0013 summed, by provider and upstream service. A few rows per route and day, never a
+    /// scan of the orders.
+    async fn route_records(&self, window: ScoreWindow) -> StoreResult<Vec<RouteRecord>>;
+
+    /// The last `limit` attempts that reached the route (accepted, refused or ambiguous; not
+    /// the calls that never left), newest first, with what became of their orders.
+    async fn recent_attempts(
+        &self,
+        provider: &str,
+        upstream_service: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<RecentAttempt>>;
 
     /// Folds the order aggregates' pending deltas into their totals (PostgreSQL; nothing to do
     /// on SQLite). Readers add the deltas anyway: this only keeps them few. Run by the

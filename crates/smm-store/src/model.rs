@@ -365,14 +365,19 @@ pub struct ForwardAttempt {
     pub detail: Option<String>,
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+    /// Why the attempt went to this route: the routing policy's explanation (`None` for
+    /// attempts noted without one).
+    pub why: Option<String>,
 }
 
-/// One attempt about to be made: the order, and the route it goes to.
+/// One attempt about to be made: the order, the route it goes to, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptStart {
     pub order: OrderId,
     pub provider: String,
     pub upstream_service: String,
+    /// The routing policy's explanation, kept with the attempt.
+    pub why: Option<String>,
 }
 
 /// What the forwarder learned from the upstream about one attempt.

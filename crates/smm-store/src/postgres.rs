@@ -22,9 +22,11 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl Dialect for Postgres {
     const BACKEND: Backend = Backend::Postgres;
     const BEGIN: &'static str = "BEGIN";
-    const VACUUM_AGGREGATES: &'static [&'static str] =
-        &["VACUUM order_count_deltas, order_day_deltas, order_provider_day_deltas"];
-    /// Migration 0010's deltas folded into the totals, one table per statement.
+    const VACUUM_AGGREGATES: &'static [&'static str] = &[
+        "VACUUM order_count_deltas, order_day_deltas, order_provider_day_deltas, \
+           route_day_deltas, route_day_time_deltas",
+    ];
+    /// Migrations 0010's and 0013's deltas folded into the totals, one table per statement.
     const COMPACT_AGGREGATES: &'static [&'static str] = &[
         "WITH d AS (DELETE FROM order_count_deltas RETURNING status, forward_state, orders) \
          INSERT INTO order_counts (status, forward_state, orders) \
@@ -46,6 +48,41 @@ impl Dialect for Postgres {
          SET orders = order_provider_days.orders + EXCLUDED.orders, \
          cost_nanos = order_provider_days.cost_nanos + EXCLUDED.cost_nanos, \
          kept_cost_nanos = order_provider_days.kept_cost_nanos + EXCLUDED.kept_cost_nanos",
+        // Migration 0013's scorecards.
+        "WITH d AS (DELETE FROM route_day_deltas RETURNING day, provider, \
+         upstream_service, attempts, accepted, refused, not_sent, ambiguous, call_ms, \
+         orders, started, completed, partial, canceled, undelivered_ppm, cost_nanos, \
+         kept_cost_nanos, charged, refunded, refills, refills_done, refills_failed) \
+         INSERT INTO route_days (day, provider, upstream_service, attempts, accepted, \
+         refused, not_sent, ambiguous, call_ms, orders, started, completed, partial, \
+         canceled, undelivered_ppm, cost_nanos, kept_cost_nanos, charged, refunded, \
+         refills, refills_done, refills_failed) SELECT day, provider, upstream_service, \
+         SUM(attempts), SUM(accepted), SUM(refused), SUM(not_sent), SUM(ambiguous), \
+         SUM(call_ms), SUM(orders), SUM(started), SUM(completed), SUM(partial), \
+         SUM(canceled), SUM(undelivered_ppm), SUM(cost_nanos), SUM(kept_cost_nanos), \
+         SUM(charged), SUM(refunded), SUM(refills), SUM(refills_done), \
+         SUM(refills_failed) FROM d GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 ON CONFLICT (day, \
+         provider, upstream_service) DO UPDATE SET attempts = route_days.attempts + \
+         EXCLUDED.attempts, accepted = route_days.accepted + EXCLUDED.accepted, refused = \
+         route_days.refused + EXCLUDED.refused, not_sent = route_days.not_sent + \
+         EXCLUDED.not_sent, ambiguous = route_days.ambiguous + EXCLUDED.ambiguous, \
+         call_ms = route_days.call_ms + EXCLUDED.call_ms, orders = route_days.orders + \
+         EXCLUDED.orders, started = route_days.started + EXCLUDED.started, completed = \
+         route_days.completed + EXCLUDED.completed, partial = route_days.partial + \
+         EXCLUDED.partial, canceled = route_days.canceled + EXCLUDED.canceled, \
+         undelivered_ppm = route_days.undelivered_ppm + EXCLUDED.undelivered_ppm, \
+         cost_nanos = route_days.cost_nanos + EXCLUDED.cost_nanos, kept_cost_nanos = \
+         route_days.kept_cost_nanos + EXCLUDED.kept_cost_nanos, charged = \
+         route_days.charged + EXCLUDED.charged, refunded = route_days.refunded + \
+         EXCLUDED.refunded, refills = route_days.refills + EXCLUDED.refills, refills_done \
+         = route_days.refills_done + EXCLUDED.refills_done, refills_failed = \
+         route_days.refills_failed + EXCLUDED.refills_failed",
+        "WITH d AS (DELETE FROM route_day_time_deltas RETURNING day, provider, \
+         upstream_service, kind, bucket, n) INSERT INTO route_day_times (day, provider, \
+         upstream_service, kind, bucket, n) SELECT day, provider, upstream_service, kind, \
+         bucket, SUM(n) FROM d GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 ON CONFLICT \
+         (day, provider, upstream_service, kind, bucket) DO UPDATE SET n = \
+         route_day_times.n + EXCLUDED.n",
     ];
 
     fn word(name: &str, param: &str) -> String {

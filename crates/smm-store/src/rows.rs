@@ -34,7 +34,7 @@ macro_rules! order_status_columns {
 }
 macro_rules! attempt_columns {
     () => {
-        "order_id, provider, upstream_service, outcome, detail, started_at, finished_at"
+        "order_id, provider, upstream_service, outcome, detail, started_at, finished_at, why"
     };
 }
 macro_rules! refill_columns {
@@ -338,6 +338,7 @@ pub(crate) struct AttemptRow {
     pub detail: Option<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    pub why: Option<String>,
 }
 
 impl From<AttemptRow> for ForwardAttempt {
@@ -350,6 +351,7 @@ impl From<AttemptRow> for ForwardAttempt {
             detail: row.detail,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            why: row.why,
         }
     }
 }

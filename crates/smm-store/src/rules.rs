@@ -147,6 +147,32 @@ pub(crate) fn attempt_outcome(outcome: &crate::ForwardOutcome) -> (&'static str,
     }
 }
 
+/// Whether an order in `status` has started (its scorecard's `started_at` is set the first
+/// time): some of it is, or was, being delivered.
+pub(crate) fn status_started(status: &OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::InProgress
+            | OrderStatus::Processing
+            | OrderStatus::Completed
+            | OrderStatus::Partial
+            | OrderStatus::Active
+            | OrderStatus::Expired
+    )
+}
+
+/// Whether `status` is an end (its scorecard's `finished_at` is set the first time).
+pub(crate) fn status_finished(status: &OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::Completed
+            | OrderStatus::Partial
+            | OrderStatus::Canceled
+            | OrderStatus::Refunded
+            | OrderStatus::Expired
+    )
+}
+
 /// The message for a `Sent` outcome (or an attach) whose upstream id another order holds.
 pub(crate) fn upstream_clash(
     provider: &str,

@@ -30,6 +30,7 @@
 //! [`StoreError::Conflict`] everywhere else.
 
 mod notify;
+mod scorecard;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -587,7 +588,8 @@ where
         }
         sqlx::query::<D>(
             "UPDATE orders SET status = 'Canceled', status_raw = NULL, forward_state = 'rejected', \
-             forward_error = $2, next_poll_at = NULL, updated_at = $3 WHERE id = $1",
+             forward_error = $2, next_poll_at = NULL, updated_at = $3, \
+             finished_at = COALESCE(finished_at, $3) WHERE id = $1",
         )
         .bind(order.id.0)
         .bind(why.forward_error.as_str())
@@ -639,18 +641,20 @@ where
         order: OrderId,
         provider: &str,
         upstream_service: &str,
+        why: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<()> {
         let row = Order::try_from(Self::lock_order(&mut *conn, order).await?)?;
         rules::require_state(&row, &[ForwardState::Sending], "begin an attempt for")?;
         sqlx::query::<D>(
             "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
-             started_at) VALUES ($1, $2, $3, 'pending', $4)",
+             started_at, why) VALUES ($1, $2, $3, 'pending', $4, $5)",
         )
         .bind(order.0)
         .bind(provider)
         .bind(upstream_service)
         .bind(now)
+        .bind(why)
         .execute(&mut *conn)
         .await?;
         sqlx::query::<D>(
@@ -681,7 +685,9 @@ where
             "UPDATE orders SET status = $2, status_raw = $3, \
              start_count = COALESCE($4, start_count), remains = COALESCE($5, remains), \
              extra = COALESCE($6, extra), next_poll_at = $7, updated_at = $8, \
-             attention = COALESCE($9, attention) WHERE id = $1",
+             attention = COALESCE($9, attention), \
+             started_at = COALESCE(started_at, CASE WHEN $10 = 1 THEN $8 END), \
+             finished_at = COALESCE(finished_at, CASE WHEN $11 = 1 THEN $8 END) WHERE id = $1",
         )
         .bind(order.0)
         .bind(status)
@@ -692,6 +698,8 @@ where
         .bind((!terminal).then_some(update.next_poll_at))
         .bind(now)
         .bind(attention)
+        .bind(i64::from(rules::status_started(&update.status)))
+        .bind(i64::from(rules::status_finished(&update.status)))
         .execute(conn)
         .await?;
         Ok(())
@@ -1535,7 +1543,8 @@ where
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let result = Self::note_attempt(&mut tx, order, provider, upstream_service, now).await;
+        let result =
+            Self::note_attempt(&mut tx, order, provider, upstream_service, None, now).await;
         settle(tx, result).await
     }
 
@@ -1566,7 +1575,15 @@ where
         let mut tx = self.begin().await?;
         let result = async {
             for a in sorted {
-                Self::note_attempt(&mut tx, a.order, &a.provider, &a.upstream_service, now).await?;
+                Self::note_attempt(
+                    &mut tx,
+                    a.order,
+                    &a.provider,
+                    &a.upstream_service,
+                    a.why.as_deref(),
+                    now,
+                )
+                .await?;
             }
             Ok(())
         }
@@ -1947,7 +1964,9 @@ where
         let folded: i64 = sqlx::query_scalar::<D, i64>(
             "SELECT (SELECT COUNT(*) FROM order_count_deltas) \
              + (SELECT COUNT(*) FROM order_day_deltas) \
-             + (SELECT COUNT(*) FROM order_provider_day_deltas)",
+             + (SELECT COUNT(*) FROM order_provider_day_deltas) \
+             + (SELECT COUNT(*) FROM route_day_deltas) \
+             + (SELECT COUNT(*) FROM route_day_time_deltas)",
         )
         .fetch_one(&self.writer)
         .await?;
@@ -3119,6 +3138,20 @@ where
 
     async fn webhook_backlog(&self) -> StoreResult<WebhookBacklog> {
         self.webhook_backlog_impl().await
+    }
+
+    async fn route_records(&self, window: ScoreWindow) -> StoreResult<Vec<RouteRecord>> {
+        self.route_records_impl(window).await
+    }
+
+    async fn recent_attempts(
+        &self,
+        provider: &str,
+        upstream_service: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<RecentAttempt>> {
+        self.recent_attempts_impl(provider, upstream_service, limit)
+            .await
     }
 
     async fn alert_condition(

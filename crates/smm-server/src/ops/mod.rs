@@ -26,6 +26,7 @@ pub mod config_file;
 pub mod notifications;
 pub mod on_behalf;
 pub mod overview;
+pub mod scorecards;
 pub use admins::{AdminView, LoginRefusal, hash_password, verify_password};
 
 /// Why an operation failed. Each kind maps to one HTTP status and one `code` in the admin API's
@@ -237,6 +238,9 @@ pub struct AttemptView {
     pub detail: Option<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// Why the attempt went to this route: which routing policy chose it and on what grounds
+    /// (`null` for attempts made before policies existed).
+    pub why: Option<String>,
 }
 
 impl From<&ForwardAttempt> for AttemptView {
@@ -249,6 +253,7 @@ impl From<&ForwardAttempt> for AttemptView {
             detail: a.detail.clone(),
             started_at: a.started_at,
             finished_at: a.finished_at,
+            why: a.why.clone(),
         }
     }
 }

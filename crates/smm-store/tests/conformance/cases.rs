@@ -105,7 +105,6 @@ pub(crate) async fn assert_books_balance(db: &Db, customer: CustomerId) {
 /// The aggregates the database keeps (migration 0010) equal what every order says.
 async fn assert_aggregates_match_the_orders(db: &Db) {
     use std::collections::BTreeMap;
-    const DAY_MS: i64 = 86_400_000;
     let orders = db
         .list_orders(&OrderFilter {
             limit: 1_000_000,
@@ -195,6 +194,58 @@ async fn assert_aggregates_match_the_orders(db: &Db) {
         .map(|(s, n)| (s.as_str(), n))
         .collect();
     assert_eq!(kept_states, states, "order_counts by forward state");
+    // The routes' scorecards (migration 0013) count the same orders, outcomes and money.
+    let mut routes: BTreeMap<(String, String), [i64; 6]> = BTreeMap::new();
+    for o in &orders {
+        if let (ForwardState::Sent, Some(provider), Some(service), Some(_)) = (
+            o.forward_state,
+            &o.provider,
+            &o.upstream_service,
+            o.forwarded_at,
+        ) {
+            let r = routes
+                .entry((provider.clone(), service.clone()))
+                .or_insert([0; 6]);
+            r[0] += 1;
+            r[1] += i64::from(matches!(
+                o.status,
+                OrderStatus::Completed | OrderStatus::Expired
+            ));
+            r[2] += i64::from(o.status == OrderStatus::Partial);
+            r[3] += i64::from(matches!(
+                o.status,
+                OrderStatus::Canceled | OrderStatus::Refunded
+            ));
+            r[4] += o.charge.units();
+            r[5] += o.refunded.units();
+        }
+    }
+    let window = ScoreWindow {
+        now: T0 + 400 * DAY_MS,
+        days: 3650,
+    };
+    let kept_routes: BTreeMap<(String, String), [i64; 6]> = db
+        .route_records(window)
+        .await
+        .expect("route records")
+        .into_iter()
+        .filter(|r| r.counts.orders != 0)
+        .map(|r| {
+            let n = r.counts;
+            (
+                (r.provider, r.upstream_service),
+                [
+                    n.orders,
+                    n.completed,
+                    n.partial,
+                    n.canceled,
+                    n.charged,
+                    n.refunded,
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(kept_routes, routes, "route_days");
     // Folding the deltas into the totals changes no answer.
     db.compact_aggregates().await.expect("compaction");
     assert_eq!(db.order_totals_since(0).await.expect("totals"), totals);
@@ -1294,6 +1345,7 @@ pub async fn batch_attempts_are_all_or_nothing(db: Db) {
         order,
         provider: provider.into(),
         upstream_service: "7".into(),
+        why: None,
     };
     // The third is still queued: the whole batch is refused.
     let refused = db

@@ -9,9 +9,11 @@ mod harness;
 mod notify;
 mod props;
 mod schema;
+mod scorecard;
 
 use cases::*;
 use notify::*;
+use scorecard::*;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -37,6 +39,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    scorecards_are_exact,
     customers_lifecycle,
     balance_adjustments,
     place_order_debits_and_queues,

@@ -16,6 +16,7 @@ mod operations;
 mod orders;
 mod protocol;
 mod reconcile;
+mod routing;
 
 /// One test per backend for each case: `sqlite::case` and `postgres::case`.
 macro_rules! e2e {
@@ -43,6 +44,9 @@ macro_rules! e2e {
 }
 
 e2e!(
+    // issue #15: routing policies
+    routing::cheapest_sends_to_the_cheaper_route_at_the_same_price,
+    routing::quality_learns_explores_demotes_and_promotes,
     // billing and refunds per order type (docs/billing.md)
     billing::subscriptions_refund_the_posts_not_served,
     billing::partials_without_remains_refund_by_the_upstream_charge,

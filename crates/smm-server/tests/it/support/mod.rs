@@ -170,6 +170,8 @@ pub fn service_def(id: u64, routes: Vec<RouteDef>) -> ServiceDef {
         markup: None,
         desc: None,
         enabled: true,
+        policy: None,
+        targets: Default::default(),
     }
 }
 
