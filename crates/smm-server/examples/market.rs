@@ -317,7 +317,7 @@ impl Customer {
             self.place(ctx, now).await;
             self.next_order_ms += gap_ms(&mut self.demand, ctx.market.customers.orders_per_day);
         }
-        self.poll(ctx, now).await;
+        self.poll_orders(ctx, now, false).await;
         self.refills(ctx).await;
         let patience = (ctx.market.customers.patience_hours * HOUR_MS) as u64;
         let tolerance = ctx.market.customers.partial_tolerance;
@@ -438,10 +438,6 @@ impl Customer {
                 }
             }
         }
-    }
-
-    async fn poll(&mut self, ctx: &Ctx<'_>, now: u64) {
-        self.poll_orders(ctx, now, false).await;
     }
 
     /// Asks a refill for every dropped Completed order of a refillable service, and follows the
@@ -1040,9 +1036,12 @@ fn provider_share(counts: &BTreeMap<String, u64>, name: &str) -> String {
     )
 }
 
+/// A row of the report: its name, and its cell for one policy.
+type Row<'a> = (&'a str, Box<dyn Fn(&Outcome) -> String + 'a>);
+
 fn report(market: &Market, outcomes: &[Outcome], omit_routing: bool) {
     let b = market.degrade.provider.as_str();
-    let rows: Vec<(&str, Box<dyn Fn(&Outcome) -> String>)> = vec![
+    let rows: Vec<Row<'_>> = vec![
         ("profit after refunds", Box::new(|o| money(o.profit()))),
         (
             "  customers' charges, net of refunds",
@@ -1149,11 +1148,7 @@ fn report(market: &Market, outcomes: &[Outcome], omit_routing: bool) {
     for (name, f) in &rows {
         println!(
             "| {name} | {} |",
-            outcomes
-                .iter()
-                .map(|o| f(o))
-                .collect::<Vec<_>>()
-                .join(" | ")
+            outcomes.iter().map(f).collect::<Vec<_>>().join(" | ")
         );
     }
     println!();
