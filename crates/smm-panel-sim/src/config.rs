@@ -39,8 +39,11 @@ pub struct SimConfig {
     pub max_log: usize,
     /// Id of the first order created (ids then go up by one).
     pub first_order_id: u64,
-    /// Duration ranges used by order, refill and subscription plans.
+    /// Duration ranges used by order, refill and subscription plans (a service's `profile` may
+    /// override the order ones).
     pub timing: Timing,
+    /// Windows of sim time during which the panel is down or answers every request with a fault.
+    pub outages: Vec<Outage>,
 }
 
 impl Default for SimConfig {
@@ -55,6 +58,7 @@ impl Default for SimConfig {
             max_log: DEFAULT_MAX_LOG,
             first_order_id: 10_001,
             timing: Timing::default(),
+            outages: Vec::new(),
         }
     }
 }
@@ -149,6 +153,13 @@ impl SimConfig {
             if s.rate.is_sign_negative() {
                 return Err(SimError::Config(format!("service {}: negative rate", s.id)));
             }
+            s.profile
+                .validate()
+                .map_err(|e| SimError::Config(format!("service {}: profile: {e}", s.id)))?;
+        }
+        for (i, o) in self.outages.iter().enumerate() {
+            o.validate()
+                .map_err(|e| SimError::Config(format!("outages[{i}]: {e}")))?;
         }
         let mut keys = HashSet::new();
         for a in &self.accounts {
@@ -200,6 +211,10 @@ pub struct SimService {
     /// Outcome weights of this service's orders.
     #[serde(default)]
     pub outcomes: Outcomes,
+    /// How this panel delivers the service (start delay, speed, Partial shares, drops); unset
+    /// fields fall back to `outcomes` and the panel-wide `timing`.
+    #[serde(default, skip_serializing_if = "Profile::is_unset")]
+    pub profile: Profile,
 }
 
 fn one() -> u64 {
@@ -222,6 +237,7 @@ impl Default for SimService {
             dripfeed: false,
             reject_duplicate_link: false,
             outcomes: Outcomes::default(),
+            profile: Profile::default(),
         }
     }
 }
@@ -311,6 +327,177 @@ impl Default for Timing {
             refill_run_secs: [60, 600],
             post_every_secs: [600, 3600],
         }
+    }
+}
+
+/// A provider's quality profile for one service: how the panel delivers its orders. Every field
+/// is optional; an unset one falls back to the service's `outcomes`, the panel-wide `timing`, and
+/// no drops, so a service without a profile behaves exactly as before. Plans are drawn when an
+/// order is placed, so a changed profile ([`crate::Sim::set_profile`]) applies to orders placed
+/// after the change only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Profile {
+    /// Start delay: time an order stays Pending, `[min, max]` seconds (default
+    /// `timing.pending_secs`).
+    pub pending_secs: Option<[u64; 2]>,
+    /// Speed: time an order stays In progress, `[min, max]` seconds (default `timing.run_secs`).
+    pub run_secs: Option<[u64; 2]>,
+    /// Outcome weights and refill rejection (default: the service's `outcomes`).
+    pub outcomes: Option<Outcomes>,
+    /// Undelivered share of a Partial order, `[min, max]` fractions of its quantity, e.g.
+    /// `[0.2, 0.6]` (default: anything from one unit to all but one).
+    pub partial_undelivered: Option<[f64; 2]>,
+    /// Completed orders that later lose part of what was delivered (default: none).
+    pub drops: Option<Drops>,
+}
+
+impl Profile {
+    /// True when no field is set (the service follows `outcomes` and `timing`).
+    pub fn is_unset(&self) -> bool {
+        *self == Profile::default()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if let Some(r) = self.partial_undelivered {
+            fractions("partial_undelivered", r)?;
+        }
+        if let Some(d) = &self.drops {
+            if !(d.rate.is_finite() && (0.0..=1.0).contains(&d.rate)) {
+                return Err(format!("drops.rate must be within 0..=1, got {}", d.rate));
+            }
+            fractions("drops.share", d.share)?;
+        }
+        Ok(())
+    }
+}
+
+fn fractions(name: &str, r: [f64; 2]) -> Result<(), String> {
+    if r.iter().all(|x| x.is_finite() && (0.0..=1.0).contains(x)) && r[0] <= r[1] {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be [min, max] with 0 <= min <= max <= 1, got {r:?}"
+        ))
+    }
+}
+
+/// Drops: some time after a Completed order ends, part of what was delivered disappears (the
+/// followers unfollow). The API keeps answering Completed, as real panels do; the drop is
+/// visible only to a god-view client ([`crate::Sim::dropped_orders`], [`SimOrder::drop`]). A
+/// refill asked after the drop that ends Completed restores the units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Drops {
+    /// Probability (0..=1) that a Completed order drops.
+    pub rate: f64,
+    /// Share of the delivered units lost, `[min, max]` fractions (at least one unit).
+    pub share: [f64; 2],
+    /// How long after completion the drop happens, `[min, max]` seconds.
+    pub after_secs: [u64; 2],
+}
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops {
+            rate: 0.0,
+            share: [0.1, 0.3],
+            after_secs: [3600, 259_200],
+        }
+    }
+}
+
+/// A window (or a repeating series of windows) of sim time during which the panel is down.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Outage {
+    /// Sim time the first window opens, seconds since the sim started.
+    #[serde(default)]
+    pub from_secs: u64,
+    /// Length of each window, seconds.
+    pub for_secs: u64,
+    /// The window repeats this often, e.g. 86400 for a nightly maintenance (once when unset).
+    #[serde(default)]
+    pub every_secs: Option<u64>,
+    /// What happens meanwhile. Unset: the panel is unreachable, connections are refused (the
+    /// server stops listening and closes its connections; the whole panel, control endpoints
+    /// included). Set: every `/api/v2` request (about `service`, if given) gets this fault,
+    /// which is not used up.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+    /// Only requests about this service (as [`FaultRule::service`]); only with `fault`.
+    #[serde(default)]
+    pub service: Option<u64>,
+}
+
+impl Outage {
+    /// A panel-wide outage refusing connections for `for_secs` from `from_secs`.
+    pub fn refused(from_secs: u64, for_secs: u64) -> Outage {
+        Outage {
+            from_secs,
+            for_secs,
+            every_secs: None,
+            fault: None,
+            service: None,
+        }
+    }
+
+    /// The same window, answering every request with `fault` instead.
+    pub fn with_fault(mut self, fault: Fault) -> Outage {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// Repeats the window every `secs`.
+    pub fn every(mut self, secs: u64) -> Outage {
+        self.every_secs = Some(secs);
+        self
+    }
+
+    /// Restricts a fault outage to one service.
+    pub fn on_service(mut self, service: u64) -> Outage {
+        self.service = Some(service);
+        self
+    }
+
+    /// Whether connections are refused (no `fault`).
+    pub fn refuses(&self) -> bool {
+        self.fault.is_none()
+    }
+
+    /// End (sim ms) of the window open at `now_ms`, if one is.
+    pub fn open_until(&self, now_ms: u64) -> Option<u64> {
+        let from = self.from_secs.saturating_mul(1000);
+        let len = self.for_secs.saturating_mul(1000);
+        if now_ms < from || len == 0 {
+            return None;
+        }
+        let start = match self.every_secs {
+            Some(every) if every > 0 => {
+                let every = every.saturating_mul(1000);
+                now_ms - (now_ms - from) % every
+            }
+            _ => from,
+        };
+        let end = start.saturating_add(len);
+        (now_ms < end).then_some(end)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.for_secs == 0 {
+            return Err("for_secs must be at least 1".into());
+        }
+        if let Some(every) = self.every_secs {
+            if every < self.for_secs {
+                return Err(format!(
+                    "every_secs ({every}) must be at least for_secs ({})",
+                    self.for_secs
+                ));
+            }
+        }
+        if self.refuses() && self.service.is_some() {
+            return Err("a refused-connections outage is panel-wide: set `fault` to restrict one to a service".into());
+        }
+        Ok(())
     }
 }
 
@@ -431,6 +618,8 @@ pub enum Fault {
     Garbled,
     /// HTTP 302 to `http://127.0.0.1:1/elsewhere`. Not processed.
     Redirect,
+    /// HTTP 503 with an nginx-style maintenance page and `Retry-After`. Not processed.
+    Unavailable,
 }
 
 impl Fault {
@@ -448,6 +637,7 @@ impl Fault {
             Fault::DropBeforeRecord => "drop_before_record",
             Fault::Garbled => "garbled",
             Fault::Redirect => "redirect",
+            Fault::Unavailable => "unavailable",
         }
     }
 }
@@ -569,6 +759,21 @@ pub struct SimOrder {
     pub posts: Option<u64>,
     /// Sim time of creation (ms).
     pub created_ms: u64,
+    /// The drop this Completed order suffered, once it happened (see [`Drops`]).
+    #[serde(default)]
+    pub drop: Option<SimDrop>,
+}
+
+/// Units a Completed order lost after it ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SimDrop {
+    /// Sim time of the drop (ms).
+    pub at_ms: u64,
+    /// Units lost.
+    pub units: u64,
+    /// Sim time (ms) a refill asked after the drop ended Completed and restored the units;
+    /// `None` while they are missing.
+    pub refilled_ms: Option<u64>,
 }
 
 /// Snapshot of one refill at the current sim time.
@@ -713,6 +918,7 @@ fn svc(
         dripfeed: false,
         reject_duplicate_link: false,
         outcomes: Outcomes::mixed(),
+        profile: Profile::default(),
     }
 }
 

@@ -15,8 +15,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::{
-    Dialect, Fault, FaultRule, OrderStatus, Outcomes, RecordedRequest, RequestCounts, ServiceType,
-    SimConfig, SimOrder, SimRefill, SimService, Timing,
+    Dialect, Fault, FaultRule, OrderStatus, Outage, Outcomes, Profile, RecordedRequest,
+    RequestCounts, ServiceType, SimConfig, SimDrop, SimOrder, SimRefill, SimService, Timing,
 };
 use crate::json::J;
 use crate::params::{self, Packed, Params};
@@ -102,6 +102,8 @@ struct Plan {
     outcome: Outcome,
     start_count: u64,
     partial_remains: u64,
+    /// (ms after completion, units lost) when a Completed order is to drop.
+    drop: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,8 @@ struct Order {
     plan: Plan,
     cancel_at: Option<u64>,
     sub: Option<Sub>,
+    /// Refills asked for this order, in order (ids).
+    refills: Vec<u64>,
 }
 
 /// An order's state at one instant.
@@ -182,6 +186,17 @@ impl Order {
             - u64::try_from(delivered)
                 .unwrap_or(0)
                 .min(self.quantity - target)
+    }
+
+    /// When and how many units the order loses: only an order that ran to its planned
+    /// Completed end (not canceled, not a subscription).
+    fn drop_plan(&self) -> Option<(u64, u64)> {
+        if self.sub.is_some() || self.cancel_at.is_some() || self.plan.outcome != Outcome::Completed
+        {
+            return None;
+        }
+        let (after, units) = self.plan.drop?;
+        Some((self.end().saturating_add(after), units))
     }
 
     fn first_post(&self) -> u64 {
@@ -382,11 +397,17 @@ struct Refill {
 }
 
 impl Refill {
+    fn end(&self) -> u64 {
+        self.created
+            .saturating_add(self.pending)
+            .saturating_add(self.run)
+    }
+
     fn status_at(&self, t: u64) -> &'static str {
         let start = self.created.saturating_add(self.pending);
         if t < start {
             "Pending"
-        } else if t < start.saturating_add(self.run) {
+        } else if t < self.end() {
             "In progress"
         } else if self.rejected {
             "Rejected"
@@ -410,12 +431,25 @@ fn secs_range(rng: &mut fastrand::Rng, r: [u64; 2]) -> u64 {
     rng.u64(a.saturating_mul(1000)..=b.saturating_mul(1000))
 }
 
-/// Draws an order's plan. Floats only pick the outcome by weight; money is not touched.
-#[allow(clippy::float_arithmetic)] // outcome weights are probabilities by design
-fn make_plan(seed: u64, id: u64, outcomes: &Outcomes, timing: &Timing, quantity: u64) -> Plan {
+/// Draws an order's plan. Floats only pick the outcome by weight and the shares of a Partial
+/// or a drop; money is not touched. The profile's ranges replace the panel-wide timing; its
+/// Partial share and drop are drawn from generators of their own, so a profile without them
+/// draws exactly what the panel always drew.
+#[allow(clippy::float_arithmetic)] // outcome weights and shares are probabilities by design
+fn make_plan(
+    seed: u64,
+    id: u64,
+    outcomes: &Outcomes,
+    timing: &Timing,
+    profile: &Profile,
+    quantity: u64,
+) -> Plan {
     let mut rng = fastrand::Rng::with_seed(mix(seed, id, 1));
-    let pending = secs_range(&mut rng, timing.pending_secs);
-    let run = secs_range(&mut rng, timing.run_secs);
+    let pending = secs_range(
+        &mut rng,
+        profile.pending_secs.unwrap_or(timing.pending_secs),
+    );
+    let run = secs_range(&mut rng, profile.run_secs.unwrap_or(timing.run_secs));
     let w = |x: f64| if x.is_finite() && x > 0.0 { x } else { 0.0 };
     let (wc, wp, wx) = (
         w(outcomes.completed),
@@ -432,7 +466,7 @@ fn make_plan(seed: u64, id: u64, outcomes: &Outcomes, timing: &Timing, quantity:
         Outcome::Canceled
     };
     let start_count = rng.u64(0..=50_000);
-    let partial_remains = if quantity >= 2 {
+    let mut partial_remains = if quantity >= 2 {
         rng.u64(1..quantity)
     } else {
         0
@@ -440,13 +474,34 @@ fn make_plan(seed: u64, id: u64, outcomes: &Outcomes, timing: &Timing, quantity:
     if outcome == Outcome::Partial && quantity < 2 {
         outcome = Outcome::Completed;
     }
+    if let (Some(range), true) = (profile.partial_undelivered, quantity >= 2) {
+        let mut rng = fastrand::Rng::with_seed(mix(seed, id, 4));
+        partial_remains = share_of(&mut rng, range, quantity).clamp(1, quantity - 1);
+    }
+    let drop = profile.drops.as_ref().and_then(|d| {
+        let mut rng = fastrand::Rng::with_seed(mix(seed, id, 5));
+        let hit = d.rate.is_finite() && rng.f64() < d.rate;
+        let after = secs_range(&mut rng, d.after_secs);
+        let units = share_of(&mut rng, d.share, quantity).clamp(1, quantity.max(1));
+        (hit && outcome == Outcome::Completed && quantity >= 1).then_some((after, units))
+    });
     Plan {
         pending,
         run,
         outcome,
         start_count,
         partial_remains,
+        drop,
     }
+}
+
+/// `quantity × u` rounded, for `u` drawn uniformly from the `[min, max]` fractions.
+#[allow(clippy::float_arithmetic)] // a share of units, not money
+fn share_of(rng: &mut fastrand::Rng, range: [f64; 2], quantity: u64) -> u64 {
+    let (a, b) = (range[0].min(range[1]), range[0].max(range[1]));
+    let u = (a + (b - a) * rng.f64()).clamp(0.0, 1.0);
+    // `as` saturates; the product is at most `quantity`.
+    ((quantity as f64) * u).round() as u64
 }
 
 #[allow(clippy::float_arithmetic)] // rejection probability is a float by design
@@ -520,6 +575,7 @@ pub(crate) struct State {
     next_seq: u64,
     start_unix_ms: u64,
     counts: RequestCounts,
+    outages: Vec<Outage>,
 }
 
 impl State {
@@ -548,6 +604,7 @@ impl State {
             next_seq: 0,
             start_unix_ms,
             counts: RequestCounts::default(),
+            outages: cfg.outages.clone(),
         };
         st.set_services(cfg.services.clone());
         st
@@ -612,11 +669,81 @@ impl State {
     }
 
     pub(crate) fn orders(&self, now: u64) -> Vec<SimOrder> {
-        self.orders.iter().map(|o| snapshot(o, now)).collect()
+        self.orders
+            .iter()
+            .map(|o| snapshot(o, self.drop_of(o, now), now))
+            .collect()
     }
 
     pub(crate) fn order(&self, id: u64, now: u64) -> Option<SimOrder> {
-        self.order_ref(id).map(|o| snapshot(o, now))
+        self.order_ref(id)
+            .map(|o| snapshot(o, self.drop_of(o, now), now))
+    }
+
+    /// Orders whose drop happened by `now` (refilled or not).
+    pub(crate) fn dropped_orders(&self, now: u64) -> Vec<SimOrder> {
+        self.orders
+            .iter()
+            .filter_map(|o| {
+                let drop = self.drop_of(o, now)?;
+                Some(snapshot(o, Some(drop), now))
+            })
+            .collect()
+    }
+
+    /// The drop `o` suffered by `now`, with the first refill asked after it that ended
+    /// Completed by `now`.
+    fn drop_of(&self, o: &Order, now: u64) -> Option<SimDrop> {
+        let (at, units) = o.drop_plan().filter(|(at, _)| *at <= now)?;
+        let refilled_ms = o
+            .refills
+            .iter()
+            .filter_map(|id| self.refill_ref(*id))
+            .filter(|r| r.created >= at && !r.rejected && r.end() <= now)
+            .map(Refill::end)
+            .min();
+        Some(SimDrop {
+            at_ms: at,
+            units,
+            refilled_ms,
+        })
+    }
+
+    /// Replaces one service's profile; false when the service is unknown.
+    pub(crate) fn set_profile(&mut self, service: u64, profile: Profile) -> bool {
+        match self.services.get_mut(&service) {
+            Some(s) => {
+                s.profile = profile;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn add_outage(&mut self, outage: Outage) {
+        self.outages.push(outage);
+    }
+
+    pub(crate) fn clear_outages(&mut self) {
+        self.outages.clear();
+    }
+
+    pub(crate) fn outages(&self) -> Vec<Outage> {
+        self.outages.clone()
+    }
+
+    /// Whether some outage refuses connections (at any time).
+    pub(crate) fn may_refuse(&self) -> bool {
+        self.outages.iter().any(Outage::refuses)
+    }
+
+    /// End (sim ms) of the refused-connections window open at `now`, if one is.
+    pub(crate) fn refused_until(&self, now: u64) -> Option<u64> {
+        self.outages
+            .iter()
+            .filter(|o| o.refuses())
+            .filter_map(|o| o.open_until(now))
+            .max()
     }
 
     pub(crate) fn refills(&self, now: u64) -> Vec<SimRefill> {
@@ -665,17 +792,28 @@ impl State {
         }
     }
 
-    /// Picks the fault for this request (first matching rule) and consumes one of its uses.
-    pub(crate) fn take_fault(&mut self, p: &Params) -> Option<Fault> {
-        if self.faults.is_empty() {
+    /// Picks the fault for this request: an outage's open at `now` (never used up), else the
+    /// first matching rule, consuming one of its uses.
+    pub(crate) fn take_fault(&mut self, p: &Params, now: u64) -> Option<Fault> {
+        if self.faults.is_empty() && self.outages.is_empty() {
             return None;
         }
         let action = p.get("action").map(|s| s.trim());
-        let services = if self.faults.iter().any(|r| r.service.is_some()) {
+        let services = if self.faults.iter().any(|r| r.service.is_some())
+            || self.outages.iter().any(|o| o.service.is_some())
+        {
             self.request_services(p)
         } else {
             Vec::new()
         };
+        let outage = self.outages.iter().find(|o| {
+            o.fault.is_some()
+                && o.service.is_none_or(|s| services.contains(&s))
+                && o.open_until(now).is_some()
+        });
+        if let Some(fault) = outage.and_then(|o| o.fault.clone()) {
+            return Some(fault);
+        }
         let idx = self.faults.iter().position(|r| {
             r.action.as_deref().is_none_or(|a| Some(a) == action)
                 && r.service.is_none_or(|s| services.contains(&s))
@@ -936,7 +1074,12 @@ impl State {
         let ty = ServiceType::parse(&svc.service_type).unwrap_or(T::Default);
         let (rate, min, max) = (svc.rate, svc.min, svc.max);
         let (dripfeed_ok, reject_dup) = (svc.dripfeed, svc.reject_duplicate_link);
-        let outcomes = svc.outcomes.clone();
+        let outcomes = svc
+            .profile
+            .outcomes
+            .clone()
+            .unwrap_or_else(|| svc.outcomes.clone());
+        let profile = svc.profile.clone();
 
         let link = if ty == T::Subscriptions {
             None
@@ -1072,7 +1215,7 @@ impl State {
         *balance -= charge;
 
         let id = self.next_order_id();
-        let mut plan = make_plan(self.seed, id, &outcomes, &self.timing, total);
+        let mut plan = make_plan(self.seed, id, &outcomes, &self.timing, &profile, total);
         if let Some(s) = &mut sub {
             let mut rng = fastrand::Rng::with_seed(mix(self.seed, id, 3));
             s.post_every = secs_range(&mut rng, self.timing.post_every_secs).max(1);
@@ -1095,6 +1238,7 @@ impl State {
             plan,
             cancel_at: None,
             sub,
+            refills: Vec::new(),
         };
         if let Some((t, status, _)) = order.resolution() {
             if status != OrderStatus::Completed || order.sub.is_some() {
@@ -1263,9 +1407,18 @@ impl State {
         ) {
             return Err(ApiError::RefillNotEligible);
         }
-        let reject_p = svc.map_or(0.0, |s| s.outcomes.refill_rejected);
+        let reject_p = svc.map_or(0.0, |s| {
+            s.profile
+                .outcomes
+                .as_ref()
+                .unwrap_or(&s.outcomes)
+                .refill_rejected
+        });
         let rid = self.refills.len() as u64 + 1;
         let (pending, run, rejected) = make_refill(self.seed, rid, reject_p, &self.timing);
+        if let Some(o) = self.index(id).and_then(|i| self.orders.get_mut(i)) {
+            o.refills.push(rid);
+        }
         self.refills.push(Refill {
             id: rid,
             order: id,
@@ -1393,7 +1546,7 @@ fn valid_link(p: &Params) -> Result<String, ApiError> {
     Ok(link.to_owned())
 }
 
-fn snapshot(o: &Order, now: u64) -> SimOrder {
+fn snapshot(o: &Order, drop: Option<SimDrop>, now: u64) -> SimOrder {
     let e = o.eval(now);
     SimOrder {
         id: o.id,
@@ -1413,6 +1566,7 @@ fn snapshot(o: &Order, now: u64) -> SimOrder {
         runs_done: e.runs_done,
         posts: e.posts,
         created_ms: o.created,
+        drop,
     }
 }
 
@@ -1448,8 +1602,8 @@ mod tests {
     fn plans_are_deterministic() {
         let t = Timing::default();
         let o = Outcomes::mixed();
-        let a = make_plan(7, 10_001, &o, &t, 1000);
-        let b = make_plan(7, 10_001, &o, &t, 1000);
+        let a = make_plan(7, 10_001, &o, &t, &Profile::default(), 1000);
+        let b = make_plan(7, 10_001, &o, &t, &Profile::default(), 1000);
         assert_eq!(
             (
                 a.pending,
@@ -1466,7 +1620,45 @@ mod tests {
                 b.partial_remains
             )
         );
-        let c = make_plan(8, 10_001, &o, &t, 1000);
+        let c = make_plan(8, 10_001, &o, &t, &Profile::default(), 1000);
         assert_ne!((a.pending, a.start_count), (c.pending, c.start_count));
+    }
+
+    #[test]
+    fn partial_shares_and_drops_leave_the_other_draws_alone() {
+        let t = Timing::default();
+        let o = Outcomes::mixed();
+        let shaped = Profile {
+            partial_undelivered: Some([0.5, 0.5]),
+            drops: Some(crate::config::Drops {
+                rate: 1.0,
+                ..crate::config::Drops::default()
+            }),
+            ..Profile::default()
+        };
+        let mut seen = (false, false);
+        for id in 10_001..10_200 {
+            let a = make_plan(7, id, &o, &t, &Profile::default(), 1000);
+            let b = make_plan(7, id, &o, &t, &shaped, 1000);
+            assert_eq!(
+                (a.pending, a.run, a.outcome, a.start_count),
+                (b.pending, b.run, b.outcome, b.start_count)
+            );
+            assert_eq!(a.drop, None);
+            match b.outcome {
+                Outcome::Partial => {
+                    assert_eq!(b.partial_remains, 500);
+                    seen.0 = true;
+                }
+                Outcome::Completed => {
+                    let (after, units) = b.drop.expect("rate 1: every Completed order drops");
+                    assert!((3_600_000..=259_200_000).contains(&after));
+                    assert!((100..=300).contains(&units));
+                    seen.1 = true;
+                }
+                Outcome::Canceled => assert_eq!(b.drop, None),
+            }
+        }
+        assert_eq!(seen, (true, true));
     }
 }

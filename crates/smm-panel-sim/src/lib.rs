@@ -15,6 +15,12 @@
 //!
 //! Time: the sim clock is real elapsed time × `speed` plus a manual offset moved by
 //! [`Sim::advance`]; order status is computed lazily from it, so no background task runs.
+//!
+//! Provider profiles: each service may carry a [`Profile`] (start delay, speed, outcome mix,
+//! undelivered share of a Partial, [`Drops`] after completion, refill success) over the
+//! panel-wide [`Timing`], changed at run time with [`Sim::set_profile`]; [`Outage`] windows of
+//! sim time refuse connections or fault every request. A client holding the `Sim` sees drops
+//! through [`Sim::dropped_orders`]. The TOML fields are described in the crate README.
 
 #![forbid(unsafe_code)]
 
@@ -26,15 +32,16 @@ mod server;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rust_decimal::Decimal;
 
 pub use config::{
-    DEFAULT_MAX_LOG, DEMO_KEY, Dialect, Fault, FaultRule, OrderStatus, Outcomes, RecordedRequest,
-    RequestCounts, SimAccount, SimConfig, SimError, SimOrder, SimRefill, SimService, Timing,
+    DEFAULT_MAX_LOG, DEMO_KEY, Dialect, Drops, Fault, FaultRule, OrderStatus, Outage, Outcomes,
+    Profile, RecordedRequest, RequestCounts, SimAccount, SimConfig, SimDrop, SimError, SimOrder,
+    SimRefill, SimService, Timing,
 };
 
 use engine::State;
@@ -49,6 +56,8 @@ struct Inner {
     clock: Clock,
     /// `max_log > 0` (fixed at creation), read without the lock.
     log_enabled: bool,
+    /// Some outage refuses connections: the server watches the clock for it.
+    may_refuse: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -97,6 +106,7 @@ impl Sim {
                     offset_ms: AtomicU64::new(0),
                 },
                 log_enabled: config.max_log > 0,
+                may_refuse: AtomicBool::new(config.outages.iter().any(Outage::refuses)),
                 state: Mutex::new(State::new(&config, start_unix_ms)),
             }),
         }
@@ -123,6 +133,17 @@ impl Sim {
 
     pub(crate) fn log_enabled(&self) -> bool {
         self.inner.log_enabled
+    }
+
+    /// Whether some outage refuses connections (cheap: no lock).
+    pub(crate) fn may_refuse(&self) -> bool {
+        self.inner.may_refuse.load(Ordering::Relaxed)
+    }
+
+    /// End (sim ms) of the refused-connections window open now, if one is.
+    pub(crate) fn refused_until(&self) -> Option<u64> {
+        let now = self.now_ms();
+        self.lock().refused_until(now)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -162,6 +183,44 @@ impl Sim {
     /// Active fault rules (with their remaining `times`).
     pub fn faults(&self) -> Vec<FaultRule> {
         self.lock().faults()
+    }
+
+    /// Adds an outage window (see [`Outage`]); a refused-connections outage needs the sim served
+    /// by [`Sim::serve`] or [`Sim::spawn`].
+    pub fn add_outage(&self, outage: Outage) {
+        let mut st = self.lock();
+        st.add_outage(outage);
+        self.inner
+            .may_refuse
+            .store(st.may_refuse(), Ordering::Relaxed);
+    }
+
+    /// Removes every outage (a refused panel listens again within a few milliseconds).
+    pub fn clear_outages(&self) {
+        let mut st = self.lock();
+        st.clear_outages();
+        self.inner.may_refuse.store(false, Ordering::Relaxed);
+    }
+
+    /// The outages configured.
+    pub fn outages(&self) -> Vec<Outage> {
+        self.lock().outages()
+    }
+
+    /// Replaces one service's quality profile (start delay, speed, outcomes, Partial shares,
+    /// drops): orders placed from now on follow it, earlier ones keep their plans. False when
+    /// the service is unknown.
+    pub fn set_profile(&self, service: u64, profile: Profile) -> bool {
+        self.lock().set_profile(service, profile)
+    }
+
+    /// Completed orders whose drop happened by now ([`SimOrder::drop`] set), refilled or not:
+    /// what a god-view client asks to know which orders need a refill.
+    pub fn dropped_orders(&self) -> Vec<SimOrder> {
+        let now = self.now_ms();
+        let mut st = self.lock();
+        st.settle(now);
+        st.dropped_orders(now)
     }
 
     /// Switches the reply dialect (applies to the next request).

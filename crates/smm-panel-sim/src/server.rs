@@ -13,7 +13,7 @@ use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SERVER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::Service;
 
-use crate::config::{Dialect, Fault, FaultRule, SimService, de_decimal};
+use crate::config::{Dialect, Fault, FaultRule, Outage, Profile, SimService, de_decimal};
 use crate::json::{self, J};
 use crate::params::{self, Params};
 use crate::{Sim, engine};
@@ -45,11 +45,27 @@ struct ConnCtx {
     peer: SocketAddr,
 }
 
-pub(crate) async fn serve(sim: Sim, listener: TcpListener) -> std::io::Result<()> {
-    let app = router(sim);
+/// How often the clock is checked for a refused-connections outage (only when one exists).
+const OUTAGE_TICK: Duration = Duration::from_millis(5);
+
+pub(crate) async fn serve(sim: Sim, mut listener: TcpListener) -> std::io::Result<()> {
+    let app = router(sim.clone());
+    let addr = listener.local_addr()?;
     // Connection tasks live in this set, so aborting `serve` aborts them all.
     let mut conns = JoinSet::new();
     loop {
+        if sim.may_refuse() && sim.refused_until().is_some() {
+            // The panel is down: nothing listens, every connection is closed.
+            drop(listener);
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+            tracing::debug!(%addr, "outage: refusing connections");
+            while sim.may_refuse() && sim.refused_until().is_some() {
+                tokio::time::sleep(OUTAGE_TICK).await;
+            }
+            listener = rebind(addr).await;
+            tracing::debug!(%addr, "outage over: listening again");
+        }
         tokio::select! {
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
@@ -63,6 +79,21 @@ pub(crate) async fn serve(sim: Sim, listener: TcpListener) -> std::io::Result<()
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            // Watching the clock for a refused-connections window.
+            () = tokio::time::sleep(OUTAGE_TICK), if sim.may_refuse() => {}
+        }
+    }
+}
+
+/// Listens on `addr` again after an outage (retrying while the port is busy).
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot listen again after an outage; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }
@@ -111,6 +142,12 @@ fn router(sim: Sim) -> Router {
         .route("/control/advance", post(post_advance))
         .route("/control/balance", get(get_balance).put(put_balance))
         .route("/control/services", get(get_services).put(put_services))
+        .route("/control/profile", put(put_profile))
+        .route("/control/dropped", get(get_dropped))
+        .route(
+            "/control/outages",
+            get(get_outages).post(post_outage).delete(delete_outages),
+        )
         .route_layer(middleware::from_fn(loopback_only));
     Router::new()
         .route("/api/v2", get(api).post(api))
@@ -151,7 +188,7 @@ impl Sim {
             .then(|| engine::LogEntry::new(method, content_type, &p, now));
         let (fault, reply) = {
             let mut st = self.lock();
-            let fault = st.take_fault(&p);
+            let fault = st.take_fault(&p, now);
             st.count_request(&p);
             st.record(rec, fault.as_ref());
             let process_now = matches!(
@@ -196,6 +233,12 @@ impl Sim {
             Fault::Garbled => {
                 json_response(StatusCode::OK, json::garble(&reply.unwrap_or_default()))
             }
+            Fault::Unavailable => {
+                let mut r = html_response(StatusCode::SERVICE_UNAVAILABLE, HTTP503_PAGE);
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("60"));
+                r
+            }
             Fault::Redirect => {
                 let mut r = (StatusCode::FOUND, "").into_response();
                 r.headers_mut()
@@ -237,6 +280,10 @@ fn html_response(status: StatusCode, page: &'static str) -> Response {
 
 const HTTP500_PAGE: &str = "<html>\r\n<head><title>500 Internal Server Error</title></head>\r\n\
 <body>\r\n<center><h1>500 Internal Server Error</h1></center>\r\n<hr><center>nginx</center>\r\n\
+</body>\r\n</html>\r\n";
+
+const HTTP503_PAGE: &str = "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n\
+<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n\
 </body>\r\n</html>\r\n";
 
 const CLOUDFLARE_PAGE: &str = r#"<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title><meta http-equiv="Content-Type" content="text/html; charset=UTF-8"><meta http-equiv="X-UA-Compatible" content="IE=Edge"><meta name="robots" content="noindex,nofollow"><meta name="viewport" content="width=device-width,initial-scale=1"><style>*{box-sizing:border-box;margin:0;padding:0}html{line-height:1.15}body{display:flex;flex-direction:column;height:100vh;min-height:100vh}</style></head><body><div class="main-wrapper" role="main"><div class="main-content"><noscript><div class="h2"><span id="challenge-error-text">Enable JavaScript and cookies to continue</span></div></noscript></div></div><script>(function(){window._cf_chl_opt={cvId: '3',cZone: "panel.example",cType: 'managed',cRay: '8a1b2c3d4e5f6a7b',cH: 'sim',cUPMDTk: "\/api\/v2?__cf_chl_tk=sim",cFPWv: 'b',cITimeS: '1700000000',cTplV: 5,cTplB: 'cf',cK: "",fa: "\/api\/v2?__cf_chl_f_tk=sim",md: "sim",mdrd: "sim",cRq: {ru: 'aHR0cHM6Ly9wYW5lbC5leGFtcGxlL2FwaS92Mg==',ra: 'TW96aWxsYS81LjA=',rm: 'UE9TVA==',d: 'sim',t: 'MTcwMDAwMDAwMC4wMDAwMDA=',cT: Math.floor(Date.now() / 1000),m: 'sim',i1: 'sim',i2: 'sim',zh: 'sim',uh: 'sim',hh: 'sim',}};var cpo = document.createElement('script');cpo.src = '/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=8a1b2c3d4e5f6a7b';window._cf_chl_opt.cOgUHash = location.hash === '' && location.href.indexOf('#') !== -1 ? '#' : location.hash;if (window.history && window.history.replaceState) {var ogU = location.pathname + window._cf_chl_opt.cOgUQuery + window._cf_chl_opt.cOgUHash;history.replaceState(null, null, "\/api\/v2?__cf_chl_rt_tk=sim" + window._cf_chl_opt.cOgUHash);cpo.onload = function() {history.replaceState(null, null, ogU);}}document.getElementsByTagName('head')[0].appendChild(cpo);}());</script></body></html>"#;
@@ -425,4 +472,52 @@ async fn put_services(State(sim): State<Sim>, body: Bytes) -> Response {
         }
         Err(r) => *r,
     }
+}
+
+/// Body of `PUT /control/profile`.
+#[derive(Deserialize)]
+struct ProfileBody {
+    service: u64,
+    #[serde(default)]
+    profile: Profile,
+}
+
+async fn put_profile(State(sim): State<Sim>, body: Bytes) -> Response {
+    let b = match parse::<ProfileBody>(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if let Err(e) = b.profile.validate() {
+        return control_error(StatusCode::BAD_REQUEST, &format!("invalid profile: {e}"));
+    }
+    if sim.set_profile(b.service, b.profile) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        control_error(StatusCode::NOT_FOUND, "unknown service")
+    }
+}
+
+async fn get_dropped(State(sim): State<Sim>) -> Response {
+    json_of(&sim.dropped_orders())
+}
+
+async fn get_outages(State(sim): State<Sim>) -> Response {
+    json_of(&sim.outages())
+}
+
+async fn post_outage(State(sim): State<Sim>, body: Bytes) -> Response {
+    let outage = match parse::<Outage>(&body) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    if let Err(e) = outage.validate() {
+        return control_error(StatusCode::BAD_REQUEST, &format!("invalid outage: {e}"));
+    }
+    sim.add_outage(outage);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn delete_outages(State(sim): State<Sim>) -> StatusCode {
+    sim.clear_outages();
+    StatusCode::NO_CONTENT
 }

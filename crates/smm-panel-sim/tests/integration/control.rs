@@ -329,6 +329,12 @@ fn readme_example_config_parses() {
     assert_eq!(cfg.services[0].rate, dec("0.90"));
     assert_eq!(cfg.services[0].rate.to_string(), "0.90");
     assert!(cfg.dialect.cancelled_spelling);
+    assert_eq!(cfg.outages.len(), 2);
+    assert_eq!(
+        cfg.services[0].profile.partial_undelivered,
+        Some([0.2, 0.6])
+    );
+    assert!(cfg.services[1].profile.is_unset());
 }
 
 #[test]
@@ -350,6 +356,7 @@ fn types_round_trip_through_serde() {
         Fault::DropBeforeRecord,
         Fault::Garbled,
         Fault::Redirect,
+        Fault::Unavailable,
     ] {
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v["kind"], f.name());

@@ -84,6 +84,11 @@ async fn unprocessed_reply_faults() {
         ),
         (Fault::RateLimited, 429, "Too Many Requests"),
         (Fault::Redirect, 302, ""),
+        (
+            Fault::Unavailable,
+            503,
+            "503 Service Temporarily Unavailable",
+        ),
     ];
     for (fault, code, needle) in cases {
         let name = fault.name();
@@ -111,7 +116,7 @@ async fn unprocessed_reply_faults() {
             assert!(body.contains(needle), "{name}: {body}");
         }
         match fault {
-            Fault::Html200 | Fault::Http500 => {
+            Fault::Html200 | Fault::Http500 | Fault::Unavailable => {
                 assert!(
                     headers["content-type"]
                         .to_str()
@@ -123,6 +128,9 @@ async fn unprocessed_reply_faults() {
             Fault::Redirect => assert_eq!(headers["location"], "http://127.0.0.1:1/elsewhere"),
             Fault::RateLimited => assert_eq!(headers["retry-after"], "1"),
             _ => {}
+        }
+        if fault == Fault::Unavailable {
+            assert_eq!(headers["retry-after"], "60");
         }
         assert!(e.sim().orders().is_empty(), "{name} must not process");
         assert_eq!(faults_logged(&e), vec![Some(name.to_owned())]);

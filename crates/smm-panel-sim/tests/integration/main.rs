@@ -5,6 +5,7 @@ mod control;
 mod dialects;
 mod faults;
 mod lifecycle;
+mod profiles;
 
 use std::time::Duration;
 
