@@ -286,6 +286,9 @@ pub fn standing(
         if !misses.is_empty() {
             return Standing::Failing(misses);
         }
+    } else if let Some(miss) = certain_miss(evidence, targets, settings) {
+        // Still learning, but already sure to miss: no need to spend the rest of its orders.
+        return Standing::Failing(vec![miss]);
     }
     let recent = evidence.recent;
     if recent.judged >= settings.demote_min_judged.max(1)
@@ -304,6 +307,28 @@ pub fn standing(
             finished: evidence.finished,
         }
     }
+}
+
+/// For a route with fewer than `min_finished` finished orders: the completion target it will
+/// miss even if every order it still needs completes, in words.
+fn certain_miss(
+    evidence: &RouteEvidence,
+    targets: &QualityTargets,
+    settings: &RoutingSettings,
+) -> Option<String> {
+    let needed = i64::from(settings.min_finished);
+    let best_case = evidence.completed + (needed - evidence.finished).max(0);
+    (Decimal::from(best_case) * Decimal::from(100)
+        < targets.completion_percent * Decimal::from(needed))
+    .then(|| {
+        format!(
+            "completion {} % of {} finished, below {} % even if the next {} complete",
+            percent(evidence.completed, evidence.finished),
+            evidence.finished,
+            targets.completion_percent,
+            (needed - evidence.finished).max(0)
+        )
+    })
 }
 
 /// The targets `evidence` misses, in words.
@@ -689,6 +714,30 @@ mod tests {
         assert_eq!(first(Some(0)), "b", "unproven first in the ranking");
         assert_eq!(first(Some(1)), "a");
         assert_eq!(first(Some(2)), "b");
+    }
+
+    #[test]
+    fn a_route_sure_to_miss_fails_before_it_is_proven() {
+        let s = RoutingSettings::default();
+        let t = QualityTargets::default();
+        // 20 needed at 90 %: 18 completions. 10 finished with 7 completed can still make it
+        // (7 + 10 = 17 < 18: no), 10 with 8 can (8 + 10 = 18).
+        let sure = RouteEvidence {
+            finished: 10,
+            completed: 7,
+            ..RouteEvidence::default()
+        };
+        assert_eq!(
+            standing(&sure, &t, &s),
+            Standing::Failing(vec![
+                "completion 70 % of 10 finished, below 90 % even if the next 10 complete".into()
+            ])
+        );
+        let open = RouteEvidence {
+            completed: 8,
+            ..sure
+        };
+        assert_eq!(standing(&open, &t, &s), Standing::Unproven { finished: 10 });
     }
 
     #[test]
