@@ -554,15 +554,6 @@ fn scorecard_gauges(app: &App, registry: &mut Registry) {
     let acceptance = Family::<ProviderLabel, Ratio>::default();
     let start = Family::<ProviderQuantile, Ratio>::default();
     let margin = Family::<ProviderLabel, Ratio>::default();
-    let mut by_provider: std::collections::BTreeMap<
-        &str,
-        (smm_store::RouteCounts, smm_store::RouteDurations),
-    > = std::collections::BTreeMap::new();
-    for ((provider, _), record) in &cards.records {
-        let entry = by_provider.entry(provider.as_str()).or_default();
-        entry.0.add(&record.counts);
-        entry.1.merge(&record.durations);
-    }
     let settings = app.settings();
     // Computed exactly, then handed to the float gauge.
     let ratio = |part: i64, whole: i64| {
@@ -572,7 +563,8 @@ fn scorecard_gauges(app: &App, registry: &mut Registry) {
             })
             .flatten()
     };
-    for (provider, (n, durations)) in by_provider {
+    for p in smm_store::by_provider(cards.records.values()) {
+        let (provider, n, durations) = (p.provider, p.counts, p.durations);
         let labels = ProviderLabel {
             provider: provider.to_owned(),
         };

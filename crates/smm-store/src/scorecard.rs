@@ -190,6 +190,37 @@ pub struct RouteRecord {
     pub durations: RouteDurations,
 }
 
+/// A provider's routes taken together: their counts and durations summed, and each route's
+/// record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord<'a> {
+    pub provider: &'a str,
+    pub counts: RouteCounts,
+    pub durations: RouteDurations,
+    pub routes: Vec<&'a RouteRecord>,
+}
+
+/// `records` grouped by provider, in provider order (routes in the order given).
+pub fn by_provider<'a>(
+    records: impl IntoIterator<Item = &'a RouteRecord>,
+) -> Vec<ProviderRecord<'a>> {
+    let mut providers: BTreeMap<&'a str, ProviderRecord<'a>> = BTreeMap::new();
+    for record in records {
+        let entry = providers
+            .entry(record.provider.as_str())
+            .or_insert_with(|| ProviderRecord {
+                provider: record.provider.as_str(),
+                counts: RouteCounts::default(),
+                durations: RouteDurations::default(),
+                routes: Vec::new(),
+            });
+        entry.counts.add(&record.counts);
+        entry.durations.merge(&record.durations);
+        entry.routes.push(record);
+    }
+    providers.into_values().collect()
+}
+
 /// The window a scorecard covers: the `days` UTC days ending with the day of `now` (so 7 is
 /// today and the six days before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -189,30 +189,26 @@ impl super::Ops<'_> {
 
 /// The view of `records` (sorted by provider, then route).
 pub fn view(settings: &Settings, window: ScoreWindow, records: &[RouteRecord]) -> ScorecardsView {
-    let mut providers: Vec<ProviderScorecard> = Vec::new();
-    let mut i = 0;
-    while i < records.len() {
-        let provider = &records[i].provider;
-        let rate = settings.provider(provider).map_or(Decimal::ONE, |p| p.rate);
-        let mut counts = RouteCounts::default();
-        let mut durations = RouteDurations::default();
-        let mut routes = Vec::new();
-        while i < records.len() && &records[i].provider == provider {
-            let r = &records[i];
-            counts.add(&r.counts);
-            durations.merge(&r.durations);
-            routes.push(RouteScorecard {
-                upstream_service: r.upstream_service.clone(),
-                card: Scorecard::from_parts(&r.counts, &r.durations, rate),
-            });
-            i += 1;
-        }
-        providers.push(ProviderScorecard {
-            provider: provider.clone(),
-            card: Scorecard::from_parts(&counts, &durations, rate),
-            routes,
-        });
-    }
+    let providers = smm_store::by_provider(records)
+        .into_iter()
+        .map(|p| {
+            let rate = settings
+                .provider(p.provider)
+                .map_or(Decimal::ONE, |s| s.rate);
+            ProviderScorecard {
+                provider: p.provider.to_owned(),
+                card: Scorecard::from_parts(&p.counts, &p.durations, rate),
+                routes: p
+                    .routes
+                    .iter()
+                    .map(|r| RouteScorecard {
+                        upstream_service: r.upstream_service.clone(),
+                        card: Scorecard::from_parts(&r.counts, &r.durations, rate),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
     ScorecardsView {
         days: window.days,
         since: window.first_day() * smm_store::DAY_MS,
