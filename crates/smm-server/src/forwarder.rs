@@ -481,7 +481,11 @@ async fn forward(app: &App, order: Order, plan: Plan, mut noted_slot: Option<Rea
             ForwardOutcome::Failed { .. } => "route_failed",
         };
         app.metrics.forward_outcome(state);
-        match app.store.finish_attempt(id, outcome, now_ms()).await {
+        match app
+            .group_commit()
+            .finish_attempt(id, outcome, now_ms())
+            .await
+        {
             Ok(updated) => match &result {
                 Ok(upstream_id) => tracing::info!(
                     order = id.0,

@@ -38,6 +38,11 @@ struct ActionOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct Action {
     action: String,
 }
@@ -403,6 +408,29 @@ async fn gauges(app: &App) -> Registry {
         "smm_catalog_services",
         "Services the catalog offers to customers",
         services,
+    );
+    let counts = app.group_commit().counts();
+    let groups = Family::<QueueLabel, Counter>::default();
+    let items = Family::<QueueLabel, Counter>::default();
+    for (queue, written, held) in [
+        ("placements", counts.placement_groups, counts.placements),
+        ("outcomes", counts.outcome_groups, counts.outcomes),
+    ] {
+        let labels = QueueLabel {
+            queue: queue.to_owned(),
+        };
+        groups.get_or_create(&labels).inc_by(written);
+        items.get_or_create(&labels).inc_by(held);
+    }
+    registry.register(
+        "smm_group_commits",
+        "Transactions written by the group-commit queues (placements, forwarding outcomes)",
+        groups,
+    );
+    registry.register(
+        "smm_group_commit_items",
+        "Items those transactions held: items / commits is the mean group size",
+        items,
     );
     let available = Family::<ProviderLabel, Gauge>::default();
     let cooling_down = Family::<ProviderLabel, Gauge>::default();

@@ -357,8 +357,8 @@ async fn add(
     let new = new_order(app, customer, service_id, idempotency_key, params).await?;
     let new_key = new.idempotency_key.clone();
     let placed = app
-        .store
-        .place_order(new, now_ms())
+        .group_commit()
+        .place(new, now_ms())
         .await
         .map_err(|e| match e {
             StoreError::InsufficientFunds => ErrorKind::NotEnoughFunds,

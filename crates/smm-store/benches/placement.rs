@@ -1,13 +1,15 @@
 //! Order placements per second on SQLite and PostgreSQL, each beside a baseline measured in the
 //! same run: a bare sqlx program running the same placement transaction (balance debit, order
-//! row, ledger row) with the same concurrency. Figures go to docs/benchmarks.md as ratios.
+//! row, ledger row) with the same concurrency, and the same placements through the group-commit
+//! queue (issue #16). Figures go to docs/benchmarks.md as ratios.
 //!
 //! ```sh
 //! scripts/with-postgres.sh cargo bench -p smm-store --bench placement
 //! ```
 //!
 //! Knobs (environment): `BENCH_SECONDS` per measurement (5), `BENCH_CONCURRENCY` placing tasks
-//! (8), `BENCH_ROUNDS` interleaved rounds (3; medians are reported). PostgreSQL runs when
+//! (8), `BENCH_ROUNDS` interleaved rounds (3; medians are reported), `BENCH_PG_LANES` the
+//! group-commit lanes on PostgreSQL (4, as the gateway). PostgreSQL runs when
 //! `TEST_DATABASE_URL` is set (an admin URL; a database is created and dropped).
 
 #![allow(clippy::float_arithmetic)] // ratios and milliseconds for the report only
@@ -111,9 +113,18 @@ async fn main() {
     for (name, store, ids, baseline) in &backends {
         let mut store_runs = Vec::new();
         let mut base_runs = Vec::new();
+        let mut group_runs = Vec::new();
+        let lanes = match store.backend() {
+            smm_store::Backend::Sqlite => 1,
+            smm_store::Backend::Postgres => {
+                usize::try_from(env_num("BENCH_PG_LANES", 4)).unwrap_or(4)
+            }
+        };
+        let queue = smm_store::GroupCommit::start(store.clone(), lanes);
         for _ in 0..rounds {
             base_runs.push(baseline(concurrency, seconds).await);
             let store = store.clone();
+            let ids_again = ids.clone();
             let ids = ids.clone();
             store_runs.push(
                 measure(concurrency, seconds, move |task| {
@@ -128,20 +139,36 @@ async fn main() {
                 })
                 .await,
             );
+            let queue = queue.clone();
+            let group_ids = ids_again.clone();
+            group_runs.push(
+                measure(concurrency, seconds, move |task| {
+                    let queue = queue.clone();
+                    let customer = group_ids[task];
+                    async move {
+                        match queue.place(new_order(customer), T0).await {
+                            Ok(Placed::New(_)) => {}
+                            other => panic!("placement failed: {other:?}"),
+                        }
+                    }
+                })
+                .await,
+            );
         }
-        results.push((*name, store_runs, base_runs));
+        results.push((*name, store_runs, base_runs, group_runs));
     }
 
     println!();
     println!("| backend | variant | placements/s | p50 ms | p99 ms | ratio to baseline |");
     println!("|---|---|---|---|---|---|");
-    for (name, store_runs, base_runs) in &results {
+    for (name, store_runs, base_runs, group_runs) in &results {
         let base = median(base_runs, |r| r.per_second);
-        let ours = median(store_runs, |r| r.per_second);
-        for (variant, runs, rate) in [
-            ("baseline D (bare sqlx tx)", base_runs, base),
-            ("smm-store place_order", store_runs, ours),
+        for (variant, runs) in [
+            ("baseline D (bare sqlx tx)", base_runs),
+            ("smm-store place_order", store_runs),
+            ("smm-store GroupCommit::place", group_runs),
         ] {
+            let rate = median(runs, |r| r.per_second);
             println!(
                 "| {name} | {variant} | {rate} | {:.2} | {:.2} | {} |",
                 median(runs, |r| r.p50_us) as f64 / 1000.0,
@@ -149,7 +176,7 @@ async fn main() {
                 if variant.starts_with("baseline") {
                     "1.00".to_owned()
                 } else {
-                    format!("{:.2}", ours as f64 / base.max(1) as f64)
+                    format!("{:.2}", rate as f64 / base.max(1) as f64)
                 }
             );
         }

@@ -21,6 +21,7 @@
 //!   refund row, enforced by a unique index, so two pollers, a repeated reply or a crash between
 //!   reply and write can never pay twice.
 
+mod group_commit;
 mod model;
 mod notify;
 #[macro_use]
@@ -38,6 +39,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use smm_wire::Money;
 
+pub use group_commit::{GroupCommit, GroupCounts};
 pub use model::*;
 pub use notify::*;
 pub use postgres::PostgresStore;
@@ -199,6 +201,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// nothing. `InsufficientFunds` and `CustomerSuspended` change nothing.
     async fn place_order(&self, new: NewOrder, now: Timestamp) -> StoreResult<Placed>;
 
+    /// Places several orders in one transaction (group commit), each by the rules of
+    /// [`Store::place_order`]: each answered as it would be alone (its own key, status and
+    /// balance checks; refusals change nothing), the balances moving in the order given, and
+    /// all the new orders made durable by one commit. The results are in the order given.
+    /// A failed commit fails every placement of the group, and none is then retried.
+    async fn place_orders(&self, batch: Vec<(NewOrder, Timestamp)>) -> Vec<StoreResult<Placed>>;
+
     /// The customer's order placed with idempotency key `key`, with the request fingerprint
     /// it was placed with ([`NewOrder::request_fingerprint`]), if any.
     async fn order_by_idempotency_key(
@@ -275,6 +284,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         outcome: ForwardOutcome,
         now: Timestamp,
     ) -> StoreResult<Order>;
+
+    /// [`Store::finish_attempt`] for several outcomes, in one transaction when all go through
+    /// (group commit; the forwarder records a round's outcomes together). Each gets the answer
+    /// it would get alone, in the order given: should one fail (an upstream id clash, an order
+    /// no longer `sending`), the outcomes are recorded one by one. A failed commit fails them
+    /// all, none retried.
+    async fn finish_attempts(
+        &self,
+        outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+    ) -> Vec<StoreResult<Order>>;
 
     /// Every route failed without the request leaving: back to `queued`, not before
     /// `not_before`. `InvalidState` unless the order is `sending` with no attempt pending: a

@@ -29,6 +29,7 @@
 //! last line: a violation is handled where it has a domain meaning ([`unique_index`]) and is a
 //! [`StoreError::Conflict`] everywhere else.
 
+mod grouped;
 mod notify;
 mod scorecard;
 
@@ -705,6 +706,132 @@ where
         Ok(())
     }
 
+    /// [`Store::finish_attempt`] in its own transaction.
+    async fn finish_attempt_impl(
+        &self,
+        order: OrderId,
+        outcome: &ForwardOutcome,
+        now: Timestamp,
+    ) -> StoreResult<Order> {
+        let mut tx = self.begin().await?;
+        let result = Self::finish_attempt_in(&mut tx, order, outcome, now).await;
+        match settle(tx, result).await {
+            Ok(updated) => updated.try_into(),
+            Err(Abort::Error(e)) => Err(e),
+            Err(Abort::Handoff((provider, upstream_order_id))) => Err(self
+                .upstream_clash(order, &provider, upstream_order_id, now)
+                .await),
+        }
+    }
+
+    /// The writes of [`Store::finish_attempt`], inside the caller's transaction. The handoff is
+    /// a clash of upstream ids, (provider, upstream order id), for the caller to deal with after
+    /// a rollback.
+    async fn finish_attempt_in<'o>(
+        conn: &mut D::Connection,
+        order: OrderId,
+        outcome: &'o ForwardOutcome,
+        now: Timestamp,
+    ) -> Result<OrderRow, Abort<(String, &'o str)>> {
+        if let ForwardOutcome::Sent {
+            upstream_order_id, ..
+        } = outcome
+            && upstream_order_id.trim().is_empty()
+        {
+            return Err(StoreError::Invalid("an empty upstream order id".to_owned()).into());
+        }
+        let (attempt_outcome, detail) = rules::attempt_outcome(outcome);
+        let row = Order::try_from(Self::lock_order(&mut *conn, order).await?)?;
+        rules::require_state(&row, &[ForwardState::Sending], "finish an attempt for")?;
+        let Some((provider, upstream_service)) =
+            Self::close_pending_attempts(&mut *conn, order, attempt_outcome, detail, now).await?
+        else {
+            return Err(StoreError::InvalidState(format!(
+                "order {order} has no attempt in flight"
+            ))
+            .into());
+        };
+        let updated = match &outcome {
+            ForwardOutcome::Sent {
+                upstream_order_id,
+                upstream_cost,
+                next_poll_at,
+            } => {
+                let sent = sqlx::query_as::<D, OrderRow>(concat!(
+                    "UPDATE orders SET forward_state = 'sent', provider = $2, \
+                     upstream_service = $3, upstream_order_id = $4, upstream_cost = $5, \
+                     forwarded_at = $6, next_poll_at = $7, forward_error = NULL, \
+                     updated_at = $6 WHERE id = $1 RETURNING ",
+                    order_columns!()
+                ))
+                .bind(order.0)
+                .bind(provider.as_str())
+                .bind(upstream_service.as_str())
+                .bind(upstream_order_id.as_str())
+                .bind(upstream_cost.map(|c| c.to_string()))
+                .bind(now)
+                .bind(*next_poll_at)
+                .fetch_one(&mut *conn)
+                .await;
+                match sent {
+                    // Dealt with after the rollback, in a transaction of its own.
+                    Err(e) if unique_index(&e) == Some(UniqueIndex::Upstream) => {
+                        return Err(Abort::Handoff((provider, upstream_order_id.as_str())));
+                    }
+                    other => other?,
+                }
+            }
+            ForwardOutcome::Ambiguous { detail } => {
+                sqlx::query_as::<D, OrderRow>(concat!(
+                    "UPDATE orders SET forward_state = 'ambiguous', forward_error = $2, \
+                     updated_at = $3 WHERE id = $1 RETURNING ",
+                    order_columns!()
+                ))
+                .bind(order.0)
+                .bind(detail.as_str())
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+            ForwardOutcome::Failed { detail, .. } => {
+                sqlx::query_as::<D, OrderRow>(concat!(
+                    "UPDATE orders SET forward_error = $2, updated_at = $3 WHERE id = $1 \
+                     RETURNING ",
+                    order_columns!()
+                ))
+                .bind(order.0)
+                .bind(detail.as_str())
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        Ok(updated)
+    }
+
+    /// [`Store::place_order`]: one placement in its own transaction.
+    async fn place_order_impl(&self, new: NewOrder, now: Timestamp) -> StoreResult<Placed> {
+        rules::check_charge(new.charge)?;
+        match self.place_order_once(&new, now).await {
+            Ok(placed) => Ok(placed),
+            Err(Abort::Error(e)) => Err(e),
+            // A concurrent placement with the same key won the race: its transaction committed
+            // (ours was rolled back whole), so the first order is there to be read.
+            Err(Abort::Handoff(())) => {
+                let key = new.idempotency_key.as_deref().unwrap_or_default();
+                let mut conn = self.writer.acquire().await?;
+                let first = Self::order_by_key(&mut conn, new.customer_id, key)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Database(
+                            "idempotency key clashed but no order holds it".to_owned(),
+                        )
+                    })?;
+                Ok(Placed::Existing(first.try_into()?))
+            }
+        }
+    }
+
     /// `place_order` without the handling of a concurrent duplicate idempotency key (handed
     /// back as `Abort::Handoff`).
     async fn place_order_once(&self, new: &NewOrder, now: Timestamp) -> Result<Placed, Abort<()>> {
@@ -1335,25 +1462,11 @@ where
     // ---- orders ----------------------------------------------------------------------------
 
     async fn place_order(&self, new: NewOrder, now: Timestamp) -> StoreResult<Placed> {
-        rules::check_charge(new.charge)?;
-        match self.place_order_once(&new, now).await {
-            Ok(placed) => Ok(placed),
-            Err(Abort::Error(e)) => Err(e),
-            // A concurrent placement with the same key won the race: its transaction committed
-            // (ours was rolled back whole), so the first order is there to be read.
-            Err(Abort::Handoff(())) => {
-                let key = new.idempotency_key.as_deref().unwrap_or_default();
-                let mut conn = self.writer.acquire().await?;
-                let first = Self::order_by_key(&mut conn, new.customer_id, key)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::Database(
-                            "idempotency key clashed but no order holds it".to_owned(),
-                        )
-                    })?;
-                Ok(Placed::Existing(first.try_into()?))
-            }
-        }
+        self.place_order_impl(new, now).await
+    }
+
+    async fn place_orders(&self, batch: Vec<(NewOrder, Timestamp)>) -> Vec<StoreResult<Placed>> {
+        self.place_orders_impl(batch).await
     }
 
     async fn order_by_idempotency_key(
@@ -1597,92 +1710,14 @@ where
         outcome: ForwardOutcome,
         now: Timestamp,
     ) -> StoreResult<Order> {
-        if let ForwardOutcome::Sent {
-            upstream_order_id, ..
-        } = &outcome
-            && upstream_order_id.trim().is_empty()
-        {
-            return Err(StoreError::Invalid("an empty upstream order id".to_owned()));
-        }
-        let (attempt_outcome, detail) = rules::attempt_outcome(&outcome);
-        let mut tx = self.begin().await?;
-        // The handoff is a clash of upstream ids: (provider, upstream order id).
-        let result: Result<OrderRow, Abort<(String, &str)>> = async {
-            let row = Order::try_from(Self::lock_order(&mut tx, order).await?)?;
-            rules::require_state(&row, &[ForwardState::Sending], "finish an attempt for")?;
-            let Some((provider, upstream_service)) =
-                Self::close_pending_attempts(&mut tx, order, attempt_outcome, detail, now).await?
-            else {
-                return Err(StoreError::InvalidState(format!(
-                    "order {order} has no attempt in flight"
-                ))
-                .into());
-            };
-            let updated = match &outcome {
-                ForwardOutcome::Sent {
-                    upstream_order_id,
-                    upstream_cost,
-                    next_poll_at,
-                } => {
-                    let sent = sqlx::query_as::<D, OrderRow>(concat!(
-                        "UPDATE orders SET forward_state = 'sent', provider = $2, \
-                         upstream_service = $3, upstream_order_id = $4, upstream_cost = $5, \
-                         forwarded_at = $6, next_poll_at = $7, forward_error = NULL, \
-                         updated_at = $6 WHERE id = $1 RETURNING ",
-                        order_columns!()
-                    ))
-                    .bind(order.0)
-                    .bind(provider.as_str())
-                    .bind(upstream_service.as_str())
-                    .bind(upstream_order_id.as_str())
-                    .bind(upstream_cost.map(|c| c.to_string()))
-                    .bind(now)
-                    .bind(*next_poll_at)
-                    .fetch_one(&mut *tx)
-                    .await;
-                    match sent {
-                        // Dealt with after the rollback, in a transaction of its own.
-                        Err(e) if unique_index(&e) == Some(UniqueIndex::Upstream) => {
-                            return Err(Abort::Handoff((provider, upstream_order_id.as_str())));
-                        }
-                        other => other?,
-                    }
-                }
-                ForwardOutcome::Ambiguous { detail } => {
-                    sqlx::query_as::<D, OrderRow>(concat!(
-                        "UPDATE orders SET forward_state = 'ambiguous', forward_error = $2, \
-                         updated_at = $3 WHERE id = $1 RETURNING ",
-                        order_columns!()
-                    ))
-                    .bind(order.0)
-                    .bind(detail.as_str())
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
-                ForwardOutcome::Failed { detail, .. } => {
-                    sqlx::query_as::<D, OrderRow>(concat!(
-                        "UPDATE orders SET forward_error = $2, updated_at = $3 WHERE id = $1 \
-                         RETURNING ",
-                        order_columns!()
-                    ))
-                    .bind(order.0)
-                    .bind(detail.as_str())
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
-            };
-            Ok(updated)
-        }
-        .await;
-        match settle(tx, result).await {
-            Ok(updated) => updated.try_into(),
-            Err(Abort::Error(e)) => Err(e),
-            Err(Abort::Handoff((provider, upstream_order_id))) => Err(self
-                .upstream_clash(order, &provider, upstream_order_id, now)
-                .await),
-        }
+        self.finish_attempt_impl(order, &outcome, now).await
+    }
+
+    async fn finish_attempts(
+        &self,
+        outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+    ) -> Vec<StoreResult<Order>> {
+        self.finish_attempts_impl(outcomes).await
     }
 
     async fn requeue(

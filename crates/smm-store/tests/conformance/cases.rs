@@ -47,7 +47,7 @@ pub(crate) async fn funded(db: &Db, name: &str, amount: &str) -> Customer {
     db.customer(c.id).await.expect("customer")
 }
 
-fn new_order(customer: CustomerId, charge: &str) -> NewOrder {
+pub(crate) fn new_order(customer: CustomerId, charge: &str) -> NewOrder {
     NewOrder {
         customer_id: customer,
         service_id: ServiceId(7),

@@ -5,6 +5,7 @@
 //! server). In CI a missing server fails the PostgreSQL cases instead of skipping them.
 
 mod cases;
+mod group_commit;
 mod harness;
 mod notify;
 mod props;
@@ -12,6 +13,7 @@ mod schema;
 mod scorecard;
 
 use cases::*;
+use group_commit::*;
 use notify::*;
 use scorecard::*;
 
@@ -43,6 +45,9 @@ conformance!(
     customers_lifecycle,
     balance_adjustments,
     place_order_debits_and_queues,
+    grouped_placements_answer_each_alone,
+    group_commit_bursts_spend_exactly_the_balance,
+    grouped_outcomes_are_recorded_each_alone,
     idempotency_keys,
     idempotency_fingerprints_are_kept,
     customer_changes_are_announced,

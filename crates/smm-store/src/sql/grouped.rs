@@ -1,0 +1,433 @@
+//! Group commit (issue #16): several placements, or several forwarding outcomes, written in one
+//! transaction, so they share one durable commit instead of paying one each.
+//!
+//! # Placements
+//!
+//! Every placement keeps the rules of [`Store::place_order`]: its own idempotency key, its
+//! customer's status and balance, its own debit, `charge` ledger row and order. The checks are
+//! made in this process on rows read under the write lock (SQLite) or the customers' row locks
+//! (PostgreSQL, taken in id order), so a placement that fails them writes nothing and the
+//! others go on. The writes are then a handful of multi-row statements whatever the size of the
+//! group: the orders, the customers' totals, the ledger rows.
+//!
+//! A statement failing before the commit rolls the whole group back (nothing was written), and
+//! its placements are then placed one by one, so an order that breaks a constraint fails alone.
+//! A failed COMMIT is reported to every placement of the group and never retried: on
+//! PostgreSQL a lost connection during COMMIT leaves it unknown whether the group is in, and a
+//! retry could place it twice.
+//!
+//! # Forwarding outcomes
+//!
+//! The outcomes of a group of upstream calls are recorded one after another in one
+//! transaction, by the same code as [`Store::finish_attempt`], the orders locked in id order.
+//! Any error before COMMIT (an upstream id clash, an order no longer `sending`) rolls the group
+//! back and its outcomes are recorded one by one, each with its own answer.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{Executor, QueryBuilder};
+
+use super::{Abort, Dialect, SqlStore, int_list, sql, unique_index};
+use crate::rows::{
+    AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
+    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow, corrupt,
+};
+use crate::rules::{self, to_i64};
+use crate::*;
+
+/// One placement of a group, checked and encoded before the transaction.
+struct Prepared<'a> {
+    index: usize,
+    new: &'a NewOrder,
+    now: Timestamp,
+    units: i64,
+    quantity: Option<i64>,
+    placed_as: Option<String>,
+}
+
+/// What a group decided for a placement inside its transaction.
+enum Decision {
+    /// Refused or answered without writing: an error, or the order an earlier key placed.
+    Done(Box<StoreResult<Placed>>),
+    /// To be placed: its position among the group's new orders.
+    Insert(usize),
+    /// Repeats the idempotency key of the new order at this position in the same group.
+    SameKeyAs(usize),
+}
+
+#[allow(private_bounds)]
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: sqlx::IntoArguments<D>,
+    usize: sqlx::ColumnIndex<D::Row>,
+    for<'q> i64: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> bool: sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> String: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> &'q str: sqlx::Encode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<i64>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<String>: sqlx::Encode<'q, D> + sqlx::Decode<'q, D> + sqlx::Type<D>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, D> + sqlx::Type<D>,
+    for<'r> CustomerRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> LedgerRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> OrderRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> OrderStatusRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AttemptRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> CancelRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AuditRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AdminRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> SessionRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> PollRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> WebhookEventRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> WebhookDeliveryRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> AlertRow: sqlx::FromRow<'r, D::Row>,
+{
+    /// [`Store::place_orders`].
+    pub(crate) async fn place_orders_impl(
+        &self,
+        batch: Vec<(NewOrder, Timestamp)>,
+    ) -> Vec<StoreResult<Placed>> {
+        if batch.len() > 1 {
+            match self.place_group(&batch).await {
+                Ok(placed) => return placed,
+                // Rolled back before COMMIT: nothing of the group was written.
+                Err(Abort::Handoff(e)) => {
+                    tracing::debug!(error = %e, orders = batch.len(),
+                        "a grouped placement failed before its commit; placing one by one");
+                }
+                Err(Abort::Error(e)) => {
+                    return batch.iter().map(|_| Err(e.clone())).collect();
+                }
+            }
+        }
+        let mut placed = Vec::with_capacity(batch.len());
+        for (new, now) in batch {
+            placed.push(self.place_order_impl(new, now).await);
+        }
+        placed
+    }
+
+    /// The group in one transaction. `Abort::Handoff` carries an error raised before COMMIT
+    /// (the transaction rolled back, so the placements may be retried alone); `Abort::Error` a
+    /// failed COMMIT (not to be retried).
+    async fn place_group(
+        &self,
+        batch: &[(NewOrder, Timestamp)],
+    ) -> Result<Vec<StoreResult<Placed>>, Abort<StoreError>> {
+        let mut decided: Vec<Option<Decision>> = (0..batch.len()).map(|_| None).collect();
+        let mut prepared = Vec::with_capacity(batch.len());
+        for (index, (new, now)) in batch.iter().enumerate() {
+            match Self::prepare(index, new, *now) {
+                Ok(p) => prepared.push(p),
+                Err(e) => decided[index] = Some(Decision::Done(Box::new(Err(e)))),
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(decided.into_iter().map(finish_refused).collect());
+        }
+        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
+        let body = self.place_group_in(&mut tx, &prepared, &mut decided).await;
+        let orders = match body {
+            Ok(orders) => orders,
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "ROLLBACK failed");
+                }
+                return Err(Abort::Handoff(e));
+            }
+        };
+        tx.commit()
+            .await
+            .map_err(|e| Abort::Error(StoreError::from(e)))?;
+        Ok(decided
+            .into_iter()
+            .map(|decision| match decision {
+                Some(Decision::Done(result)) => *result,
+                Some(Decision::Insert(at)) => Ok(Placed::New(orders[at].clone())),
+                Some(Decision::SameKeyAs(at)) => Ok(Placed::Existing(orders[at].clone())),
+                None => Err(StoreError::Database(
+                    "a grouped placement was left undecided".to_owned(),
+                )),
+            })
+            .collect())
+    }
+
+    /// The checks and encodings a placement needs before any database work.
+    fn prepare(index: usize, new: &NewOrder, now: Timestamp) -> StoreResult<Prepared<'_>> {
+        rules::check_charge(new.charge)?;
+        Ok(Prepared {
+            index,
+            new,
+            now,
+            units: to_i64("units", new.units)?,
+            quantity: new.quantity.map(|q| to_i64("quantity", q)).transpose()?,
+            placed_as: new
+                .placed_as
+                .as_ref()
+                .map(|p| serde_json::to_string(p).map_err(|e| StoreError::Invalid(e.to_string())))
+                .transpose()?,
+        })
+    }
+
+    /// Reads, decides and writes the group; returns the new orders in the order placed.
+    async fn place_group_in(
+        &self,
+        conn: &mut D::Connection,
+        prepared: &[Prepared<'_>],
+        decided: &mut [Option<Decision>],
+    ) -> StoreResult<Vec<Order>> {
+        // An idempotency key used before answers with its first order.
+        let mut pending = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            if let Some(key) = &p.new.idempotency_key
+                && let Some(first) = Self::order_by_key(&mut *conn, p.new.customer_id, key).await?
+            {
+                decided[p.index] = Some(Decision::Done(Box::new(Ok(Placed::Existing(
+                    first.try_into()?,
+                )))));
+            } else {
+                pending.push(p);
+            }
+        }
+        // The customers' rows, locked in id order (two groups never wait on each other in a
+        // cycle); their balances then move here, placement by placement.
+        let customers: Vec<i64> = {
+            let mut ids: Vec<i64> = pending.iter().map(|p| p.new.customer_id.0).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut accounts: BTreeMap<i64, (String, i64)> = BTreeMap::new();
+        if !customers.is_empty() {
+            let rows: Vec<(i64, String, i64)> = sqlx::query_as::<D, (i64, String, i64)>(sql::<D>(
+                "SELECT id, status, balance FROM customers WHERE id IN {int_list:$1} \
+                 ORDER BY id{for_update}",
+            ))
+            .bind(int_list(customers.iter().copied()))
+            .fetch_all(&mut *conn)
+            .await?;
+            accounts.extend(rows.into_iter().map(|(id, s, b)| (id, (s, b))));
+        }
+        let starting: BTreeMap<i64, i64> = accounts.iter().map(|(id, (_, b))| (*id, *b)).collect();
+        let mut inserts: Vec<&Prepared<'_>> = Vec::new();
+        let mut keys: HashMap<(i64, &str), usize> = HashMap::new();
+        for p in pending {
+            let customer = p.new.customer_id.0;
+            if let Some(key) = p.new.idempotency_key.as_deref()
+                && let Some(&at) = keys.get(&(customer, key))
+            {
+                decided[p.index] = Some(Decision::SameKeyAs(at));
+                continue;
+            }
+            let refusal = match accounts.get_mut(&customer) {
+                None => Some(StoreError::NotFound("customer")),
+                Some((status, balance)) => match CustomerStatus::parse(status) {
+                    Some(CustomerStatus::Active) if *balance >= p.new.charge.units() => {
+                        *balance -= p.new.charge.units();
+                        None
+                    }
+                    Some(CustomerStatus::Active) => Some(StoreError::InsufficientFunds),
+                    Some(CustomerStatus::Suspended) => Some(StoreError::CustomerSuspended),
+                    None => Some(corrupt("customer status", status.clone())),
+                },
+            };
+            if let Some(e) = refusal {
+                decided[p.index] = Some(Decision::Done(Box::new(Err(e))));
+                continue;
+            }
+            if let Some(key) = p.new.idempotency_key.as_deref() {
+                keys.insert((customer, key), inserts.len());
+            }
+            decided[p.index] = Some(Decision::Insert(inserts.len()));
+            inserts.push(p);
+        }
+        if inserts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orders = Self::insert_orders(&mut *conn, &inserts).await?;
+
+        // The customers' balances and totals: one row per customer.
+        let mut totals: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for p in &inserts {
+            let total = totals.entry(p.new.customer_id.0).or_default();
+            total.0 += p.new.charge.units();
+            total.1 += 1;
+        }
+        let mut update = QueryBuilder::<D>::new(
+            "UPDATE customers SET balance = balance - v.column2, \
+             orders_placed = orders_placed + v.column3, spent = spent + v.column2 FROM (",
+        );
+        update.push_values(&totals, |mut row, (id, (charge, count))| {
+            row.push_bind(*id).push_bind(*charge).push_bind(*count);
+        });
+        update.push(") AS v WHERE customers.id = v.column1 RETURNING customers.id");
+        let updated: Vec<i64> = update.build_query_scalar().fetch_all(&mut *conn).await?;
+        if updated.len() != totals.len() {
+            return Err(StoreError::Database(
+                "a grouped placement's customer rows changed under their lock".to_owned(),
+            ));
+        }
+
+        // The ledger rows, each with the balance right after it, in the order placed.
+        let mut running = starting;
+        let mut ledger = QueryBuilder::<D>::new(
+            "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, \
+             actor, created_at) ",
+        );
+        ledger.push_values(inserts.iter().zip(&orders), |mut row, (p, order)| {
+            let balance = running.entry(p.new.customer_id.0).or_default();
+            *balance -= p.new.charge.units();
+            row.push_bind(p.new.customer_id.0)
+                .push_bind(LedgerKind::Charge.as_str())
+                .push_bind(-p.new.charge.units())
+                .push_bind(*balance)
+                .push_bind(order.id.0)
+                .push_bind(rules::charge_reason(order.id))
+                .push_bind("customer")
+                .push_bind(p.now);
+        });
+        ledger.build().execute(&mut *conn).await?;
+        Ok(orders)
+    }
+
+    /// The group's new orders in one statement, returned in the order given (ids are assigned
+    /// in the order of the VALUES rows; the rows come back sorted by id and checked).
+    async fn insert_orders(
+        conn: &mut D::Connection,
+        inserts: &[&Prepared<'_>],
+    ) -> StoreResult<Vec<Order>> {
+        let mut insert = QueryBuilder::<D>::new(
+            "INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, \
+             units, charge, refunded, status, forward_state, forward_attempts, idempotency_key, \
+             created_at, updated_at, placed_as, request_fingerprint) ",
+        );
+        insert.push_values(inserts, |mut row, p| {
+            row.push_bind(p.new.customer_id.0)
+                .push_bind(p.new.service_id.0)
+                .push_bind(p.new.service_type.clone())
+                .push_bind(p.new.params.clone())
+                .push_bind(p.new.link.clone())
+                .push_bind(p.quantity)
+                .push_bind(p.units)
+                .push_bind(p.new.charge.units())
+                .push("0")
+                .push("'Pending'")
+                .push("'queued'")
+                .push("0")
+                .push_bind(p.new.idempotency_key.clone())
+                .push_bind(p.now)
+                .push_bind(p.now)
+                .push_bind(p.placed_as.clone())
+                .push_bind(p.new.request_fingerprint.clone());
+        });
+        insert.push(concat!(" RETURNING ", order_columns!()));
+        let mut rows: Vec<OrderRow> = match insert.build_query_as().fetch_all(&mut *conn).await {
+            // Another instance placed the same key first (PostgreSQL): the group is rolled
+            // back and its placements go one by one, which answers with that order.
+            Err(e) if unique_index(&e) == Some(super::UniqueIndex::Idempotency) => {
+                return Err(StoreError::Conflict(
+                    "an idempotency key was placed concurrently".to_owned(),
+                ));
+            }
+            other => other?,
+        };
+        rows.sort_by_key(|row| row.id);
+        let orders = rows
+            .into_iter()
+            .map(Order::try_from)
+            .collect::<StoreResult<Vec<Order>>>()?;
+        let in_order = orders.len() == inserts.len()
+            && orders.iter().zip(inserts).all(|(order, p)| {
+                order.customer_id == p.new.customer_id
+                    && order.charge == p.new.charge
+                    && order.params == p.new.params
+                    && order.idempotency_key == p.new.idempotency_key
+            });
+        if !in_order {
+            return Err(StoreError::Database(
+                "a grouped placement's orders came back out of order".to_owned(),
+            ));
+        }
+        Ok(orders)
+    }
+
+    /// [`Store::finish_attempts`].
+    pub(crate) async fn finish_attempts_impl(
+        &self,
+        outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+    ) -> Vec<StoreResult<Order>> {
+        if outcomes.len() > 1 {
+            match self.finish_group(&outcomes).await {
+                Ok(finished) => return finished,
+                Err(Abort::Handoff(e)) => {
+                    tracing::debug!(error = %e, outcomes = outcomes.len(),
+                        "a grouped outcome failed before its commit; recording one by one");
+                }
+                Err(Abort::Error(e)) => {
+                    return outcomes.iter().map(|_| Err(e.clone())).collect();
+                }
+            }
+        }
+        let mut finished = Vec::with_capacity(outcomes.len());
+        for (order, outcome, now) in &outcomes {
+            finished.push(self.finish_attempt_impl(*order, outcome, *now).await);
+        }
+        finished
+    }
+
+    /// The group in one transaction, orders locked in id order; `Abort` as in
+    /// [`Self::place_group`].
+    async fn finish_group(
+        &self,
+        outcomes: &[(OrderId, ForwardOutcome, Timestamp)],
+    ) -> Result<Vec<StoreResult<Order>>, Abort<StoreError>> {
+        let mut by_id: Vec<usize> = (0..outcomes.len()).collect();
+        by_id.sort_by_key(|&i| outcomes[i].0);
+        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
+        let mut rows: Vec<Option<OrderRow>> = (0..outcomes.len()).map(|_| None).collect();
+        for i in by_id {
+            let (order, outcome, now) = &outcomes[i];
+            match Self::finish_attempt_in(&mut tx, *order, outcome, *now).await {
+                Ok(row) => rows[i] = Some(row),
+                Err(abort) => {
+                    if let Err(rollback) = tx.rollback().await {
+                        tracing::warn!(error = %rollback, "ROLLBACK failed");
+                    }
+                    return Err(Abort::Handoff(match abort {
+                        Abort::Error(e) => e,
+                        Abort::Handoff((provider, id)) => StoreError::Conflict(format!(
+                            "upstream order {id} at {provider} is another order's"
+                        )),
+                    }));
+                }
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| Abort::Error(StoreError::from(e)))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.map_or_else(
+                    || {
+                        Err(StoreError::Database(
+                            "an outcome was left unrecorded".to_owned(),
+                        ))
+                    },
+                    Order::try_from,
+                )
+            })
+            .collect())
+    }
+}
+
+/// A placement refused before the group's transaction began.
+fn finish_refused(decision: Option<Decision>) -> StoreResult<Placed> {
+    match decision {
+        Some(Decision::Done(result)) => *result,
+        _ => Err(StoreError::Database(
+            "a grouped placement was left undecided".to_owned(),
+        )),
+    }
+}

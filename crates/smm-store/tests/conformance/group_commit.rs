@@ -1,0 +1,300 @@
+//! Group commit (issue #16): placements sharing one transaction are each answered as they would
+//! be alone, and a burst spends balances exactly.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use smm_store::*;
+use smm_wire::Money;
+
+use crate::cases::{Db, T0, assert_books_balance, customer, funded, money, new_order};
+
+fn keyed(customer: CustomerId, key: &str, charge: &str) -> NewOrder {
+    NewOrder {
+        idempotency_key: Some(key.into()),
+        ..new_order(customer, charge)
+    }
+}
+
+fn new_one(result: &StoreResult<Placed>) -> Order {
+    match result {
+        Ok(Placed::New(order)) => order.clone(),
+        other => panic!("expected a new order, got {other:?}"),
+    }
+}
+
+/// One group mixing every answer a placement can get: each is the answer it would get alone,
+/// in the order given, and the books balance after.
+pub async fn grouped_placements_answer_each_alone(db: Db) {
+    let ann = funded(&db, "ann", "3").await;
+    let bob = funded(&db, "bob", "5").await;
+    db.set_customer_status(bob.id, CustomerStatus::Suspended, "admin", T0)
+        .await
+        .expect("suspend");
+    let cat = funded(&db, "cat", "1").await;
+    let broke = customer(&db, "broke").await;
+    let before = match db.place_order(keyed(cat.id, "old", "0.5"), T0).await {
+        Ok(Placed::New(order)) => order,
+        other => panic!("{other:?}"),
+    };
+
+    let group = vec![
+        new_order(ann.id, "1"),              // 0: new, ann 3 -> 2
+        new_order(bob.id, "1"),              // 1: suspended
+        new_order(ann.id, "1"),              // 2: new, ann 2 -> 1
+        new_order(CustomerId(987_654), "1"), // 3: no such customer
+        new_order(cat.id, "2"),              // 4: cat has 0.5 left
+        keyed(ann.id, "k", "1"),             // 5: new, ann 1 -> 0
+        keyed(ann.id, "k", "1"),             // 6: the order of 5
+        new_order(ann.id, "0.00001"),        // 7: ann has nothing left
+        keyed(cat.id, "old", "0.5"),         // 8: the order placed before
+        new_order(cat.id, "0.5"),            // 9: new, cat 0.5 -> 0
+        new_order(ann.id, "0"),              // 10: no charge: invalid
+        new_order(broke.id, "0.00001"),      // 11: nothing to spend
+    ];
+    let results = db
+        .place_orders(group.into_iter().map(|o| (o, T0 + 7)).collect())
+        .await;
+    assert_eq!(results.len(), 12);
+    let first = new_one(&results[0]);
+    let second = new_one(&results[2]);
+    let keyed_new = new_one(&results[5]);
+    let cats = new_one(&results[9]);
+    assert_eq!(results[1], Err(StoreError::CustomerSuspended));
+    assert_eq!(results[3], Err(StoreError::NotFound("customer")));
+    assert_eq!(results[4], Err(StoreError::InsufficientFunds));
+    assert_eq!(results[6], Ok(Placed::Existing(keyed_new.clone())));
+    assert_eq!(results[7], Err(StoreError::InsufficientFunds));
+    assert_eq!(results[8], Ok(Placed::Existing(before.clone())));
+    assert!(matches!(results[10], Err(StoreError::Invalid(_))));
+    assert_eq!(results[11], Err(StoreError::InsufficientFunds));
+
+    // Ids in the order given; each order as stored, queued and Pending, at its own time.
+    assert!(first.id < second.id && second.id < keyed_new.id && keyed_new.id < cats.id);
+    for order in [&first, &second, &keyed_new, &cats] {
+        assert_eq!(db.order(order.id).await.expect("order"), *order);
+        assert_eq!(order.forward_state, ForwardState::Queued);
+        assert_eq!(order.status, smm_wire::OrderStatus::Pending);
+        assert_eq!(order.created_at, T0 + 7);
+    }
+    assert_eq!(keyed_new.idempotency_key.as_deref(), Some("k"));
+
+    // Each debit is its own ledger row, with the balance right after it.
+    let ledger = db.ledger(ann.id, None, 10).await.expect("ledger");
+    let charges: Vec<(Money, Money, Option<OrderId>)> = ledger
+        .iter()
+        .rev()
+        .filter(|e| e.kind == LedgerKind::Charge)
+        .map(|e| (e.amount, e.balance_after, e.order_id))
+        .collect();
+    assert_eq!(
+        charges,
+        vec![
+            (money("-1"), money("2"), Some(first.id)),
+            (money("-1"), money("1"), Some(second.id)),
+            (money("-1"), money("0"), Some(keyed_new.id)),
+        ]
+    );
+    for (who, balance) in [(ann.id, "0"), (bob.id, "5"), (cat.id, "0"), (broke.id, "0")] {
+        assert_eq!(db.customer(who).await.expect("get").balance, money(balance));
+        assert_books_balance(&db, who).await;
+    }
+    // The key placed in the group answers with its order afterwards too.
+    assert_eq!(
+        db.place_order(keyed(ann.id, "k", "1"), T0 + 9).await,
+        Ok(Placed::Existing(keyed_new))
+    );
+}
+
+/// A burst through [`GroupCommit`] from two queues (two gateway instances on one database),
+/// several lanes each: a balance covering exactly 100 orders places exactly 100 of 200, and
+/// one idempotency key sent 40 times places one order.
+pub async fn group_commit_bursts_spend_exactly_the_balance(db: Db) {
+    let customers = [
+        funded(&db, "dora", "27.81900").await,
+        funded(&db, "eve", "27.81900").await,
+    ];
+    let queues = [
+        GroupCommit::start(Arc::clone(&db), 2),
+        GroupCommit::start(Arc::clone(&db), 2),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let queue = queues[i % 2].clone();
+        let who = customers[(i / 2) % 2].id;
+        let order = if i % 10 == 0 {
+            keyed(who, "burst", "0.27819")
+        } else {
+            new_order(who, "0.27819")
+        };
+        tasks.push(tokio::spawn(async move { queue.place(order, T0).await }));
+    }
+    let mut placed = [0, 0];
+    let mut refused = 0;
+    let mut keyed_orders = HashSet::new();
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(Placed::New(order)) => {
+                placed[usize::from(order.customer_id == customers[1].id)] += 1;
+                if order.idempotency_key.is_some() {
+                    keyed_orders.insert(order.id);
+                }
+            }
+            Ok(Placed::Existing(order)) => {
+                keyed_orders.insert(order.id);
+            }
+            Err(StoreError::InsufficientFunds) => refused += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(placed, [100, 100]);
+    assert!(refused > 0);
+    // Each customer's key placed at most one order (a key placed after the balance ran out is
+    // refused instead, and may be tried again).
+    let per_customer: HashSet<CustomerId> = owners(&db, &keyed_orders).await;
+    assert_eq!(per_customer.len(), keyed_orders.len());
+    for c in &customers {
+        assert_eq!(db.customer(c.id).await.expect("get").balance, Money::ZERO);
+        assert_books_balance(&db, c.id).await;
+    }
+}
+
+async fn owners(db: &Db, ids: &HashSet<OrderId>) -> HashSet<CustomerId> {
+    let mut owners = HashSet::new();
+    for id in ids {
+        owners.insert(db.order(*id).await.expect("order").customer_id);
+    }
+    owners
+}
+
+/// Outcomes recorded as a group: each as `finish_attempt` would record it alone; a clash of
+/// upstream ids inside the group sets that one order aside and records the others; an order
+/// with no attempt in flight gets its own error.
+pub async fn grouped_outcomes_are_recorded_each_alone(db: Db) {
+    let c = funded(&db, "fay", "10").await;
+    let holder = crate::cases::sent_order(&db, c.id, "1", "alpha", "900").await;
+    let orders: Vec<Order> = {
+        let mut placed = Vec::new();
+        for _ in 0..5 {
+            placed.push(crate::cases::place(&db, c.id, "1").await);
+        }
+        placed
+    };
+    db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    let starts: Vec<AttemptStart> = orders[..4]
+        .iter()
+        .map(|o| AttemptStart {
+            order: o.id,
+            provider: "alpha".into(),
+            upstream_service: "svc-1".into(),
+            why: None,
+        })
+        .collect();
+    db.begin_attempts(&starts, T0).await.expect("begin");
+    let sent = |id: &str| ForwardOutcome::Sent {
+        upstream_order_id: id.into(),
+        upstream_cost: None,
+        next_poll_at: T0 + 1_000,
+    };
+    let results = db
+        .finish_attempts(vec![
+            (orders[3].id, sent("903"), T0 + 1),
+            (orders[0].id, sent("901"), T0 + 1),
+            (
+                orders[1].id,
+                ForwardOutcome::Ambiguous {
+                    detail: "alpha: timed out".into(),
+                },
+                T0 + 1,
+            ),
+            (orders[2].id, sent("900"), T0 + 1), // the holder's upstream id
+            (orders[4].id, sent("904"), T0 + 1), // no attempt in flight
+        ])
+        .await;
+    assert_eq!(results.len(), 5);
+    let first = results[1].as_ref().expect("sent");
+    assert_eq!(first.id, orders[0].id);
+    assert_eq!(first.forward_state, ForwardState::Sent);
+    assert_eq!(first.upstream_order_id.as_deref(), Some("901"));
+    assert_eq!(
+        results[0]
+            .as_ref()
+            .expect("sent")
+            .upstream_order_id
+            .as_deref(),
+        Some("903")
+    );
+    assert_eq!(
+        results[2].as_ref().expect("ambiguous").forward_state,
+        ForwardState::Ambiguous
+    );
+    assert!(
+        matches!(results[3], Err(StoreError::Conflict(_))),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(
+        db.order(orders[2].id).await.expect("get").forward_state,
+        ForwardState::Ambiguous
+    );
+    assert!(
+        matches!(results[4], Err(StoreError::InvalidState(_))),
+        "{:?}",
+        results[4]
+    );
+    assert_eq!(
+        db.order(orders[4].id).await.expect("get").forward_state,
+        ForwardState::Sending
+    );
+    for (i, order) in orders[..2].iter().enumerate() {
+        assert_eq!(
+            db.order(order.id).await.expect("get"),
+            *results[i + 1].as_ref().expect("recorded")
+        );
+    }
+    assert_eq!(
+        db.order(holder.id)
+            .await
+            .expect("get")
+            .upstream_order_id
+            .as_deref(),
+        Some("900")
+    );
+
+    // Without a clash the group goes in one transaction, each as alone.
+    let more: Vec<Order> = {
+        let mut placed = Vec::new();
+        for _ in 0..3 {
+            placed.push(crate::cases::place(&db, c.id, "1").await);
+        }
+        placed
+    };
+    let claimed = db.claim_for_forwarding("w", 10, T0).await.expect("claim");
+    assert_eq!(claimed.len(), 3);
+    let starts: Vec<AttemptStart> = more
+        .iter()
+        .map(|o| AttemptStart {
+            order: o.id,
+            provider: "beta".into(),
+            upstream_service: "svc-2".into(),
+            why: None,
+        })
+        .collect();
+    db.begin_attempts(&starts, T0).await.expect("begin");
+    let results = db
+        .finish_attempts(
+            more.iter()
+                .rev()
+                .enumerate()
+                .map(|(i, o)| (o.id, sent(&format!("95{i}")), T0 + 2))
+                .collect(),
+        )
+        .await;
+    for (result, order) in results.iter().zip(more.iter().rev()) {
+        let recorded = result.as_ref().expect("sent");
+        assert_eq!(recorded.id, order.id);
+        assert_eq!(recorded.provider.as_deref(), Some("beta"));
+        assert_eq!(*recorded, db.order(order.id).await.expect("get"));
+    }
+    assert_books_balance(&db, c.id).await;
+}
