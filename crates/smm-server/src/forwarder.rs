@@ -26,47 +26,76 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use smm_provider_client::{ProviderError, Ready};
 use smm_store::{AttemptStart, ForwardOutcome, Order};
 use smm_wire::OrderRequest;
 use smm_wire::upstream::UpstreamId;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use smm_routing::Candidate;
 
 use crate::app::{App, Provider, now_ms};
 
-/// Runs until `shutdown` turns true, finishing the order in hand first.
+/// Runs until `shutdown` turns true, finishing the orders in hand first.
+///
+/// Up to `forwarder.concurrency` orders are in flight at once, and the queue is claimed again
+/// as soon as a quarter of them have finished (issue #16): no round waits for its slowest call
+/// before the next orders are claimed, so the outbox drains as fast as calls come back. Each
+/// order is forwarded by a task of its own, so orders in flight keep going (and release the
+/// database connections they hold) while the next claim waits for one.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut in_flight = JoinSet::new();
+    // Whether the last claim filled every slot it was offered: more may be waiting.
+    let mut more = true;
     loop {
-        let interval = Duration::from_millis(app.settings().forwarder.interval_ms);
-        if *shutdown.borrow() {
+        let settings = app.settings();
+        let interval = Duration::from_millis(settings.forwarder.interval_ms);
+        let concurrency = settings.forwarder.concurrency.max(1);
+        let stopping = *shutdown.borrow();
+        if stopping && in_flight.is_empty() {
             return;
         }
-        let handled = round(&app).await;
-        if handled > 0 {
-            continue; // more may be waiting
+        let free = concurrency.saturating_sub(in_flight.len());
+        if !stopping && more && (in_flight.is_empty() || free >= concurrency.div_ceil(4)) {
+            let limit = settings
+                .forwarder
+                .batch
+                .min(u32::try_from(free).unwrap_or(u32::MAX));
+            let claimed = claim(&app, limit).await;
+            more = claimed.len() == limit as usize && limit > 0;
+            if !claimed.is_empty() {
+                for (order, plan, slot) in claimed {
+                    let app = Arc::clone(&app);
+                    in_flight.spawn(async move { forward(&app, order, plan, slot).await });
+                }
+                continue;
+            }
         }
         tokio::select! {
-            () = app.forward_wake.notified() => {}
-            () = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(error) = done {
+                    // A panic is a bug; the order stays `sending` and its lease recovers it.
+                    tracing::error!(%error, "a forwarding task failed");
+                }
+                more = true;
+            }
+            () = app.forward_wake.notified(), if !stopping => more = true,
+            () = tokio::time::sleep(interval), if !stopping => more = true,
+            _ = shutdown.changed(), if !stopping => {}
         }
     }
 }
 
-/// Claims one batch and forwards it; returns how many orders were handled.
-pub async fn round(app: &App) -> usize {
-    let settings = app.settings();
-    let settings = &settings.forwarder;
-    // Claim no more than can be sent at once: a claimed order waiting its turn would age
-    // towards the lease and be parked as ambiguous without ever having been sent.
-    let limit = settings
-        .batch
-        .min(u32::try_from(settings.concurrency).unwrap_or(u32::MAX))
-        .max(1);
+/// Claims up to `limit` queued orders and plans each. Each order's first slot is taken now if
+/// its provider's rate limit has one free: those orders' first attempts are noted in one
+/// commit, before any call. The others wait for their slot in `forward`, and note their
+/// attempt once they have it.
+async fn claim(app: &App, limit: u32) -> Vec<(Order, Plan, Option<Ready>)> {
+    if limit == 0 {
+        return Vec::new();
+    }
     let claimed = match app
         .store
         .claim_for_forwarding(&app.worker_id, limit, now_ms())
@@ -75,13 +104,9 @@ pub async fn round(app: &App) -> usize {
         Ok(claimed) => claimed,
         Err(error) => {
             tracing::error!(%error, "cannot claim orders to forward");
-            return 0;
+            return Vec::new();
         }
     };
-    let count = claimed.len();
-    // Each order's first slot is taken now if its provider's rate limit has one free: those
-    // orders' first attempts are noted in one commit, before any call. The others wait for
-    // their slot in `forward`, and note their attempt once they have it.
     let mut planned: Vec<(Order, Plan, Option<Ready>)> = claimed
         .into_iter()
         .map(|order| {
@@ -114,12 +139,7 @@ pub async fn round(app: &App) -> usize {
             *slot = None;
         }
     }
-    futures_util::stream::iter(planned)
-        .for_each_concurrent(settings.concurrency, |(order, plan, noted_slot)| {
-            forward(app, order, plan, noted_slot)
-        })
-        .await;
-    count
+    planned
 }
 
 /// What to do with a claimed order.

@@ -706,6 +706,48 @@ where
         Ok(())
     }
 
+    /// [`Self::record_status`] for several orders in one statement (the reconciler's batches:
+    /// one round trip instead of one per order). Each order appears once.
+    async fn record_statuses(
+        conn: &mut D::Connection,
+        reports: &[(OrderId, &StatusUpdate, bool, Option<String>)],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<D>::new(
+            "UPDATE orders SET status = v.column2, status_raw = v.column3, \
+             start_count = COALESCE(v.column4, start_count), \
+             remains = COALESCE(v.column5, remains), extra = COALESCE(v.column6, extra), \
+             next_poll_at = v.column7, updated_at = ",
+        );
+        query.push_bind(now).push(
+            ", attention = COALESCE(v.column8, attention), \
+             started_at = COALESCE(started_at, CASE WHEN v.column9 = 1 THEN ",
+        );
+        query
+            .push_bind(now)
+            .push(" END), finished_at = COALESCE(finished_at, CASE WHEN v.column10 = 1 THEN ");
+        query.push_bind(now).push(" END) FROM (");
+        query.push_values(reports, |mut row, (order, update, terminal, attention)| {
+            let (status, status_raw) = order_status_text(&update.status);
+            row.push_bind(order.0)
+                .push_bind(status.to_owned())
+                .push_bind(status_raw.map(str::to_owned))
+                .push_bind(update.start_count)
+                .push_bind(update.remains)
+                .push_bind(update.extra.clone())
+                .push_bind((!terminal).then_some(update.next_poll_at))
+                .push_bind(attention.clone())
+                .push_bind(i64::from(rules::status_started(&update.status)))
+                .push_bind(i64::from(rules::status_finished(&update.status)));
+        });
+        query.push(") AS v WHERE orders.id = v.column1");
+        query.build().execute(&mut *conn).await?;
+        Ok(())
+    }
+
     /// [`Store::finish_attempt`] in its own transaction.
     async fn finish_attempt_impl(
         &self,
@@ -2239,6 +2281,7 @@ where
                 .collect();
             let mut results: Vec<Option<StatusApplied>> = vec![None; updates.len()];
             let mut with_refund = Vec::new();
+            let mut recorded: Vec<(OrderId, &StatusUpdate, bool, Option<String>)> = Vec::new();
             for (index, (upstream_order_id, update)) in updates.iter().enumerate() {
                 let Some(order) = by_upstream.get(upstream_order_id.as_str()) else {
                     continue;
@@ -2261,15 +2304,9 @@ where
                         refund: None,
                         attention,
                     } => {
-                        Self::record_status(
-                            &mut tx,
-                            order.id,
-                            update,
-                            terminal,
-                            attention.as_deref(),
-                            now,
-                        )
-                        .await?;
+                        // A later report of the same order in the batch replaces an earlier.
+                        recorded.retain(|(id, ..)| *id != order.id);
+                        recorded.push((order.id, update, terminal, attention));
                         Some(StatusApplied {
                             order_id: order.id,
                             refund: None,
@@ -2278,6 +2315,7 @@ where
                     }
                 };
             }
+            Self::record_statuses(&mut tx, &recorded, now).await?;
             Ok((results, with_refund))
         }
         .await;
