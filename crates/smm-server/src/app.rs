@@ -189,8 +189,11 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The current catalog; replaced whole after every sync.
     catalog: RwLock<Arc<Catalog>>,
-    /// The serialised `services` reply at list prices, for the catalog it was built from.
-    services_body: RwLock<Option<(Arc<Catalog>, axum::body::Bytes)>>,
+    /// The `services` reply at list prices, for the catalog it was built from.
+    services_body: RwLock<Option<(Arc<Catalog>, Arc<ServicesBody>)>>,
+    /// The `services` replies of other price lists (discounts, custom rates), by
+    /// [`PriceListKey`], each for the catalog it was built from; bounded by bytes.
+    priced_services_bodies: moka::sync::Cache<PriceListKey, (Arc<Catalog>, Arc<ServicesBody>)>,
     /// Each provider's last good `services` reply.
     upstream: RwLock<BTreeMap<String, Vec<UpstreamService>>>,
     /// Customer by key hash. Only hits are cached, so a new customer works at once.
@@ -243,6 +246,16 @@ impl App {
             .max_capacity(100_000)
             .time_to_live(ttl)
             .build();
+        let priced_services_bodies = moka::sync::Cache::builder()
+            .max_capacity(PRICED_SERVICES_BYTES)
+            .weigher(
+                |_: &PriceListKey, (_, body): &(Arc<Catalog>, Arc<ServicesBody>)| {
+                    u32::try_from(body.weight()).unwrap_or(u32::MAX)
+                },
+            )
+            // A stale entry (an older catalog) holds that catalog alive until it goes.
+            .time_to_idle(Duration::from_secs(600))
+            .build();
         let worker_id = format!(
             "{}-{}-{:04x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
@@ -258,6 +271,7 @@ impl App {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             upstream: RwLock::new(BTreeMap::new()),
             services_body: RwLock::new(None),
+            priced_services_bodies,
             keys,
             unknown_keys,
             rates,
@@ -484,25 +498,43 @@ impl App {
             .map_or_else(|poisoned| poisoned.into_inner().clone(), |c| c.clone())
     }
 
-    /// The list-price `services` reply built from exactly `catalog`, if cached.
-    pub fn cached_services_body(&self, catalog: &Arc<Catalog>) -> Option<axum::body::Bytes> {
-        let cached = self
-            .services_body
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cached
-            .as_ref()
-            .filter(|(built_from, _)| Arc::ptr_eq(built_from, catalog))
-            .map(|(_, body)| body.clone())
+    /// The `services` reply for `pricing` built from exactly `catalog`, if cached.
+    pub fn cached_services_body(
+        &self,
+        catalog: &Arc<Catalog>,
+        pricing: &CustomerPricing,
+    ) -> Option<Arc<ServicesBody>> {
+        let (built_from, body) = if is_list_price(pricing) {
+            self.services_body
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()?
+        } else {
+            self.priced_services_bodies
+                .get(&PriceListKey::of(pricing))?
+        };
+        // Holding the `Arc` keeps the identity check sound: a rebuilt catalog is a different
+        // allocation while this one lives.
+        Arc::ptr_eq(&built_from, catalog).then_some(body)
     }
 
-    /// Keeps the list-price `services` reply of `catalog` (holding the `Arc` keeps the identity
-    /// check sound: a rebuilt catalog is a different allocation while this one lives).
-    pub fn cache_services_body(&self, catalog: &Arc<Catalog>, body: axum::body::Bytes) {
-        *self
-            .services_body
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((catalog.clone(), body));
+    /// Keeps the `services` reply for `pricing` built from `catalog` (replacing the one of
+    /// an older catalog).
+    pub fn cache_services_body(
+        &self,
+        catalog: &Arc<Catalog>,
+        pricing: &CustomerPricing,
+        body: Arc<ServicesBody>,
+    ) {
+        if is_list_price(pricing) {
+            *self
+                .services_body
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((catalog.clone(), body));
+        } else {
+            self.priced_services_bodies
+                .insert(PriceListKey::of(pricing), (catalog.clone(), body));
+        }
     }
 
     /// When `provider`'s catalog last synced successfully.
@@ -929,6 +961,70 @@ impl App {
             discount: customer.discount,
             custom_rates: (*rates).clone(),
         })
+    }
+}
+
+/// At most this many bytes of `services` replies (both encodings) are kept for price lists
+/// other than the list prices (about ten 400 KB catalogs); the list-price reply has a slot of
+/// its own and is always kept.
+const PRICED_SERVICES_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Whether `pricing` is the list prices (no discount, no custom rate): most customers'.
+pub fn is_list_price(pricing: &CustomerPricing) -> bool {
+    pricing.discount.is_none() && pricing.custom_rates.is_empty()
+}
+
+/// A price list as a cache key: the discount and the custom rates exactly as written (`10` and
+/// `10.0` are different keys, since the reply shows a rate's scale), so customers on the same
+/// terms share one cached reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PriceListKey(String);
+
+impl PriceListKey {
+    pub fn of(pricing: &CustomerPricing) -> PriceListKey {
+        use std::fmt::Write;
+        let mut key = String::new();
+        if let Some(discount) = pricing.discount {
+            let _ = write!(key, "d{discount}");
+        }
+        for (service, rate) in &pricing.custom_rates {
+            let _ = write!(key, ";{service}={rate}");
+        }
+        PriceListKey(key)
+    }
+}
+
+/// A serialised `services` reply and its gzip copy, compressed once when the reply is built
+/// (issue #16): a client that accepts gzip gets the copy, which decompresses to exactly
+/// `identity`.
+#[derive(Debug)]
+pub struct ServicesBody {
+    pub identity: axum::body::Bytes,
+    /// `None` only if compressing failed (then every client gets `identity`).
+    pub gzip: Option<axum::body::Bytes>,
+}
+
+impl ServicesBody {
+    /// Keeps `identity` and compresses it (gzip, default level: a few milliseconds for a 400 KB
+    /// catalog, paid once per catalog and price list).
+    pub fn new(identity: axum::body::Bytes) -> ServicesBody {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(identity.len() / 8),
+            flate2::Compression::default(),
+        );
+        let gzip = encoder
+            .write_all(&identity)
+            .and_then(|()| encoder.finish())
+            .map(axum::body::Bytes::from)
+            .inspect_err(|e| tracing::error!(%e, "cannot compress the services reply"))
+            .ok();
+        ServicesBody { identity, gzip }
+    }
+
+    /// Bytes held, for the cache's bound.
+    fn weight(&self) -> usize {
+        self.identity.len() + self.gzip.as_ref().map_or(0, axum::body::Bytes::len)
     }
 }
 

@@ -330,6 +330,140 @@ pub async fn services_are_typed_and_marked_up(backend: Backend) {
     gw.finish().await;
 }
 
+/// A form POST of `key` and `action` with an optional `Accept-Encoding`: the status, headers
+/// and the body's bytes exactly as sent (this client decompresses nothing).
+async fn post_raw(
+    gw: &TestGateway,
+    key: &str,
+    action: &str,
+    accept_encoding: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut request = gw
+        .http
+        .post(&gw.url)
+        .form(&[("key", key), ("action", action)]);
+    if let Some(value) = accept_encoding {
+        request = request.header(reqwest::header::ACCEPT_ENCODING, value);
+    }
+    let response = request.send().await.expect("form POST");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("reply body").to_vec();
+    (status, headers, body)
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a valid gzip stream");
+    out
+}
+
+/// The `services` reply of `key` as identity and as gzip, checked against each other: the
+/// gzip copy is announced, varies by `Accept-Encoding`, and decompresses to exactly the
+/// identity bytes. Returns the identity bytes.
+async fn services_both_ways(gw: &TestGateway, key: &str) -> Vec<u8> {
+    let header = |headers: &reqwest::header::HeaderMap, name| {
+        headers
+            .get(name)
+            .map(|v: &reqwest::header::HeaderValue| v.to_str().expect("ASCII").to_owned())
+    };
+    let mut identity = None;
+    for accept in [
+        None,
+        Some("gzip;q=0"),
+        Some("identity"),
+        Some("*;q=0, deflate"),
+    ] {
+        let (status, headers, body) = post_raw(gw, key, "services", accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_json_content_type(&headers);
+        assert_eq!(header(&headers, "content-encoding"), None, "{accept:?}");
+        assert_eq!(
+            header(&headers, "vary").as_deref(),
+            Some("accept-encoding"),
+            "{accept:?}"
+        );
+        assert!(json(std::str::from_utf8(&body).expect("UTF-8")).is_array());
+        match &identity {
+            None => identity = Some(body),
+            Some(first) => assert_eq!(&body, first, "identity replies are the same bytes"),
+        }
+    }
+    let identity = identity.expect("an identity reply");
+    for accept in ["gzip, deflate", "GZIP;q=0.5", "br, *"] {
+        let (status, headers, body) = post_raw(gw, key, "services", Some(accept)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_json_content_type(&headers);
+        assert_eq!(
+            header(&headers, "content-encoding").as_deref(),
+            Some("gzip"),
+            "{accept}"
+        );
+        assert_eq!(header(&headers, "vary").as_deref(), Some("accept-encoding"));
+        assert!(body.len() < identity.len() / 2, "{accept}: compressed");
+        assert!(
+            gunzip(&body) == identity,
+            "{accept}: the same bytes once decompressed"
+        );
+    }
+    identity
+}
+
+/// Issue #16: a client accepting gzip gets the cached `services` reply compressed, byte-identical
+/// once decompressed, for list prices and a discounted price list alike, and a new one after the
+/// catalog changes; identity for everyone else; errors and other actions are as before.
+pub async fn services_are_gzipped_for_clients_that_accept_it(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let list = services_both_ways(&gw, KEY).await;
+    // Served from the cache the second time: still the same bytes.
+    assert_eq!(services_both_ways(&gw, KEY).await, list);
+
+    let discounted = gw
+        .create_customer("discounted", OTHER_KEY, Money::ZERO)
+        .await;
+    gw.store()
+        .set_discount(discounted, Some(Decimal::from(10)), "test", 0)
+        .await
+        .expect("discount");
+    let theirs = services_both_ways(&gw, OTHER_KEY).await;
+    assert_ne!(theirs, list, "a discount is a price list of its own");
+    assert_eq!(services_both_ways(&gw, OTHER_KEY).await, theirs);
+
+    // A price change upstream, synced: new bodies, compressed anew.
+    let mut catalog = gw.alpha().services();
+    let service = catalog.iter_mut().find(|s| s.id == 1).expect("service 1");
+    service.rate += Decimal::ONE;
+    gw.alpha().set_services(catalog);
+    gw.app().sync_catalog().await;
+    let new_list = services_both_ways(&gw, KEY).await;
+    assert_ne!(new_list, list, "the synced price is served");
+    let rate_of = |body: &[u8]| {
+        json(std::str::from_utf8(body).expect("UTF-8"))
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["service"] == json!(1))
+            .map(|s| decimal(&s["rate"]))
+            .expect("service 1")
+    };
+    assert!(rate_of(&new_list) > rate_of(&list));
+    let new_theirs = services_both_ways(&gw, OTHER_KEY).await;
+    assert!(rate_of(&new_theirs) > rate_of(&theirs));
+
+    // Errors and other actions are never compressed and do not vary.
+    for (key, action) in [("not-a-key", "services"), (KEY, "balance"), (KEY, "nope")] {
+        let (status, headers, body) = post_raw(&gw, key, action, Some("gzip")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.get("content-encoding").is_none(), "{action}");
+        assert!(headers.get("vary").is_none(), "{action}");
+        json(std::str::from_utf8(&body).expect("an uncompressed reply"));
+    }
+    gw.finish().await;
+}
+
 fn status_object(charge: Money, remains: u64) -> Value {
     json!({
         "charge": charge.to_string(),
