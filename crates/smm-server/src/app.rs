@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smm_provider_client::ProviderClient;
 use smm_routing::{Catalog, CatalogInput, CustomerPricing, build_catalog};
-use smm_store::{Customer, CustomerId, OrderId, Store, StoreError, Timestamp, hash_api_key};
+use smm_store::{
+    Customer, CustomerId, OrderId, OrderStatusView, Store, StoreError, Timestamp, hash_api_key,
+};
 use smm_wire::ErrorKind;
 use smm_wire::upstream::UpstreamService;
 use tokio::sync::Notify;
@@ -196,6 +198,9 @@ pub struct App {
     priced_services_bodies: moka::sync::Cache<PriceListKey, (Arc<Catalog>, Arc<ServicesBody>)>,
     /// Each provider's last good `services` reply.
     upstream: RwLock<BTreeMap<String, Vec<UpstreamService>>>,
+    /// Recently read orders as `status` shows them, with their owner, for at most
+    /// [`ORDER_VIEW_MAX_AGE`] ([`App::order_statuses`]).
+    order_views: moka::sync::Cache<OrderId, CachedView>,
     /// Customer by key hash. Only hits are cached, so a new customer works at once.
     keys: moka::sync::Cache<String, Customer>,
     /// Key hashes that matched no customer, briefly: a flood of wrong keys costs no database
@@ -256,6 +261,10 @@ impl App {
             // A stale entry (an older catalog) holds that catalog alive until it goes.
             .time_to_idle(Duration::from_secs(600))
             .build();
+        let order_views = moka::sync::Cache::builder()
+            .max_capacity(ORDER_VIEW_CAPACITY)
+            .time_to_live(ORDER_VIEW_MAX_AGE)
+            .build();
         let worker_id = format!(
             "{}-{}-{:04x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
@@ -272,6 +281,7 @@ impl App {
             upstream: RwLock::new(BTreeMap::new()),
             services_body: RwLock::new(None),
             priced_services_bodies,
+            order_views,
             keys,
             unknown_keys,
             rates,
@@ -534,6 +544,64 @@ impl App {
         } else {
             self.priced_services_bodies
                 .insert(PriceListKey::of(pricing), (catalog.clone(), body));
+        }
+    }
+
+    /// `customer`'s orders among `ids` as `status` shows them, sorted by id; ids that are not
+    /// theirs (someone else's, or no order at all) are absent.
+    ///
+    /// A view may come from the short-lived cache of recent reads (issue #16): it is served
+    /// only to the customer the store said owns it, and at most [`ORDER_VIEW_MAX_AGE`] after
+    /// the store read that fetched it began. Every id not cached for this customer is read
+    /// from the store, in one query.
+    pub async fn order_statuses(
+        &self,
+        customer: CustomerId,
+        ids: &[OrderId],
+    ) -> Result<Vec<Arc<OrderStatusView>>, StoreError> {
+        let mut views = Vec::with_capacity(ids.len());
+        let mut misses = Vec::new();
+        for id in ids {
+            match self.order_views.get(id) {
+                Some(cached)
+                    if cached.owner == customer
+                        && cached.read_at.elapsed() < ORDER_VIEW_MAX_AGE =>
+                {
+                    views.push(cached.view);
+                }
+                _ => misses.push(*id),
+            }
+        }
+        if !misses.is_empty() {
+            let read_at = std::time::Instant::now();
+            for view in self
+                .store
+                .customer_order_statuses(customer, &misses)
+                .await?
+            {
+                let view = Arc::new(view);
+                self.order_views.insert(
+                    view.id,
+                    CachedView {
+                        owner: customer,
+                        read_at,
+                        view: view.clone(),
+                    },
+                );
+                views.push(view);
+            }
+        }
+        views.sort_unstable_by_key(|view| view.id);
+        views.dedup_by_key(|view| view.id);
+        Ok(views)
+    }
+
+    /// Drops the cached `status` views of orders this process just changed (a cancel, a
+    /// refill, an applied upstream status), so their customers see the change at once rather
+    /// than within [`ORDER_VIEW_MAX_AGE`].
+    pub fn forget_order_views(&self, ids: impl IntoIterator<Item = OrderId>) {
+        for id in ids {
+            self.order_views.invalidate(&id);
         }
     }
 
@@ -962,6 +1030,25 @@ impl App {
             custom_rates: (*rates).clone(),
         })
     }
+}
+
+/// How stale a `status` reply may be (issue #16): a view read from the store is served from
+/// the cache for at most this long after the read began. Changes this process makes to an order
+/// (a v2 cancel or refill, a status the reconciler applies) drop its view at once; changes made
+/// elsewhere (another instance, the forwarder, an operator) show within this bound.
+pub const ORDER_VIEW_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Most order views cached: far more than a second's worth of `status` ids at benchmark rates
+/// (each view is a few hundred bytes).
+const ORDER_VIEW_CAPACITY: u64 = 20_000;
+
+/// An order as `status` shows it, the customer the store said owns it, and when the read that
+/// fetched it began.
+#[derive(Debug, Clone)]
+struct CachedView {
+    owner: CustomerId,
+    read_at: std::time::Instant,
+    view: Arc<OrderStatusView>,
 }
 
 /// At most this many bytes of `services` replies (both encodings) are kept for price lists

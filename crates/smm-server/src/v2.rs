@@ -615,20 +615,20 @@ pub(crate) fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem
 }
 
 /// The customer's orders among `ids`, as `status` shows them (others' and unknown ids are
-/// absent), sorted by id.
+/// absent), sorted by id; recent reads may come from the cache ([`App::order_statuses`], at
+/// most [`crate::app::ORDER_VIEW_MAX_AGE`] old).
 async fn statuses_of(
     app: &App,
     customer: &Customer,
     ids: &[u64],
-) -> Result<Vec<OrderStatusView>, ErrorKind> {
-    app.store
-        .customer_order_statuses(customer.id, &order_ids(ids))
+) -> Result<Vec<Arc<OrderStatusView>>, ErrorKind> {
+    app.order_statuses(customer.id, &order_ids(ids))
         .await
         .map_err(|e| unavailable(&e))
 }
 
 async fn status(app: &App, customer: &Customer, target: Target) -> Reply {
-    let find = |orders: &[OrderStatusView], id: u64| -> Option<usize> {
+    let find = |orders: &[Arc<OrderStatusView>], id: u64| -> Option<usize> {
         let id = i64::try_from(id).ok()?;
         orders.binary_search_by_key(&id, |o| o.id.0).ok()
     };
@@ -690,6 +690,7 @@ pub(crate) async fn refill_one(
             StoreError::NotFound(_) => ErrorKind::IncorrectOrderId,
             other => unavailable(&other),
         })?;
+    app.forget_order_views([order.id]);
     u64::try_from(refill.id.0).map_err(|_| ErrorKind::Unavailable)
 }
 
@@ -803,11 +804,13 @@ pub(crate) async fn cancel_one(
     if !cancellable(app, order) {
         return Err(ErrorKind::CancelDisabled);
     }
-    match app
+    let outcome = app
         .store
         .request_cancel(customer.id, order.id, now_ms())
-        .await
-    {
+        .await;
+    // A cancel may have changed the order (canceled and refunded here): `status` reads it anew.
+    app.forget_order_views([order.id]);
+    match outcome {
         Ok(CancelOutcome::CanceledLocally { refund }) => {
             tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
             app.metrics.refund("canceled_before_forwarding");

@@ -59,6 +59,7 @@ e2e!(
     protocol::services_are_typed_and_marked_up,
     protocol::services_are_gzipped_for_clients_that_accept_it,
     protocol::status_single_and_multi,
+    protocol::status_is_at_most_a_second_stale_and_never_anothers,
     protocol::refill_and_refill_status_seed_shapes,
     protocol::cancel_seed_shapes,
     // (f) 4–9

@@ -464,6 +464,98 @@ pub async fn services_are_gzipped_for_clients_that_accept_it(backend: Backend) {
     gw.finish().await;
 }
 
+/// Issue #16: `status` may answer from a cache of recent reads, but never more than a second
+/// behind the store, at once after a change this process made (the reconciler applying an
+/// upstream status), and never to a customer who does not own the order: for them an existing
+/// order is exactly as unknown as a missing one.
+pub async fn status_is_at_most_a_second_stale_and_never_anothers(backend: Backend) {
+    let gw = TestGateway::start_polling(backend, |_| {}).await;
+    let id = gw
+        .add_ok(&[("service", "1"), ("link", LINK), ("quantity", "100")])
+        .await;
+    let sent = gw.wait_state(id, ForwardState::Sent).await;
+    let id_s = id.to_string();
+    let status_word = |reply: &Value| reply["status"].as_str().map(str::to_owned);
+    assert_eq!(
+        status_word(&gw.api("status", &[("order", &id_s)]).await).as_deref(),
+        Some("Pending")
+    );
+
+    // Another customer, right after the owner's read: the same answer as for no order at all.
+    gw.create_customer("other", OTHER_KEY, Money::ZERO).await;
+    let incorrect = error_reply("Incorrect order ID");
+    let missing = "999999999";
+    for asked in [id_s.as_str(), missing] {
+        assert_eq!(
+            gw.call(OTHER_KEY, "status", &[("order", asked)]).await,
+            incorrect,
+            "order {asked}"
+        );
+    }
+    let both = format!("{id},{missing}");
+    assert_eq!(
+        gw.call(OTHER_KEY, "status", &[("orders", &both)]).await,
+        json!({ id_s.as_str(): incorrect.clone(), missing: incorrect.clone() })
+    );
+    let mine = gw.api("status", &[("orders", &both)]).await;
+    assert_eq!(mine[id_s.as_str()]["status"], "Pending", "{mine}");
+    assert_eq!(mine[missing], incorrect, "{mine}");
+
+    // A change made behind this process's back (here: straight in the store) shows within the
+    // bound.
+    let changed_at = std::time::Instant::now();
+    gw.store()
+        .apply_status(
+            "alpha",
+            sent.upstream_order_id.as_deref().expect("upstream id"),
+            StatusUpdate {
+                delivery: Default::default(),
+                status: OrderStatus::InProgress,
+                start_count: Some(5),
+                remains: Some(50),
+                extra: None,
+                next_poll_at: now_ms(),
+            },
+            now_ms(),
+        )
+        .await
+        .expect("apply a status")
+        .expect("the order is known at alpha");
+    wait_for(
+        "the new status through v2",
+        Duration::from_secs(5),
+        || async {
+            status_word(&gw.api("status", &[("order", &id_s)]).await).as_deref()
+                == Some("In progress")
+        },
+    )
+    .await;
+    let seen_after = changed_at.elapsed();
+    assert!(
+        seen_after <= smm_server::app::ORDER_VIEW_MAX_AGE + Duration::from_millis(500),
+        "the change showed after {seen_after:?}"
+    );
+
+    // A change this process makes (the reconciler applying the upstream's status) shows at once.
+    assert_eq!(
+        gw.api("status", &[("orders", &both)]).await[id_s.as_str()]["status"],
+        "In progress"
+    );
+    gw.advance_sims(Duration::from_secs(4 * 3600));
+    gw.make_polls_due().await;
+    gw.reconcile().await;
+    assert_eq!(gw.order(id).await.status, OrderStatus::Completed);
+    assert_eq!(
+        status_word(&gw.api("status", &[("order", &id_s)]).await).as_deref(),
+        Some("Completed")
+    );
+    assert_eq!(
+        gw.call(OTHER_KEY, "status", &[("order", &id_s)]).await,
+        incorrect
+    );
+    gw.finish().await;
+}
+
 fn status_object(charge: Money, remains: u64) -> Value {
     json!({
         "charge": charge.to_string(),
