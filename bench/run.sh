@@ -72,16 +72,23 @@ hwm_mb() { # peak RSS of a live process, MB
   awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"
 }
 
-lua() { # $1 name, $2 form body: a wrk script that counts {"error":...} replies
+lua() { # $1 name, $2 form body[, $3 Accept-Encoding]: a wrk script that counts non-200 and
+  # {"error":...} replies; with $3, also replies not sent with Content-Encoding: gzip
+  local accept="" check=""
+  if [[ -n ${3:-} ]]; then
+    accept="wrk.headers[\"Accept-Encoding\"] = \"$3\""
+    check='or headers["content-encoding"] ~= "gzip"'
+  fi
   cat >"$work/$1.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+$accept
 wrk.body = "$2"
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) errors = 0 end
 function response(status, headers, body)
-  if status ~= 200 or string.sub(body, 1, 9) == '{"error":' then errors = errors + 1 end
+  if status ~= 200 or string.sub(body, 1, 9) == '{"error":' $check then errors = errors + 1 end
 end
 function done(summary, latency, requests)
   local total = 0
@@ -214,6 +221,8 @@ TOML
   local sim_ids
   sim_ids=$(seq -s, 10001 10100)
   lua services "key=bench-key&action=services"
+  # Most real clients (PHP's cURL with CURLOPT_ENCODING, browsers) send this header.
+  lua services_gzip "key=bench-key&action=services" "gzip, deflate"
   lua status "key=bench-key&action=status&orders=${status_ids//,/%2C}"
   lua passthrough "key=sim-key&action=status&orders=${sim_ids//,/%2C}"
   # One funded customer per `add` connection (baseline D's tasks each have their own), created
@@ -232,6 +241,11 @@ TOML
     fi
   done
 
+  if ! curl -s -o /dev/null -D - -H "Accept-Encoding: gzip, deflate" -d "$(lua_body services_gzip)" \
+    "$gw_url" | grep -qi '^content-encoding: gzip'; then
+    echo "gateway does not compress services for a gzip client" >&2; exit 1
+  fi
+
   # A2: baseline A answering with the gateway's own services reply (same bytes on the wire).
   curl -s -d "$(lua_body services)" "$gw_url" >"$dir/services.json"
   local a2_url a2_pid
@@ -248,6 +262,7 @@ TOML
     wrk_run "$db" B passthrough "$b_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
     wrk_run "$db" A2 services "$a2_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
     wrk_run "$db" services services "$gw_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
+    wrk_run "$db" services_gzip services_gzip "$gw_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
     wrk_run "$db" status status "$gw_url" "$CONNECTIONS" "$SECONDS_PER_RUN"
   done
 

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smm_provider_client::ProviderClient;
 use smm_routing::{Catalog, CatalogInput, CustomerPricing, build_catalog};
-use smm_store::{Customer, CustomerId, OrderId, Store, StoreError, Timestamp, hash_api_key};
+use smm_store::{
+    Customer, CustomerId, OrderId, OrderStatusView, Store, StoreError, Timestamp, hash_api_key,
+};
 use smm_wire::ErrorKind;
 use smm_wire::upstream::UpstreamService;
 use tokio::sync::Notify;
@@ -189,10 +191,16 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// The current catalog; replaced whole after every sync.
     catalog: RwLock<Arc<Catalog>>,
-    /// The serialised `services` reply at list prices, for the catalog it was built from.
-    services_body: RwLock<Option<(Arc<Catalog>, axum::body::Bytes)>>,
+    /// The `services` reply at list prices, for the catalog it was built from.
+    services_body: RwLock<Option<(Arc<Catalog>, Arc<ServicesBody>)>>,
+    /// The `services` replies of other price lists (discounts, custom rates), by
+    /// [`PriceListKey`], each for the catalog it was built from; bounded by bytes.
+    priced_services_bodies: moka::sync::Cache<PriceListKey, (Arc<Catalog>, Arc<ServicesBody>)>,
     /// Each provider's last good `services` reply.
     upstream: RwLock<BTreeMap<String, Vec<UpstreamService>>>,
+    /// Recently read orders as `status` shows them, with their owner, for at most
+    /// [`ORDER_VIEW_MAX_AGE`] ([`App::order_statuses`]).
+    order_views: moka::sync::Cache<OrderId, CachedView>,
     /// Customer by key hash. Only hits are cached, so a new customer works at once.
     keys: moka::sync::Cache<String, Customer>,
     /// Key hashes that matched no customer, briefly: a flood of wrong keys costs no database
@@ -245,6 +253,20 @@ impl App {
             .max_capacity(100_000)
             .time_to_live(ttl)
             .build();
+        let priced_services_bodies = moka::sync::Cache::builder()
+            .max_capacity(PRICED_SERVICES_BYTES)
+            .weigher(
+                |_: &PriceListKey, (_, body): &(Arc<Catalog>, Arc<ServicesBody>)| {
+                    u32::try_from(body.weight()).unwrap_or(u32::MAX)
+                },
+            )
+            // A stale entry (an older catalog) holds that catalog alive until it goes.
+            .time_to_idle(Duration::from_secs(600))
+            .build();
+        let order_views = moka::sync::Cache::builder()
+            .max_capacity(ORDER_VIEW_CAPACITY)
+            .time_to_live(ORDER_VIEW_MAX_AGE)
+            .build();
         let worker_id = format!(
             "{}-{}-{:04x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into()),
@@ -260,6 +282,8 @@ impl App {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             upstream: RwLock::new(BTreeMap::new()),
             services_body: RwLock::new(None),
+            priced_services_bodies,
+            order_views,
             keys,
             unknown_keys,
             rates,
@@ -503,25 +527,101 @@ impl App {
             .map_or_else(|poisoned| poisoned.into_inner().clone(), |c| c.clone())
     }
 
-    /// The list-price `services` reply built from exactly `catalog`, if cached.
-    pub fn cached_services_body(&self, catalog: &Arc<Catalog>) -> Option<axum::body::Bytes> {
-        let cached = self
-            .services_body
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cached
-            .as_ref()
-            .filter(|(built_from, _)| Arc::ptr_eq(built_from, catalog))
-            .map(|(_, body)| body.clone())
+    /// The `services` reply for `pricing` built from exactly `catalog`, if cached.
+    pub fn cached_services_body(
+        &self,
+        catalog: &Arc<Catalog>,
+        pricing: &CustomerPricing,
+    ) -> Option<Arc<ServicesBody>> {
+        let (built_from, body) = if is_list_price(pricing) {
+            self.services_body
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()?
+        } else {
+            self.priced_services_bodies
+                .get(&PriceListKey::of(pricing))?
+        };
+        // Holding the `Arc` keeps the identity check sound: a rebuilt catalog is a different
+        // allocation while this one lives.
+        Arc::ptr_eq(&built_from, catalog).then_some(body)
     }
 
-    /// Keeps the list-price `services` reply of `catalog` (holding the `Arc` keeps the identity
-    /// check sound: a rebuilt catalog is a different allocation while this one lives).
-    pub fn cache_services_body(&self, catalog: &Arc<Catalog>, body: axum::body::Bytes) {
-        *self
-            .services_body
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((catalog.clone(), body));
+    /// Keeps the `services` reply for `pricing` built from `catalog` (replacing the one of
+    /// an older catalog).
+    pub fn cache_services_body(
+        &self,
+        catalog: &Arc<Catalog>,
+        pricing: &CustomerPricing,
+        body: Arc<ServicesBody>,
+    ) {
+        if is_list_price(pricing) {
+            *self
+                .services_body
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((catalog.clone(), body));
+        } else {
+            self.priced_services_bodies
+                .insert(PriceListKey::of(pricing), (catalog.clone(), body));
+        }
+    }
+
+    /// `customer`'s orders among `ids` as `status` shows them, sorted by id; ids that are not
+    /// theirs (someone else's, or no order at all) are absent.
+    ///
+    /// A view may come from the short-lived cache of recent reads (issue #16): it is served
+    /// only to the customer the store said owns it, and at most [`ORDER_VIEW_MAX_AGE`] after
+    /// the store read that fetched it began. Every id not cached for this customer is read
+    /// from the store, in one query.
+    pub async fn order_statuses(
+        &self,
+        customer: CustomerId,
+        ids: &[OrderId],
+    ) -> Result<Vec<Arc<OrderStatusView>>, StoreError> {
+        let mut views = Vec::with_capacity(ids.len());
+        let mut misses = Vec::new();
+        for id in ids {
+            match self.order_views.get(id) {
+                Some(cached)
+                    if cached.owner == customer
+                        && cached.read_at.elapsed() < ORDER_VIEW_MAX_AGE =>
+                {
+                    views.push(cached.view);
+                }
+                _ => misses.push(*id),
+            }
+        }
+        if !misses.is_empty() {
+            let read_at = std::time::Instant::now();
+            for view in self
+                .store
+                .customer_order_statuses(customer, &misses)
+                .await?
+            {
+                let view = Arc::new(view);
+                self.order_views.insert(
+                    view.id,
+                    CachedView {
+                        owner: customer,
+                        read_at,
+                        view: view.clone(),
+                    },
+                );
+                views.push(view);
+            }
+        }
+        views.sort_unstable_by_key(|view| view.id);
+        views.dedup_by_key(|view| view.id);
+        Ok(views)
+    }
+
+    /// Drops the cached `status` views of orders this process just changed (a cancel, a
+    /// refill, an applied upstream status), so their customers see the change at once rather
+    /// than within [`ORDER_VIEW_MAX_AGE`].
+    pub fn forget_order_views(&self, ids: impl IntoIterator<Item = OrderId>) {
+        for id in ids {
+            self.order_views.invalidate(&id);
+        }
     }
 
     /// When `provider`'s catalog last synced successfully.
@@ -948,6 +1048,89 @@ impl App {
             discount: customer.discount,
             custom_rates: (*rates).clone(),
         })
+    }
+}
+
+/// How stale a `status` reply may be (issue #16): a view read from the store is served from
+/// the cache for at most this long after the read began. Changes this process makes to an order
+/// (a v2 cancel or refill, a status the reconciler applies) drop its view at once; changes made
+/// elsewhere (another instance, the forwarder, an operator) show within this bound.
+pub const ORDER_VIEW_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Most order views cached: far more than a second's worth of `status` ids at benchmark rates
+/// (each view is a few hundred bytes).
+const ORDER_VIEW_CAPACITY: u64 = 20_000;
+
+/// An order as `status` shows it, the customer the store said owns it, and when the read that
+/// fetched it began.
+#[derive(Debug, Clone)]
+struct CachedView {
+    owner: CustomerId,
+    read_at: std::time::Instant,
+    view: Arc<OrderStatusView>,
+}
+
+/// At most this many bytes of `services` replies (both encodings) are kept for price lists
+/// other than the list prices (about ten 400 KB catalogs); the list-price reply has a slot of
+/// its own and is always kept.
+const PRICED_SERVICES_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Whether `pricing` is the list prices (no discount, no custom rate): most customers'.
+pub fn is_list_price(pricing: &CustomerPricing) -> bool {
+    pricing.discount.is_none() && pricing.custom_rates.is_empty()
+}
+
+/// A price list as a cache key: the discount and the custom rates exactly as written (`10` and
+/// `10.0` are different keys, since the reply shows a rate's scale), so customers on the same
+/// terms share one cached reply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PriceListKey(String);
+
+impl PriceListKey {
+    pub fn of(pricing: &CustomerPricing) -> PriceListKey {
+        use std::fmt::Write;
+        let mut key = String::new();
+        if let Some(discount) = pricing.discount {
+            let _ = write!(key, "d{discount}");
+        }
+        for (service, rate) in &pricing.custom_rates {
+            let _ = write!(key, ";{service}={rate}");
+        }
+        PriceListKey(key)
+    }
+}
+
+/// A serialised `services` reply and its gzip copy, compressed once when the reply is built
+/// (issue #16): a client that accepts gzip gets the copy, which decompresses to exactly
+/// `identity`.
+#[derive(Debug)]
+pub struct ServicesBody {
+    pub identity: axum::body::Bytes,
+    /// `None` only if compressing failed (then every client gets `identity`).
+    pub gzip: Option<axum::body::Bytes>,
+}
+
+impl ServicesBody {
+    /// Keeps `identity` and compresses it (gzip, default level: a few milliseconds for a 400 KB
+    /// catalog, paid once per catalog and price list).
+    pub fn new(identity: axum::body::Bytes) -> ServicesBody {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(identity.len() / 8),
+            flate2::Compression::default(),
+        );
+        let gzip = encoder
+            .write_all(&identity)
+            .and_then(|()| encoder.finish())
+            .map(axum::body::Bytes::from)
+            .inspect_err(|e| tracing::error!(%e, "cannot compress the services reply"))
+            .ok();
+        ServicesBody { identity, gzip }
+    }
+
+    /// Bytes held, for the cache's bound.
+    fn weight(&self) -> usize {
+        self.identity.len() + self.gzip.as_ref().map_or(0, axum::body::Bytes::len)
     }
 }
 

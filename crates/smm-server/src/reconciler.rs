@@ -249,6 +249,7 @@ fn record_applied(
             continue;
         };
         applied += 1;
+        app.forget_order_views([result.order_id]);
         if let Some(refund) = result.refund {
             app.metrics.refund("status");
             tracing::info!(provider, order = result.order_id.0, %refund, "refund paid");

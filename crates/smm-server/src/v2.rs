@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -27,7 +27,7 @@ use smm_wire::response::{
 use smm_wire::{ApiRequest, ErrorKind, OrderRequest, OrderStatus, Params, ServiceType, Target};
 use tracing::Instrument;
 
-use crate::app::{App, now_ms, unavailable};
+use crate::app::{App, ServicesBody, now_ms, unavailable};
 
 /// The v2 routes, answered directly (a redirect would lose a POST body).
 pub fn router(app: Arc<App>) -> Router {
@@ -85,6 +85,76 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 /// A reply body, already serialised.
 type Reply = Result<Bytes, ErrorKind>;
 
+/// What an action answered: a JSON body, or a `services` reply with its gzip copy.
+#[derive(Debug)]
+enum Answer {
+    Json(Bytes),
+    Services(Arc<ServicesBody>),
+}
+
+impl Answer {
+    /// The HTTP response. A `services` reply is sent gzip-compressed when the request accepts
+    /// gzip, as is otherwise; either way with `Vary: Accept-Encoding`.
+    fn into_response(self, request: &HeaderMap) -> Response {
+        let json = (CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let vary = (VARY, HeaderValue::from_static("accept-encoding"));
+        match self {
+            Answer::Json(body) => ([json], body).into_response(),
+            Answer::Services(body) => match &body.gzip {
+                Some(gzip) if accepts_gzip(request) => {
+                    let encoding = (CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                    ([json, vary, encoding], gzip.clone()).into_response()
+                }
+                _ => ([json, vary], body.identity.clone()).into_response(),
+            },
+        }
+    }
+}
+
+/// Whether the request's `Accept-Encoding` accepts gzip (RFC 9110, 12.5.3): `gzip` (or its
+/// alias `x-gzip`) with a non-zero weight, else `*` with a non-zero weight when gzip is not
+/// named; names are case-insensitive and a header may be repeated. No header, an unreadable
+/// one, or an item with an unreadable weight accept nothing but identity.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let mut weight = Some(true);
+            for param in parts {
+                if let Some((name, value)) = param.split_once('=')
+                    && name.trim().eq_ignore_ascii_case("q")
+                {
+                    weight = positive_qvalue(value.trim());
+                }
+            }
+            let Some(accepted) = weight else { continue };
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                // The explicit entry wins; of two, a refusal wins.
+                gzip = Some(gzip.unwrap_or(true) && accepted);
+            } else if coding == "*" {
+                any = Some(any.unwrap_or(true) && accepted);
+            }
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Whether a qvalue (`0`, `0.5`, `1.000`, ...) is above zero; `None` if it is not one.
+fn positive_qvalue(text: &str) -> Option<bool> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !matches!(whole, "0" | "1") || fraction.len() > 3 || !digits(fraction) {
+        return None;
+    }
+    Some(whole == "1" || fraction.bytes().any(|b| b != b'0'))
+}
+
 fn to_body(value: &impl Serialize) -> Reply {
     serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
         tracing::error!(%e, "cannot serialise a reply");
@@ -133,11 +203,7 @@ async fn v2(
     });
     app.metrics.request(action, result, started.elapsed());
     let mut response = match outcome {
-        Ok(body) => (
-            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            body,
-        )
-            .into_response(),
+        Ok(answer) => answer.into_response(&headers),
         Err(kind) => json(StatusCode::OK, &ErrorReply(kind)),
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -152,7 +218,7 @@ async fn handle(
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
     action: &mut &'static str,
-) -> Reply {
+) -> Result<Answer, ErrorKind> {
     let body = body.map_err(|rejection| {
         tracing::debug!(%rejection, "request body refused");
         body_refused()
@@ -173,8 +239,8 @@ async fn handle(
     app.rate_limit(customer.id)?;
     let request = ApiRequest::parse(credentials.action, &params)?;
     let dispatch = async {
-        match request {
-            ApiRequest::Services => services(app, &customer).await,
+        let reply = match request {
+            ApiRequest::Services => return services(app, &customer).await.map(Answer::Services),
             ApiRequest::Balance => balance(app, &customer).await,
             ApiRequest::Add {
                 service,
@@ -194,7 +260,8 @@ async fn handle(
             ApiRequest::Refill(target) => refill(app, &customer, target).await,
             ApiRequest::RefillStatus(target) => refill_status(app, &customer, target).await,
             ApiRequest::Cancel(target) => cancel(app, &customer, target).await,
-        }
+        };
+        reply.map(Answer::Json)
     };
     dispatch.await
 }
@@ -272,12 +339,14 @@ async fn keyed_order(
         .map_err(|e| unavailable(&e))
 }
 
-async fn services(app: &App, customer: &Customer) -> Reply {
+/// The customer's `services` reply, from the cache when it holds the reply for their price list
+/// and the current catalog; otherwise built, compressed and cached.
+async fn services(app: &App, customer: &Customer) -> Result<Arc<ServicesBody>, ErrorKind> {
     let pricing = app.pricing(customer).await?;
     let catalog = app.catalog();
-    // Most customers pay list prices: their reply is the same bytes until the catalog changes.
-    let list_prices = pricing.discount.is_none() && pricing.custom_rates.is_empty();
-    if list_prices && let Some(body) = app.cached_services_body(&catalog) {
+    // Most customers pay list prices, and customers on the same terms share a price list: a
+    // reply is the same bytes until the catalog changes.
+    if let Some(body) = app.cached_services_body(&catalog, &pricing) {
         return Ok(body);
     }
     let items: Vec<ServiceItem> = catalog
@@ -296,10 +365,8 @@ async fn services(app: &App, customer: &Customer) -> Reply {
             desc: s.desc.clone(),
         })
         .collect();
-    let body = to_body(&items)?;
-    if list_prices {
-        app.cache_services_body(&catalog, body.clone());
-    }
+    let body = Arc::new(ServicesBody::new(to_body(&items)?));
+    app.cache_services_body(&catalog, &pricing, body.clone());
     Ok(body)
 }
 
@@ -548,20 +615,20 @@ pub(crate) fn status_item(order: &OrderStatusView, currency: &str) -> StatusItem
 }
 
 /// The customer's orders among `ids`, as `status` shows them (others' and unknown ids are
-/// absent), sorted by id.
+/// absent), sorted by id; recent reads may come from the cache ([`App::order_statuses`], at
+/// most [`crate::app::ORDER_VIEW_MAX_AGE`] old).
 async fn statuses_of(
     app: &App,
     customer: &Customer,
     ids: &[u64],
-) -> Result<Vec<OrderStatusView>, ErrorKind> {
-    app.store
-        .customer_order_statuses(customer.id, &order_ids(ids))
+) -> Result<Vec<Arc<OrderStatusView>>, ErrorKind> {
+    app.order_statuses(customer.id, &order_ids(ids))
         .await
         .map_err(|e| unavailable(&e))
 }
 
 async fn status(app: &App, customer: &Customer, target: Target) -> Reply {
-    let find = |orders: &[OrderStatusView], id: u64| -> Option<usize> {
+    let find = |orders: &[Arc<OrderStatusView>], id: u64| -> Option<usize> {
         let id = i64::try_from(id).ok()?;
         orders.binary_search_by_key(&id, |o| o.id.0).ok()
     };
@@ -623,6 +690,7 @@ pub(crate) async fn refill_one(
             StoreError::NotFound(_) => ErrorKind::IncorrectOrderId,
             other => unavailable(&other),
         })?;
+    app.forget_order_views([order.id]);
     u64::try_from(refill.id.0).map_err(|_| ErrorKind::Unavailable)
 }
 
@@ -736,11 +804,13 @@ pub(crate) async fn cancel_one(
     if !cancellable(app, order) {
         return Err(ErrorKind::CancelDisabled);
     }
-    match app
+    let outcome = app
         .store
         .request_cancel(customer.id, order.id, now_ms())
-        .await
-    {
+        .await;
+    // A cancel may have changed the order (canceled and refunded here): `status` reads it anew.
+    app.forget_order_views([order.id]);
+    match outcome {
         Ok(CancelOutcome::CanceledLocally { refund }) => {
             tracing::info!(order = order.id.0, %refund, "order canceled before forwarding");
             app.metrics.refund("canceled_before_forwarding");
@@ -783,7 +853,53 @@ async fn cancel(app: &App, customer: &Customer, target: Target) -> Reply {
 mod tests {
     use smm_wire::ErrorKind;
 
-    use super::cancel_refusal;
+    use super::{accepts_gzip, cancel_refusal};
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        let accepts = |values: &[&str]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for value in values {
+                headers.append(
+                    axum::http::header::ACCEPT_ENCODING,
+                    axum::http::HeaderValue::from_str(value).expect("header value"),
+                );
+            }
+            accepts_gzip(&headers)
+        };
+        for yes in [
+            &["gzip"][..],
+            &["gzip, deflate"],
+            &["deflate, GZip"],
+            &["br;q=1.0, gzip;q=0.8, *;q=0.1"],
+            &["gzip;q=0.001"],
+            &["gzip ; q=1"],
+            &["x-gzip"],
+            &["*"],
+            &["deflate, *;q=0.5"],
+            &["identity", "gzip"],
+        ] {
+            assert!(accepts(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &[""],
+            &["identity"],
+            &["deflate, br"],
+            &["gzip;q=0"],
+            &["gzip;Q=0.000"],
+            &["gzip;q=0, *"],
+            &["*;q=0"],
+            &["*, gzip;q=0"],
+            &["gzip", "gzip;q=0"],
+            &["gzip;q=2"],
+            &["gzip;q=0.5000"],
+            &["gzip;q=abc"],
+            &["gzips"],
+        ] {
+            assert!(!accepts(no), "{no:?}");
+        }
+    }
 
     #[test]
     fn a_refused_cancel_answers_with_the_refusal_about_the_order_only() {

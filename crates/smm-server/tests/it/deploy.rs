@@ -453,7 +453,9 @@ fn image_user_port_and_grace_periods_agree() {
     let dockerfile = read("Dockerfile");
     for expected in [
         "FROM rust:1-bookworm AS builder",
-        "cargo build --release --locked -p smm-server",
+        // The shipped binary is the stripped `dist` profile (Cargo.toml).
+        "cargo build --profile dist --locked -p smm-server",
+        "target/dist/smm-gateway",
         "FROM debian:bookworm-slim",
         "ca-certificates",
         "--uid 10001",

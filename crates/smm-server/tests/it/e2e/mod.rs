@@ -57,7 +57,9 @@ e2e!(
     protocol::balance_is_the_same_however_it_is_asked,
     protocol::errors_are_exact_and_http_200,
     protocol::services_are_typed_and_marked_up,
+    protocol::services_are_gzipped_for_clients_that_accept_it,
     protocol::status_single_and_multi,
+    protocol::status_is_at_most_a_second_stale_and_never_anothers,
     protocol::refill_and_refill_status_seed_shapes,
     protocol::cancel_seed_shapes,
     // (f) 4–9

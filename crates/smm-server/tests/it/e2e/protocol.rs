@@ -330,6 +330,232 @@ pub async fn services_are_typed_and_marked_up(backend: Backend) {
     gw.finish().await;
 }
 
+/// A form POST of `key` and `action` with an optional `Accept-Encoding`: the status, headers
+/// and the body's bytes exactly as sent (this client decompresses nothing).
+async fn post_raw(
+    gw: &TestGateway,
+    key: &str,
+    action: &str,
+    accept_encoding: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut request = gw
+        .http
+        .post(&gw.url)
+        .form(&[("key", key), ("action", action)]);
+    if let Some(value) = accept_encoding {
+        request = request.header(reqwest::header::ACCEPT_ENCODING, value);
+    }
+    let response = request.send().await.expect("form POST");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("reply body").to_vec();
+    (status, headers, body)
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a valid gzip stream");
+    out
+}
+
+/// The `services` reply of `key` as identity and as gzip, checked against each other: the
+/// gzip copy is announced, varies by `Accept-Encoding`, and decompresses to exactly the
+/// identity bytes. Returns the identity bytes.
+async fn services_both_ways(gw: &TestGateway, key: &str) -> Vec<u8> {
+    let header = |headers: &reqwest::header::HeaderMap, name| {
+        headers
+            .get(name)
+            .map(|v: &reqwest::header::HeaderValue| v.to_str().expect("ASCII").to_owned())
+    };
+    let mut identity = None;
+    for accept in [
+        None,
+        Some("gzip;q=0"),
+        Some("identity"),
+        Some("*;q=0, deflate"),
+    ] {
+        let (status, headers, body) = post_raw(gw, key, "services", accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_json_content_type(&headers);
+        assert_eq!(header(&headers, "content-encoding"), None, "{accept:?}");
+        assert_eq!(
+            header(&headers, "vary").as_deref(),
+            Some("accept-encoding"),
+            "{accept:?}"
+        );
+        assert!(json(std::str::from_utf8(&body).expect("UTF-8")).is_array());
+        match &identity {
+            None => identity = Some(body),
+            Some(first) => assert_eq!(&body, first, "identity replies are the same bytes"),
+        }
+    }
+    let identity = identity.expect("an identity reply");
+    for accept in ["gzip, deflate", "GZIP;q=0.5", "br, *"] {
+        let (status, headers, body) = post_raw(gw, key, "services", Some(accept)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_json_content_type(&headers);
+        assert_eq!(
+            header(&headers, "content-encoding").as_deref(),
+            Some("gzip"),
+            "{accept}"
+        );
+        assert_eq!(header(&headers, "vary").as_deref(), Some("accept-encoding"));
+        assert!(body.len() < identity.len() / 2, "{accept}: compressed");
+        assert!(
+            gunzip(&body) == identity,
+            "{accept}: the same bytes once decompressed"
+        );
+    }
+    identity
+}
+
+/// Issue #16: a client accepting gzip gets the cached `services` reply compressed, byte-identical
+/// once decompressed, for list prices and a discounted price list alike, and a new one after the
+/// catalog changes; identity for everyone else; errors and other actions are as before.
+pub async fn services_are_gzipped_for_clients_that_accept_it(backend: Backend) {
+    let gw = TestGateway::start(backend).await;
+    let list = services_both_ways(&gw, KEY).await;
+    // Served from the cache the second time: still the same bytes.
+    assert_eq!(services_both_ways(&gw, KEY).await, list);
+
+    let discounted = gw
+        .create_customer("discounted", OTHER_KEY, Money::ZERO)
+        .await;
+    gw.store()
+        .set_discount(discounted, Some(Decimal::from(10)), "test", 0)
+        .await
+        .expect("discount");
+    let theirs = services_both_ways(&gw, OTHER_KEY).await;
+    assert_ne!(theirs, list, "a discount is a price list of its own");
+    assert_eq!(services_both_ways(&gw, OTHER_KEY).await, theirs);
+
+    // A price change upstream, synced: new bodies, compressed anew.
+    let mut catalog = gw.alpha().services();
+    let service = catalog.iter_mut().find(|s| s.id == 1).expect("service 1");
+    service.rate += Decimal::ONE;
+    gw.alpha().set_services(catalog);
+    gw.app().sync_catalog().await;
+    let new_list = services_both_ways(&gw, KEY).await;
+    assert_ne!(new_list, list, "the synced price is served");
+    let rate_of = |body: &[u8]| {
+        json(std::str::from_utf8(body).expect("UTF-8"))
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["service"] == json!(1))
+            .map(|s| decimal(&s["rate"]))
+            .expect("service 1")
+    };
+    assert!(rate_of(&new_list) > rate_of(&list));
+    let new_theirs = services_both_ways(&gw, OTHER_KEY).await;
+    assert!(rate_of(&new_theirs) > rate_of(&theirs));
+
+    // Errors and other actions are never compressed and do not vary.
+    for (key, action) in [("not-a-key", "services"), (KEY, "balance"), (KEY, "nope")] {
+        let (status, headers, body) = post_raw(&gw, key, action, Some("gzip")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.get("content-encoding").is_none(), "{action}");
+        assert!(headers.get("vary").is_none(), "{action}");
+        json(std::str::from_utf8(&body).expect("an uncompressed reply"));
+    }
+    gw.finish().await;
+}
+
+/// Issue #16: `status` may answer from a cache of recent reads, but never more than a second
+/// behind the store, at once after a change this process made (the reconciler applying an
+/// upstream status), and never to a customer who does not own the order: for them an existing
+/// order is exactly as unknown as a missing one.
+pub async fn status_is_at_most_a_second_stale_and_never_anothers(backend: Backend) {
+    let gw = TestGateway::start_polling(backend, |_| {}).await;
+    let id = gw
+        .add_ok(&[("service", "1"), ("link", LINK), ("quantity", "100")])
+        .await;
+    let sent = gw.wait_state(id, ForwardState::Sent).await;
+    let id_s = id.to_string();
+    let status_word = |reply: &Value| reply["status"].as_str().map(str::to_owned);
+    assert_eq!(
+        status_word(&gw.api("status", &[("order", &id_s)]).await).as_deref(),
+        Some("Pending")
+    );
+
+    // Another customer, right after the owner's read: the same answer as for no order at all.
+    gw.create_customer("other", OTHER_KEY, Money::ZERO).await;
+    let incorrect = error_reply("Incorrect order ID");
+    let missing = "999999999";
+    for asked in [id_s.as_str(), missing] {
+        assert_eq!(
+            gw.call(OTHER_KEY, "status", &[("order", asked)]).await,
+            incorrect,
+            "order {asked}"
+        );
+    }
+    let both = format!("{id},{missing}");
+    assert_eq!(
+        gw.call(OTHER_KEY, "status", &[("orders", &both)]).await,
+        json!({ id_s.as_str(): incorrect.clone(), missing: incorrect.clone() })
+    );
+    let mine = gw.api("status", &[("orders", &both)]).await;
+    assert_eq!(mine[id_s.as_str()]["status"], "Pending", "{mine}");
+    assert_eq!(mine[missing], incorrect, "{mine}");
+
+    // A change made behind this process's back (here: straight in the store) shows within the
+    // bound.
+    let changed_at = std::time::Instant::now();
+    gw.store()
+        .apply_status(
+            "alpha",
+            sent.upstream_order_id.as_deref().expect("upstream id"),
+            StatusUpdate {
+                delivery: Default::default(),
+                status: OrderStatus::InProgress,
+                start_count: Some(5),
+                remains: Some(50),
+                extra: None,
+                next_poll_at: now_ms(),
+            },
+            now_ms(),
+        )
+        .await
+        .expect("apply a status")
+        .expect("the order is known at alpha");
+    wait_for(
+        "the new status through v2",
+        Duration::from_secs(5),
+        || async {
+            status_word(&gw.api("status", &[("order", &id_s)]).await).as_deref()
+                == Some("In progress")
+        },
+    )
+    .await;
+    let seen_after = changed_at.elapsed();
+    assert!(
+        seen_after <= smm_server::app::ORDER_VIEW_MAX_AGE + Duration::from_millis(500),
+        "the change showed after {seen_after:?}"
+    );
+
+    // A change this process makes (the reconciler applying the upstream's status) shows at once.
+    assert_eq!(
+        gw.api("status", &[("orders", &both)]).await[id_s.as_str()]["status"],
+        "In progress"
+    );
+    gw.advance_sims(Duration::from_secs(4 * 3600));
+    gw.make_polls_due().await;
+    gw.reconcile().await;
+    assert_eq!(gw.order(id).await.status, OrderStatus::Completed);
+    assert_eq!(
+        status_word(&gw.api("status", &[("order", &id_s)]).await).as_deref(),
+        Some("Completed")
+    );
+    assert_eq!(
+        gw.call(OTHER_KEY, "status", &[("order", &id_s)]).await,
+        incorrect
+    );
+    gw.finish().await;
+}
+
 fn status_object(charge: Money, remains: u64) -> Value {
     json!({
         "charge": charge.to_string(),
