@@ -98,29 +98,34 @@ def main(results_path, extras_path):
                 commits.append((int(a_["commits"]) - int(b["commits"])) / placed)
         per_order = (f"; {statistics.median(commits):.1f} commits per order, forwarding included"
                      if commits else "")
+        # Issue #16: group commit takes SQLite past the per-commit ceiling (≥ 1.5 × D); on
+        # PostgreSQL at least D, p99 ≤ 30 ms; the forwarder drains a 10 s burst within 2 s.
         row(f"gateway `add`, placements/s ({conc} conns; outbox drained after {lag_text}"
-            f"{per_order})", "add", None, "D", d, 0.8)
+            f"{per_order})", "add", None, "D", d, 1.5 if db == "sqlite" else 1.0)
+        p99 = med(db, "add", 2)
+        if p99 is not None:
+            rows[-1][-1] += "; p99 ≤ 30 ms: " + ("pass" if p99 <= 30 else "miss")
+        numeric = [float(x) for x in lags if x not in (None, "timeout")]
+        lag_ok = len(numeric) == len(lags) and lags and max(numeric) <= 2.0
+        rows[-1][-1] += "; lag ≤ 2 s: " + ("pass" if lag_ok else "miss")
         for sweep in extras[(db, "sweep")]:
             s = kv(sweep)
             calls, secs = int(s.get("calls", 0)), s.get("seconds", "?")
             want_calls = (open_orders + 99) // 100
             ok_calls = calls == want_calls
-            ok_time = secs != "timeout" and float(secs) <= 10.0
-            verdict = "pass" if ok_calls and ok_time else "miss"
-            if not ok_time and secs != "timeout":
-                verdict += f" ({float(secs) / 10.0:.1f} × the time)"
+XX
             if not ok_calls:
                 verdict += f" ({calls:,} calls, want {want_calls:,})"
             rows.append([
                 f"reconciliation sweep: {open_orders:,} open orders, 5 providers", db,
                 f"{calls:,} calls", f"{secs} s wall", "–", "–", "–", "–",
-                f"{want_calls:,} calls, ≤ 10 s", verdict,
+                f"{want_calls:,} calls, ≤ 5 s", verdict,
             ])
         g = rss("rss_gateway")
         rows.append([
             f"gateway peak RSS, whole run ({closed + open_orders:,}+ orders in the database)",
             db, "–", "–", "–", num(g, 1) + " MB" if g is not None else "–", "–", "–",
-            "≤ 150 MB", "–" if g is None else ("pass" if g <= 150 else "miss"),
+            "≤ 50 MB", "–" if g is None else ("pass" if g <= 50 else "miss"),
         ])
 
     header = ["scenario", "db", "req/s", "p50", "p99", "peak RSS", "baseline", "ratio",

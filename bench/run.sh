@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway benchmark suite (issue #7): the release `smm-gateway serve` binary beside baselines
+# The gateway benchmark suite (issue #7; targets of issue #16): the release `smm-gateway serve` binary beside baselines
 # built for the purpose, measured in the same run on the same machine, on SQLite and PostgreSQL.
 #
 #   bench/run.sh             # full run: 10 s per measurement, 3 interleaved rounds, medians
