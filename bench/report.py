@@ -113,7 +113,10 @@ def main(results_path, extras_path):
             calls, secs = int(s.get("calls", 0)), s.get("seconds", "?")
             want_calls = (open_orders + 99) // 100
             ok_calls = calls == want_calls
-XX
+            ok_time = secs != "timeout" and float(secs) <= 5.0
+            verdict = "pass" if ok_calls and ok_time else "miss"
+            if not ok_time and secs != "timeout":
+                verdict += f" ({float(secs) / 5.0:.1f} × the time)"
             if not ok_calls:
                 verdict += f" ({calls:,} calls, want {want_calls:,})"
             rows.append([
