@@ -41,7 +41,7 @@ use crate::app::{App, Provider, now_ms};
 /// Runs until `shutdown` turns true, finishing the orders in hand first.
 ///
 /// Up to `forwarder.concurrency` orders are in flight at once, and the queue is claimed again
-/// as soon as a quarter of them have finished (issue #16): no round waits for its slowest call
+/// as soon as half of them have finished (issue #16): no round waits for its slowest call
 /// before the next orders are claimed, so the outbox drains as fast as calls come back. Each
 /// order is forwarded by a task of its own, so orders in flight keep going (and release the
 /// database connections they hold) while the next claim waits for one.
@@ -58,7 +58,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         let free = concurrency.saturating_sub(in_flight.len());
-        if !stopping && more && (in_flight.is_empty() || free >= concurrency.div_ceil(4)) {
+        if !stopping && more && (in_flight.is_empty() || free >= concurrency.div_ceil(2)) {
             let limit = settings
                 .forwarder
                 .batch

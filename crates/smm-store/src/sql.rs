@@ -1727,6 +1727,10 @@ where
         // Locked in id order, like every multi-row lock here: no deadlock with another batch.
         let mut sorted: Vec<&AttemptStart> = attempts.iter().collect();
         sorted.sort_by_key(|a| a.order);
+        let distinct = sorted.windows(2).all(|pair| pair[0].order != pair[1].order);
+        if distinct && sorted.len() > 1 {
+            return self.begin_attempts_together(&sorted, now).await;
+        }
         let mut tx = self.begin().await?;
         let result = async {
             for a in sorted {

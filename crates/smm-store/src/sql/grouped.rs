@@ -27,10 +27,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Executor, QueryBuilder};
 
-use super::{Abort, Dialect, SqlStore, int_list, sql, unique_index};
+use super::{Abort, Dialect, SqlStore, int_list, settle, sql, unique_index};
 use crate::rows::{
     AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
-    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow, corrupt,
+    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow,
+    convert_all, corrupt,
 };
 use crate::rules::{self, to_i64};
 use crate::*;
@@ -376,40 +377,106 @@ where
         finished
     }
 
-    /// The group in one transaction, orders locked in id order; `Abort` as in
-    /// [`Self::place_group`].
+    /// [`Store::begin_attempts`] for distinct orders (sorted by id) in three statements: the
+    /// orders locked and checked `sending` (each as `note_attempt` checks it), the pending
+    /// attempts inserted, the orders' route and claim time set. All or nothing.
+    pub(crate) async fn begin_attempts_together(
+        &self,
+        sorted: &[&AttemptStart],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders WHERE id IN {int_list:$1} ORDER BY id{for_update}"
+            )))
+            .bind(int_list(sorted.iter().map(|a| a.order.0)))
+            .fetch_all(&mut *tx)
+            .await?;
+            let orders: Vec<Order> = convert_all(rows)?;
+            for a in sorted {
+                let order = orders
+                    .iter()
+                    .find(|o| o.id == a.order)
+                    .ok_or(StoreError::NotFound("order"))?;
+                rules::require_state(order, &[ForwardState::Sending], "begin an attempt for")?;
+            }
+            let mut insert = QueryBuilder::<D>::new(
+                "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
+                 started_at, why) ",
+            );
+            insert.push_values(sorted, |mut row, a| {
+                row.push_bind(a.order.0)
+                    .push_bind(a.provider.clone())
+                    .push_bind(a.upstream_service.clone())
+                    .push("'pending'")
+                    .push_bind(now)
+                    .push_bind(a.why.clone());
+            });
+            insert.build().execute(&mut *tx).await?;
+            let mut update = QueryBuilder::<D>::new(
+                "UPDATE orders SET provider = v.column2, upstream_service = v.column3, \
+                 updated_at = ",
+            );
+            update.push_bind(now).push(", claimed_at = ");
+            update.push_bind(now).push(" FROM (");
+            update.push_values(sorted, |mut row, a| {
+                row.push_bind(a.order.0)
+                    .push_bind(a.provider.clone())
+                    .push_bind(a.upstream_service.clone());
+            });
+            update.push(") AS v WHERE orders.id = v.column1");
+            update.build().execute(&mut *tx).await?;
+            Ok(())
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    /// The group in one transaction and three statements whatever its size: the orders
+    /// locked (in id order) and checked `sending`, their pending attempts closed, the orders
+    /// updated. `Abort` as in [`Self::place_group`]; anything the one-by-one path would answer
+    /// differently (an order twice, an empty upstream id, an order not `sending` or with no
+    /// attempt in flight, an upstream id clash) aborts before COMMIT and goes that way.
     async fn finish_group(
         &self,
         outcomes: &[(OrderId, ForwardOutcome, Timestamp)],
     ) -> Result<Vec<StoreResult<Order>>, Abort<StoreError>> {
-        let mut by_id: Vec<usize> = (0..outcomes.len()).collect();
-        by_id.sort_by_key(|&i| outcomes[i].0);
-        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
-        let mut rows: Vec<Option<OrderRow>> = (0..outcomes.len()).map(|_| None).collect();
-        for i in by_id {
-            let (order, outcome, now) = &outcomes[i];
-            match Self::finish_attempt_in(&mut tx, *order, outcome, *now).await {
-                Ok(row) => rows[i] = Some(row),
-                Err(abort) => {
-                    if let Err(rollback) = tx.rollback().await {
-                        tracing::warn!(error = %rollback, "ROLLBACK failed");
-                    }
-                    return Err(Abort::Handoff(match abort {
-                        Abort::Error(e) => e,
-                        Abort::Handoff((provider, id)) => StoreError::Conflict(format!(
-                            "upstream order {id} at {provider} is another order's"
-                        )),
-                    }));
-                }
-            }
+        let retry = |why: &str| Abort::Handoff(StoreError::InvalidState(why.to_owned()));
+        let mut ids: Vec<i64> = outcomes.iter().map(|(order, ..)| order.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != outcomes.len() {
+            return Err(retry("an order twice in one group"));
         }
+        let empty_id = outcomes.iter().any(|(_, outcome, _)| {
+            matches!(outcome, ForwardOutcome::Sent { upstream_order_id, .. }
+                if upstream_order_id.trim().is_empty())
+        });
+        if empty_id {
+            return Err(retry("an empty upstream order id"));
+        }
+        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
+        let body = Self::finish_group_in(&mut tx, outcomes, &ids).await;
+        let rows = match body {
+            Ok(rows) => rows,
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "ROLLBACK failed");
+                }
+                return Err(Abort::Handoff(e));
+            }
+        };
         tx.commit()
             .await
             .map_err(|e| Abort::Error(StoreError::from(e)))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                row.map_or_else(
+        let mut by_id: HashMap<i64, OrderRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+        Ok(outcomes
+            .iter()
+            .map(|(order, ..)| {
+                by_id.remove(&order.0).map_or_else(
                     || {
                         Err(StoreError::Database(
                             "an outcome was left unrecorded".to_owned(),
@@ -419,6 +486,124 @@ where
                 )
             })
             .collect())
+    }
+
+    async fn finish_group_in(
+        conn: &mut D::Connection,
+        outcomes: &[(OrderId, ForwardOutcome, Timestamp)],
+        ids: &[i64],
+    ) -> StoreResult<Vec<OrderRow>> {
+        let states: Vec<(i64, String)> = sqlx::query_as::<D, (i64, String)>(sql::<D>(
+            "SELECT id, forward_state FROM orders WHERE id IN {int_list:$1} ORDER BY id{for_update}",
+        ))
+        .bind(int_list(ids.iter().copied()))
+        .fetch_all(&mut *conn)
+        .await?;
+        if states.len() != ids.len()
+            || states
+                .iter()
+                .any(|(_, state)| state != ForwardState::Sending.as_str())
+        {
+            return Err(StoreError::InvalidState(
+                "an order of the group is not sending".to_owned(),
+            ));
+        }
+        // Each order's pending attempt closed; the route it was sent through comes back.
+        let mut close = QueryBuilder::<D>::new(
+            "UPDATE forward_attempts SET outcome = v.column2, \
+             detail = COALESCE(v.column3, detail), finished_at = v.column4 FROM (",
+        );
+        close.push_values(outcomes, |mut row, (order, outcome, now)| {
+            let (attempt_outcome, detail) = rules::attempt_outcome(outcome);
+            row.push_bind(order.0)
+                .push_bind(attempt_outcome)
+                .push_bind(detail.map(str::to_owned))
+                .push_bind(*now);
+        });
+        close.push(
+            ") AS v WHERE forward_attempts.order_id = v.column1 \
+             AND forward_attempts.outcome = 'pending' \
+             RETURNING forward_attempts.id, forward_attempts.order_id, \
+             forward_attempts.provider, forward_attempts.upstream_service",
+        );
+        let mut closed: Vec<(i64, i64, String, String)> =
+            close.build_query_as().fetch_all(&mut *conn).await?;
+        // The newest pending attempt of each order is the route (as `close_pending_attempts`).
+        closed.sort_by_key(|(id, ..)| *id);
+        let routes: HashMap<i64, (String, String)> = closed
+            .into_iter()
+            .map(|(_, order, provider, service)| (order, (provider, service)))
+            .collect();
+        if routes.len() != ids.len() {
+            return Err(StoreError::InvalidState(
+                "an order of the group has no attempt in flight".to_owned(),
+            ));
+        }
+        let mut update = QueryBuilder::<D>::new(
+            "UPDATE orders SET forward_state = v.column2, \
+             provider = CASE WHEN v.column2 = 'sent' THEN v.column3 ELSE provider END, \
+             upstream_service = CASE WHEN v.column2 = 'sent' THEN v.column4 \
+             ELSE upstream_service END, \
+             upstream_order_id = CASE WHEN v.column2 = 'sent' THEN v.column5 \
+             ELSE upstream_order_id END, \
+             upstream_cost = CASE WHEN v.column2 = 'sent' THEN v.column6 ELSE upstream_cost END, \
+             forwarded_at = CASE WHEN v.column2 = 'sent' THEN v.column9 ELSE forwarded_at END, \
+             next_poll_at = CASE WHEN v.column2 = 'sent' THEN v.column7 ELSE next_poll_at END, \
+             forward_error = v.column8, updated_at = v.column9 FROM (",
+        );
+        update.push_values(outcomes, |mut row, (order, outcome, now)| {
+            let (provider, service) = routes
+                .get(&order.0)
+                .map(|(p, s)| (p.clone(), s.clone()))
+                .unwrap_or_default();
+            let (state, upstream_id, cost, next_poll, error) = match outcome {
+                ForwardOutcome::Sent {
+                    upstream_order_id,
+                    upstream_cost,
+                    next_poll_at,
+                } => (
+                    ForwardState::Sent,
+                    Some(upstream_order_id.clone()),
+                    upstream_cost.map(|c| c.to_string()),
+                    Some(*next_poll_at),
+                    None,
+                ),
+                ForwardOutcome::Ambiguous { detail } => (
+                    ForwardState::Ambiguous,
+                    None,
+                    None,
+                    None,
+                    Some(detail.clone()),
+                ),
+                ForwardOutcome::Failed { detail, .. } => (
+                    ForwardState::Sending,
+                    None,
+                    None,
+                    None,
+                    Some(detail.clone()),
+                ),
+            };
+            row.push_bind(order.0)
+                .push_bind(state.as_str())
+                .push_bind(provider)
+                .push_bind(service)
+                .push_bind(upstream_id)
+                .push_bind(cost)
+                .push_bind(next_poll)
+                .push_bind(error)
+                .push_bind(*now);
+        });
+        update.push(concat!(
+            ") AS v WHERE orders.id = v.column1 RETURNING ",
+            order_columns!()
+        ));
+        let rows: Vec<OrderRow> = update.build_query_as().fetch_all(&mut *conn).await?;
+        if rows.len() != ids.len() {
+            return Err(StoreError::Database(
+                "a grouped outcome's order changed under its lock".to_owned(),
+            ));
+        }
+        Ok(rows)
     }
 }
 

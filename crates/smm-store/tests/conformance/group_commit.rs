@@ -282,19 +282,60 @@ pub async fn grouped_outcomes_are_recorded_each_alone(db: Db) {
         .collect();
     db.begin_attempts(&starts, T0).await.expect("begin");
     let results = db
-        .finish_attempts(
-            more.iter()
-                .rev()
-                .enumerate()
-                .map(|(i, o)| (o.id, sent(&format!("95{i}")), T0 + 2))
-                .collect(),
-        )
+        .finish_attempts(vec![
+            (more[2].id, sent("952"), T0 + 2),
+            (
+                more[0].id,
+                ForwardOutcome::Ambiguous {
+                    detail: "beta: HTTP 500".into(),
+                },
+                T0 + 2,
+            ),
+            (
+                more[1].id,
+                ForwardOutcome::Failed {
+                    not_sent: false,
+                    detail: "beta: Incorrect link".into(),
+                },
+                T0 + 2,
+            ),
+        ])
         .await;
-    for (result, order) in results.iter().zip(more.iter().rev()) {
-        let recorded = result.as_ref().expect("sent");
-        assert_eq!(recorded.id, order.id);
-        assert_eq!(recorded.provider.as_deref(), Some("beta"));
-        assert_eq!(*recorded, db.order(order.id).await.expect("get"));
+    let recorded: Vec<Order> = results.into_iter().map(|r| r.expect("recorded")).collect();
+    assert_eq!(
+        recorded.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![more[2].id, more[0].id, more[1].id]
+    );
+    for order in &recorded {
+        assert_eq!(*order, db.order(order.id).await.expect("get"));
+    }
+    let [sent_one, ambiguous, failed] = &recorded[..] else {
+        unreachable!()
+    };
+    assert_eq!(sent_one.forward_state, ForwardState::Sent);
+    assert_eq!(sent_one.provider.as_deref(), Some("beta"));
+    assert_eq!(sent_one.upstream_service.as_deref(), Some("svc-2"));
+    assert_eq!(sent_one.upstream_order_id.as_deref(), Some("952"));
+    assert_eq!(sent_one.forward_error, None);
+    assert_eq!(ambiguous.forward_state, ForwardState::Ambiguous);
+    assert_eq!(ambiguous.forward_error.as_deref(), Some("beta: HTTP 500"));
+    assert_eq!(ambiguous.upstream_order_id, None);
+    // A refusal leaves the order `sending`, for its next route.
+    assert_eq!(failed.forward_state, ForwardState::Sending);
+    assert_eq!(
+        failed.forward_error.as_deref(),
+        Some("beta: Incorrect link")
+    );
+    for (order, outcome, detail) in [
+        (sent_one, "sent", None),
+        (ambiguous, "ambiguous", Some("beta: HTTP 500")),
+        (failed, "rejected", Some("beta: Incorrect link")),
+    ] {
+        let attempts = db.attempts(order.id).await.expect("attempts");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, outcome);
+        assert_eq!(attempts[0].detail.as_deref(), detail);
+        assert_eq!(attempts[0].finished_at, Some(T0 + 2));
     }
     assert_books_balance(&db, c.id).await;
 }
