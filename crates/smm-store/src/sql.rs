@@ -55,7 +55,7 @@ use crate::*;
 
 /// What differs between the SQL databases the store runs on: how a write transaction starts, a
 /// few words of SQL, and how a connection is opened (in the backend's module).
-pub trait Dialect: sqlx::Database {
+pub trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     const BACKEND: Backend;
     /// The statement that opens a write transaction.
     const BEGIN: &'static str;
@@ -744,7 +744,9 @@ where
                 .push_bind(i64::from(rules::status_finished(&update.status)));
         });
         query.push(") AS v WHERE orders.id = v.column1");
-        query.build().execute(&mut *conn).await?;
+        // Not kept prepared: each batch size (up to 1,000 rows of 10 parameters) is another
+        // statement text, and a cache of them would hold megabytes for texts rarely run twice.
+        query.build().persistent(false).execute(&mut *conn).await?;
         Ok(())
     }
 

@@ -16,6 +16,9 @@
 //! PostgreSQL a lost connection during COMMIT leaves it unknown whether the group is in, and a
 //! retry could place it twice.
 //!
+//! Each group size is another statement text, kept prepared like any other: at most 64 rows,
+//! and the sizes a workload repeats stay in the connection's statement cache.
+//!
 //! # Forwarding outcomes
 //!
 //! The outcomes of a group of upstream calls are recorded one after another in one
@@ -263,7 +266,10 @@ where
             row.push_bind(*id).push_bind(*charge).push_bind(*count);
         });
         update.push(") AS v WHERE customers.id = v.column1 RETURNING customers.id");
-        let updated: Vec<i64> = update.build_query_scalar().fetch_all(&mut *conn).await?;
+        let updated: Vec<i64> = update
+            .build_query_scalar::<i64>()
+            .fetch_all(&mut *conn)
+            .await?;
         if updated.len() != totals.len() {
             return Err(StoreError::Database(
                 "a grouped placement's customer rows changed under their lock".to_owned(),
