@@ -88,6 +88,9 @@ impl Dialect for Postgres {
     fn word(name: &str, param: &str) -> String {
         match name {
             "for_update" => " FOR UPDATE".to_owned(),
+            // A lock that lets other transactions' foreign-key checks (KEY SHARE) through:
+            // for multi-row locks whose updates never change a key (issue #16's groups).
+            "for_no_key_update" => " FOR NO KEY UPDATE".to_owned(),
             "skip_locked" => " FOR UPDATE SKIP LOCKED".to_owned(),
             "int_list" => {
                 format!("(SELECT value::BIGINT FROM json_array_elements_text({param}::JSON))")

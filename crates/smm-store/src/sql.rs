@@ -63,6 +63,8 @@ pub trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     /// The SQL for `{name}` (or `{name:$n}`) in a statement:
     ///
     /// * `for_update`: lock the rows read, until the transaction ends;
+    /// * `for_no_key_update`: the same, letting other transactions' foreign-key checks through
+    ///   (for rows whose key the transaction does not change);
     /// * `skip_locked`: lock the rows read, skipping rows another transaction holds;
     /// * `int_list:$n` / `text_list:$n`: a parenthesised subquery of the values of the JSON
     ///   array bound as `$n` (ids as integers, or texts);

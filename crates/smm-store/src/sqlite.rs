@@ -45,7 +45,7 @@ impl Dialect for Sqlite {
     fn word(name: &str, param: &str) -> String {
         match name {
             // The write lock, held from BEGIN IMMEDIATE, covers every row.
-            "for_update" | "skip_locked" => String::new(),
+            "for_update" | "for_no_key_update" | "skip_locked" => String::new(),
             "int_list" | "text_list" => format!("(SELECT value FROM json_each({param}))"),
             // Left to itself the planner picks `orders_forward` and scans every finished `sent`
             // order (0.3 s per claim with a million of them, 3 ms on the partial poll index).

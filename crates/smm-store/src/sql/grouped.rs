@@ -195,7 +195,10 @@ where
             }
         }
         // The customers' rows, locked in id order (two groups never wait on each other in a
-        // cycle); their balances then move here, placement by placement.
+        // cycle); their balances then move here, placement by placement. On PostgreSQL the
+        // lock lets foreign-key checks through (FOR NO KEY UPDATE): a transaction inserting
+        // rows that name several customers (the notifier's delivery log) takes their KEY SHARE
+        // locks in its own order, and FOR UPDATE would deadlock with it.
         let customers: Vec<i64> = {
             let mut ids: Vec<i64> = pending.iter().map(|p| p.new.customer_id.0).collect();
             ids.sort_unstable();
@@ -206,7 +209,7 @@ where
         if !customers.is_empty() {
             let rows: Vec<(i64, String, i64)> = sqlx::query_as::<D, (i64, String, i64)>(sql::<D>(
                 "SELECT id, status, balance FROM customers WHERE id IN {int_list:$1} \
-                 ORDER BY id{for_update}",
+                 ORDER BY id{for_no_key_update}",
             ))
             .bind(int_list(customers.iter().copied()))
             .fetch_all(&mut *conn)
@@ -396,7 +399,7 @@ where
             let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
                 "SELECT ",
                 order_columns!(),
-                " FROM orders WHERE id IN {int_list:$1} ORDER BY id{for_update}"
+                " FROM orders WHERE id IN {int_list:$1} ORDER BY id{for_no_key_update}"
             )))
             .bind(int_list(sorted.iter().map(|a| a.order.0)))
             .fetch_all(&mut *tx)
@@ -500,7 +503,7 @@ where
         ids: &[i64],
     ) -> StoreResult<Vec<OrderRow>> {
         let states: Vec<(i64, String)> = sqlx::query_as::<D, (i64, String)>(sql::<D>(
-            "SELECT id, forward_state FROM orders WHERE id IN {int_list:$1} ORDER BY id{for_update}",
+            "SELECT id, forward_state FROM orders WHERE id IN {int_list:$1} ORDER BY id{for_no_key_update}",
         ))
         .bind(int_list(ids.iter().copied()))
         .fetch_all(&mut *conn)
