@@ -393,10 +393,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<Option<StatusApplied>>;
 
-    /// [`Store::apply_status`] for many orders of one provider, in the order given. Updates that
-    /// owe no refund (most polls: still in progress, completed) are applied together in one
-    /// transaction; each one that owes a refund goes through [`Store::apply_status`], so its
-    /// exactly-once guarantees are the same code.
+    /// [`Store::apply_status`] for many orders of one provider, in the order given, in one
+    /// transaction: the refunds owed (paid in customer order, each before its order's status
+    /// change), then every status in one statement. A later report of an order in the batch
+    /// replaces an earlier one, which answers as the later did without its refund. Should the
+    /// index refuse a second refund, the batch is rolled back and applied order by order through
+    /// [`Store::apply_status`], where only that order's status is left unapplied.
     async fn apply_statuses(
         &self,
         provider: &str,

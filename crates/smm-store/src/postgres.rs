@@ -96,7 +96,7 @@ impl Dialect for Postgres {
                 format!("(SELECT value::BIGINT FROM json_array_elements_text({param}::JSON))")
             }
             "text_list" => format!("(SELECT value FROM json_array_elements_text({param}::JSON))"),
-            "poll_index" => String::new(),
+            "poll_index" | "upstream_index" => String::new(),
             // An unknown word stays in the text, so the statement fails to prepare.
             other => format!("{{{other}}}"),
         }

@@ -33,7 +33,7 @@ mod grouped;
 mod notify;
 mod scorecard;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
@@ -68,7 +68,10 @@ pub trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     /// * `skip_locked`: lock the rows read, skipping rows another transaction holds;
     /// * `int_list:$n` / `text_list:$n`: a parenthesised subquery of the values of the JSON
     ///   array bound as `$n` (ids as integers, or texts);
-    /// * `poll_index`: the index hint that keeps the poll claim on the partial poll index.
+    /// * `poll_index`: the index hint that keeps the poll claim on the partial poll index;
+    /// * `upstream_index`: the hint that keeps a lookup of many upstream ids on the unique
+    ///   (provider, upstream id) index (the statement must say `upstream_order_id IS NOT NULL`,
+    ///   the partial index's condition).
     fn word(name: &str, param: &str) -> String;
 
     /// The statement announcing, inside a transaction, that the customer bound as `$1` (its id
@@ -706,6 +709,112 @@ where
         .execute(conn)
         .await?;
         Ok(())
+    }
+
+    /// [`Store::apply_statuses`] in one transaction, refunds included. The orders are locked
+    /// in id order and the refunds paid in customer order, like every other multi-row lock
+    /// here, so two pollers cannot deadlock. The handoff is an order whose second refund the
+    /// index refused (the transaction is then rolled back).
+    async fn apply_status_batch(
+        &self,
+        provider: &str,
+        updates: &[(String, StatusUpdate)],
+        now: Timestamp,
+    ) -> Result<Vec<Option<StatusApplied>>, Abort<OrderId>> {
+        let wanted = text_list(updates.iter().map(|(id, _)| id.as_str()));
+        let mut tx = self.begin().await?;
+        let result = async {
+            let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders{upstream_index} WHERE provider = $1 \
+                 AND upstream_order_id IS NOT NULL AND upstream_order_id IN {text_list:$2} \
+                 ORDER BY id{for_update}"
+            )))
+            .bind(provider)
+            .bind(wanted.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            let orders: Vec<Order> = convert_all(rows)?;
+            let by_upstream: HashMap<&str, &Order> = orders
+                .iter()
+                .filter_map(|o| o.upstream_order_id.as_deref().map(|u| (u, o)))
+                .collect();
+            let mut results: Vec<Option<StatusApplied>> = vec![None; updates.len()];
+            // Per order, its last report in the batch (a later one replaces an earlier).
+            let mut planned: BTreeMap<OrderId, (usize, &Order, StatusPlan)> = BTreeMap::new();
+            let mut superseded = Vec::new();
+            for (index, (upstream_order_id, update)) in updates.iter().enumerate() {
+                let Some(&order) = by_upstream.get(upstream_order_id.as_str()) else {
+                    continue;
+                };
+                let plan = rules::plan_status(order, update);
+                if let Some((earlier, ..)) = planned.insert(order.id, (index, order, plan)) {
+                    superseded.push((earlier, order.id));
+                }
+            }
+            let mut recorded: Vec<(OrderId, &StatusUpdate, bool, Option<String>)> = Vec::new();
+            let mut refunded = Vec::new();
+            let mut refunds: Vec<(&Order, Money, String)> = Vec::new();
+            for (index, order, plan) in planned.into_values() {
+                let (terminal, refund) = match plan {
+                    StatusPlan::Settled => (true, None),
+                    StatusPlan::Apply {
+                        terminal,
+                        refund,
+                        attention,
+                    } => {
+                        let report = (order.id, &updates[index].1, terminal, attention);
+                        match refund {
+                            Some((amount, reason)) => {
+                                refunds.push((order, amount, reason));
+                                refunded.push(report);
+                                (terminal, Some(amount))
+                            }
+                            None => {
+                                recorded.push(report);
+                                (terminal, None)
+                            }
+                        }
+                    }
+                };
+                results[index] = Some(StatusApplied {
+                    order_id: order.id,
+                    refund,
+                    terminal,
+                });
+            }
+            // The orders that owe nothing first, then the refunds with their orders' statuses:
+            // the customers' rows (one customer may own every order of every provider's batch)
+            // stay locked only for the end of the transaction. Customers in id order; each
+            // refund before its order's status change, whose webhook event (a trigger) then
+            // shows the charge net of it, as `status` does from now on.
+            Self::record_statuses(&mut tx, &recorded, now).await?;
+            refunds.sort_by_key(|(order, ..)| (order.customer_id, order.id));
+            for (order, amount, reason) in &refunds {
+                match Self::pay_refund(&mut tx, order, *amount, reason, "reconciler", now).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(_)) => return Err(Abort::Handoff(order.id)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Self::record_statuses(&mut tx, &refunded, now).await?;
+            // An earlier report of an order answers as the last one did, without its refund.
+            for (earlier, order) in superseded {
+                let last = results
+                    .iter()
+                    .flatten()
+                    .find(|r| r.order_id == order)
+                    .cloned();
+                results[earlier] = last.map(|last| StatusApplied {
+                    refund: None,
+                    ..last
+                });
+            }
+            Ok(results)
+        }
+        .await;
+        settle(tx, result).await
     }
 
     /// [`Self::record_status`] for several orders in one statement (the reconciler's batches:
@@ -2267,74 +2376,24 @@ where
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted = text_list(updates.iter().map(|(id, _)| id.as_str()));
-        let mut tx = self.begin().await?;
-        let result: StoreResult<(Vec<Option<StatusApplied>>, Vec<usize>)> = async {
-            // Locked in id order, like every other multi-row lock here, so two pollers of the
-            // same batch cannot deadlock.
-            let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
-                "SELECT ",
-                order_columns!(),
-                " FROM orders WHERE provider = $1 AND upstream_order_id IN {text_list:$2} \
-                 ORDER BY id{for_update}"
-            )))
-            .bind(provider)
-            .bind(wanted.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
-            let orders: Vec<Order> = convert_all(rows)?;
-            let by_upstream: HashMap<&str, &Order> = orders
-                .iter()
-                .filter_map(|o| o.upstream_order_id.as_deref().map(|u| (u, o)))
-                .collect();
-            let mut results: Vec<Option<StatusApplied>> = vec![None; updates.len()];
-            let mut with_refund = Vec::new();
-            let mut recorded: Vec<(OrderId, &StatusUpdate, bool, Option<String>)> = Vec::new();
-            for (index, (upstream_order_id, update)) in updates.iter().enumerate() {
-                let Some(order) = by_upstream.get(upstream_order_id.as_str()) else {
-                    continue;
-                };
-                results[index] = match rules::plan_status(order, update) {
-                    StatusPlan::Settled => Some(StatusApplied {
-                        order_id: order.id,
-                        refund: None,
-                        terminal: true,
-                    }),
-                    // Refunds go one by one through `apply_status`, the one-refund path.
-                    StatusPlan::Apply {
-                        refund: Some(_), ..
-                    } => {
-                        with_refund.push(index);
-                        continue;
-                    }
-                    StatusPlan::Apply {
-                        terminal,
-                        refund: None,
-                        attention,
-                    } => {
-                        // A later report of the same order in the batch replaces an earlier.
-                        recorded.retain(|(id, ..)| *id != order.id);
-                        recorded.push((order.id, update, terminal, attention));
-                        Some(StatusApplied {
-                            order_id: order.id,
-                            refund: None,
-                            terminal,
-                        })
-                    }
-                };
+        match self.apply_status_batch(provider, &updates, now).await {
+            Ok(results) => Ok(results),
+            Err(Abort::Error(e)) => Err(e),
+            // The index refused a second refund somewhere in the batch (it never should) and
+            // the batch was rolled back: each order again on its own, where a refused refund
+            // leaves just that order's status unapplied.
+            Err(Abort::Handoff(order)) => {
+                tracing::warn!(%order, "a refund in a status batch was refused; applying the batch order by order");
+                let mut results = Vec::with_capacity(updates.len());
+                for (upstream_order_id, update) in updates {
+                    results.push(
+                        self.apply_status(provider, &upstream_order_id, update, now)
+                            .await?,
+                    );
+                }
+                Ok(results)
             }
-            Self::record_statuses(&mut tx, &recorded, now).await?;
-            Ok((results, with_refund))
         }
-        .await;
-        let (mut results, with_refund) = settle(tx, result).await?;
-        for index in with_refund {
-            let (upstream_order_id, update) = &updates[index];
-            results[index] = self
-                .apply_status(provider, upstream_order_id, update.clone(), now)
-                .await?;
-        }
-        Ok(results)
     }
 
     async fn defer_polls(&self, orders: &[OrderId], next_poll_at: Timestamp) -> StoreResult<()> {

@@ -294,7 +294,7 @@ pub(crate) fn update(status: OrderStatus, remains: Option<i64>) -> StatusUpdate 
     }
 }
 
-async fn refund_rows(db: &Db, customer: CustomerId, order: OrderId) -> usize {
+pub(crate) async fn refund_rows(db: &Db, customer: CustomerId, order: OrderId) -> usize {
     db.ledger(customer, None, 1000)
         .await
         .expect("ledger")
@@ -1491,9 +1491,9 @@ pub async fn waiting_claims_are_renewed_not_recovered(db: Db) {
     );
 }
 
-/// `apply_statuses` applies a poller's whole batch: unchanged and non-refund updates together,
-/// refunds exactly once through the one-refund path, unknown ids as `None`, terminal orders
-/// untouched; applied twice, nothing more is paid.
+/// `apply_statuses` applies a poller's whole batch: statuses and refunds together, each refund
+/// exactly once, unknown ids as `None`, terminal orders untouched; applied twice, nothing more
+/// is paid.
 pub async fn batched_statuses_pay_each_refund_once(db: Db) {
     let c = funded(&db, "bea", "10").await;
     let progress = sent_order(&db, c.id, "1", "alpha", "b1").await;

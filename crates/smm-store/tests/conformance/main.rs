@@ -91,6 +91,7 @@ conformance!(
     refills_are_one_open_per_order,
     admin_users_and_sessions,
     webhook_events_follow_every_change,
+    batched_refunds_commit_with_their_statuses,
     webhook_claims_keep_each_orders_events_in_order,
     paused_webhooks_keep_their_events_until_resumed,
     low_balance_is_told_once_per_crossing,

@@ -7,7 +7,7 @@ use smm_store::*;
 use smm_wire::{Money, OrderStatus, RefillStatus};
 
 use crate::cases::{
-    Db, T0, assert_books_balance, customer, funded, money, place, sent_order, update,
+    Db, T0, assert_books_balance, customer, funded, money, place, refund_rows, sent_order, update,
 };
 
 const HOOK: &str = "http://127.0.0.1:9/hook";
@@ -58,6 +58,118 @@ fn failed(job: &WebhookJob, at: Timestamp, next: DeliveryNext) -> DeliveryOutcom
         error: Some("HTTP 500".into()),
         next,
     }
+}
+
+/// A poll batch pays its refunds in its own transaction, for several customers at once: each
+/// refund once, before its order's status event (which shows the charge net of it), the books
+/// balanced; a second report of one order in the batch answers as the last one.
+pub async fn batched_refunds_commit_with_their_statuses(db: Db) {
+    let c = hooked(&db, "hooked", "10").await;
+    let q = funded(&db, "plain", "10").await;
+    let partial = sent_order(&db, c.id, "0.27819", "alpha", "r1").await;
+    let plain_canceled = sent_order(&db, q.id, "1", "alpha", "r2").await;
+    let canceled = sent_order(&db, c.id, "1", "alpha", "r3").await;
+    let running = sent_order(&db, q.id, "1", "alpha", "r4").await;
+    let batch = vec![
+        ("r3".to_owned(), update(OrderStatus::InProgress, Some(500))),
+        ("r2".to_owned(), update(OrderStatus::Canceled, None)),
+        ("r1".to_owned(), update(OrderStatus::Partial, Some(157))),
+        ("r4".to_owned(), update(OrderStatus::InProgress, Some(10))),
+        ("r3".to_owned(), update(OrderStatus::Canceled, None)),
+    ];
+    let results = db
+        .apply_statuses("alpha", batch.clone(), T0 + 2_000)
+        .await
+        .expect("batch");
+    let got: Vec<(OrderId, Option<Money>, bool)> = results
+        .iter()
+        .map(|r| {
+            let r = r.expect("known");
+            (r.order_id, r.refund, r.terminal)
+        })
+        .collect();
+    let refund = Money::from_units(4_367);
+    assert_eq!(
+        got,
+        vec![
+            (canceled.id, None, true),
+            (plain_canceled.id, Some(money("1")), true),
+            (partial.id, Some(refund), true),
+            (running.id, None, false),
+            (canceled.id, Some(money("1")), true),
+        ]
+    );
+    for (order, status, refunded) in [
+        (partial.id, OrderStatus::Partial, refund),
+        (plain_canceled.id, OrderStatus::Canceled, money("1")),
+        (canceled.id, OrderStatus::Canceled, money("1")),
+        (running.id, OrderStatus::InProgress, Money::ZERO),
+    ] {
+        let o = db.order(order).await.expect("order");
+        assert_eq!((o.status, o.refunded), (status, refunded), "order {order}");
+    }
+    for (customer, order) in [
+        (c.id, partial.id),
+        (c.id, canceled.id),
+        (q.id, plain_canceled.id),
+    ] {
+        assert_eq!(refund_rows(&db, customer, order).await, 1);
+    }
+    assert_books_balance(&db, c.id).await;
+    assert_books_balance(&db, q.id).await;
+
+    // The hooked customer's events: each refund, then each status change showing it.
+    let got = events(&db, c.id).await;
+    let refunds: Vec<OrderId> = got
+        .iter()
+        .filter_map(|e| match &e.data {
+            WebhookEventData::RefundPaid { order, .. } => Some(*order),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refunds, vec![partial.id, canceled.id]);
+    let statuses: Vec<(OrderId, OrderStatus, Money)> = got
+        .iter()
+        .filter_map(|e| match &e.data {
+            WebhookEventData::OrderStatus { order, .. } => {
+                Some((order.id, order.status.clone(), order.net_charge()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (
+                partial.id,
+                OrderStatus::Partial,
+                partial.charge.checked_sub(refund).expect("net")
+            ),
+            (canceled.id, OrderStatus::Canceled, Money::ZERO),
+        ]
+    );
+    let last_refund = got
+        .iter()
+        .rposition(|e| matches!(e.data, WebhookEventData::RefundPaid { .. }))
+        .expect("a refund event");
+    let first_status = got
+        .iter()
+        .position(|e| matches!(e.data, WebhookEventData::OrderStatus { .. }))
+        .expect("a status event");
+    assert!(last_refund < first_status, "refunds come first: {got:?}");
+
+    // The same batch again pays nothing more.
+    let again = db
+        .apply_statuses("alpha", batch, T0 + 3_000)
+        .await
+        .expect("batch");
+    assert!(
+        again.iter().flatten().all(|a| a.refund.is_none()),
+        "{again:?}"
+    );
+    assert_books_balance(&db, c.id).await;
+    assert_books_balance(&db, q.id).await;
+    assert_eq!(events(&db, c.id).await.len(), got.len());
 }
 
 pub async fn webhook_events_follow_every_change(db: Db) {
