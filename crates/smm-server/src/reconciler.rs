@@ -32,10 +32,21 @@ const POLL_BATCH: u32 = 1_000;
 /// lease is flagged ambiguous rather than risk a second send).
 const REFILL_CLAIM: u32 = 10;
 
+/// How often the order aggregates' deltas are folded (PostgreSQL): often enough to keep them
+/// few, seldom enough that a sweep's back-to-back rounds do not each pay for a fold and its
+/// VACUUM.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut compacted = std::time::Instant::now();
     loop {
-        if round(&app).await {
+        let backlog = round(&app).await;
+        if compacted.elapsed() >= COMPACT_EVERY {
+            compact(&app).await;
+            compacted = std::time::Instant::now();
+        }
+        if backlog {
             // A full batch was due somewhere: more are probably waiting (a backlog after an
             // outage, a large sweep). Go on at once, unless asked to stop.
             if *shutdown.borrow() {
@@ -51,7 +62,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One pass: polls, refills, cancels, and the aggregates' compaction. True when some provider had a full batch of polls due.
+/// One pass: polls, refills, cancels. True when some provider had a full batch of polls due.
 pub async fn round(app: &App) -> bool {
     // Retired providers included: their orders keep reconciling.
     let runtime = app.runtime();
@@ -63,11 +74,14 @@ pub async fn round(app: &App) -> bool {
     forward_refills(app).await;
     poll_refills(app).await;
     forward_cancels(app).await;
-    // Keeps the console's order aggregates' pending deltas few (PostgreSQL).
+    claimed.iter().any(|&n| n >= POLL_BATCH as usize)
+}
+
+/// Keeps the console's order aggregates' pending deltas few (PostgreSQL; readers add them up).
+async fn compact(app: &App) {
     if let Err(error) = app.store.compact_aggregates().await {
         tracing::warn!(%error, "cannot fold the order aggregates' deltas");
     }
-    claimed.iter().any(|&n| n >= POLL_BATCH as usize)
 }
 
 /// When to poll an order next: a tenth of its age, between `min_ms` and 30 minutes — soon
