@@ -178,7 +178,7 @@ async fn poll_provider(app: &App, provider: &str) -> usize {
             }
         }
     }
-    // One transaction for the batch; refunds one by one inside the store.
+    // One transaction for the batch, its refunds included.
     let applied = match app.store.apply_statuses(provider, updates, now_ms()).await {
         Ok(results) => record_applied(provider, &polled, &results, app),
         Err(error) => {

@@ -394,11 +394,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<StatusApplied>>;
 
     /// [`Store::apply_status`] for many orders of one provider, in the order given, in one
-    /// transaction: the refunds owed (paid in customer order, each before its order's status
-    /// change), then every status in one statement. A later report of an order in the batch
-    /// replaces an earlier one, which answers as the later did without its refund. Should the
-    /// index refuse a second refund, the batch is rolled back and applied order by order through
-    /// [`Store::apply_status`], where only that order's status is left unapplied.
+    /// transaction: the statuses that owe nothing in one statement, then, customer by customer
+    /// in id order, each refund owed just before its order's status change. A later report of
+    /// an order in the batch replaces an earlier one, which answers as the later did without
+    /// its refund. Should a refund fail (the index refusing a second one, say), the batch is
+    /// rolled back and applied order by order through [`Store::apply_status`]: only the
+    /// failing order's status is left unapplied (`None` for an error, logged).
     async fn apply_statuses(
         &self,
         provider: &str,
@@ -572,7 +573,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Folds the order aggregates' pending deltas into their totals (PostgreSQL; nothing to do
     /// on SQLite). Readers add the deltas anyway: this only keeps them few. Run by the
-    /// reconciler every round.
+    /// reconciler at most every 5 s.
     async fn compact_aggregates(&self) -> StoreResult<()>;
 
     /// What the orders placed since the UTC day holding `since` add up to, per day and per

@@ -713,14 +713,15 @@ where
 
     /// [`Store::apply_statuses`] in one transaction, refunds included. The orders are locked
     /// in id order and the refunds paid in customer order, like every other multi-row lock
-    /// here, so two pollers cannot deadlock. The handoff is an order whose second refund the
-    /// index refused (the transaction is then rolled back).
+    /// here, so two pollers cannot deadlock. The handoff is an order whose refund failed (the
+    /// index refused a second one, a balance would overflow, a lock wait timed out), with why:
+    /// the transaction is then rolled back.
     async fn apply_status_batch(
         &self,
         provider: &str,
         updates: &[(String, StatusUpdate)],
         now: Timestamp,
-    ) -> Result<Vec<Option<StatusApplied>>, Abort<OrderId>> {
+    ) -> Result<Vec<Option<StatusApplied>>, Abort<(OrderId, StoreError)>> {
         let wanted = text_list(updates.iter().map(|(id, _)| id.as_str()));
         let mut tx = self.begin().await?;
         let result = async {
@@ -729,7 +730,7 @@ where
                 order_columns!(),
                 " FROM orders{upstream_index} WHERE provider = $1 \
                  AND upstream_order_id IS NOT NULL AND upstream_order_id IN {text_list:$2} \
-                 ORDER BY id{for_update}"
+                 ORDER BY id{for_no_key_update}"
             )))
             .bind(provider)
             .bind(wanted.as_str())
@@ -784,21 +785,22 @@ where
                     terminal,
                 });
             }
-            // The orders that owe nothing first, then the refunds with their orders' statuses:
-            // the customers' rows (one customer may own every order of every provider's batch)
-            // stay locked only for the end of the transaction. Customers in id order; each
-            // refund before its order's status change, whose webhook event (a trigger) then
-            // shows the charge net of it, as `status` does from now on.
+            // The orders that owe nothing first, then each refund just before its order's
+            // status change (whose webhook event, a trigger, then shows the charge net of it, as
+            // `status` does from now on): the customers' rows (one customer may own every order
+            // of every provider's batch) stay locked only for the end of the transaction, and
+            // are taken in id order.
             Self::record_statuses(&mut tx, &recorded, now).await?;
-            refunds.sort_by_key(|(order, ..)| (order.customer_id, order.id));
-            for (order, amount, reason) in &refunds {
-                match Self::pay_refund(&mut tx, order, *amount, reason, "reconciler", now).await {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict(_)) => return Err(Abort::Handoff(order.id)),
-                    Err(e) => return Err(e.into()),
+            let mut refunds: Vec<_> = refunds.into_iter().zip(refunded).collect();
+            refunds.sort_by_key(|((order, ..), _)| (order.customer_id, order.id));
+            for ((order, amount, reason), report) in refunds {
+                if let Err(e) =
+                    Self::pay_refund(&mut tx, order, amount, &reason, "reconciler", now).await
+                {
+                    return Err(Abort::Handoff((order.id, e)));
                 }
+                Self::record_statuses(&mut tx, &[report], now).await?;
             }
-            Self::record_statuses(&mut tx, &refunded, now).await?;
             // An earlier report of an order answers as the last one did, without its refund.
             for (earlier, order) in superseded {
                 let last = results
@@ -2379,16 +2381,25 @@ where
         match self.apply_status_batch(provider, &updates, now).await {
             Ok(results) => Ok(results),
             Err(Abort::Error(e)) => Err(e),
-            // The index refused a second refund somewhere in the batch (it never should) and
-            // the batch was rolled back: each order again on its own, where a refused refund
-            // leaves just that order's status unapplied.
-            Err(Abort::Handoff(order)) => {
-                tracing::warn!(%order, "a refund in a status batch was refused; applying the batch order by order");
+            // A refund failed and the batch was rolled back: each order again on its own, so
+            // that one order's trouble leaves only its own status unapplied (a refused second
+            // refund is settled there; any other failure is logged, the order answered `None`
+            // and polled again after its lease).
+            Err(Abort::Handoff((order, error))) => {
+                tracing::warn!(%order, %error, "a refund in a status batch failed; applying the batch order by order");
                 let mut results = Vec::with_capacity(updates.len());
                 for (upstream_order_id, update) in updates {
                     results.push(
-                        self.apply_status(provider, &upstream_order_id, update, now)
-                            .await?,
+                        match self
+                            .apply_status(provider, &upstream_order_id, update, now)
+                            .await
+                        {
+                            Ok(applied) => applied,
+                            Err(error) => {
+                                tracing::error!(provider, upstream_order = %upstream_order_id, %error, "cannot apply a polled status");
+                                None
+                            }
+                        },
                     );
                 }
                 Ok(results)

@@ -1491,6 +1491,49 @@ pub async fn waiting_claims_are_renewed_not_recovered(db: Db) {
     );
 }
 
+/// A refund that cannot be paid (here the customer's balance would pass [`Money::MAX`]) rolls
+/// the batch back and the batch is applied order by order: that order's status is left
+/// unapplied (answered `None`, polled again later), every other order's is recorded.
+pub async fn a_failed_refund_leaves_the_rest_of_the_batch_applied(db: Db) {
+    let plain = funded(&db, "plain", "10").await;
+    let running = sent_order(&db, plain.id, "1", "alpha", "f1").await;
+    let rich = funded(&db, "rich", "10").await;
+    let stuck = sent_order(&db, rich.id, "1", "alpha", "f2").await;
+    let balance = db.customer(rich.id).await.expect("customer").balance;
+    db.adjust_balance(
+        rich.id,
+        LedgerKind::Deposit,
+        Money::MAX.checked_sub(balance).expect("room"),
+        "to the maximum",
+        "admin",
+        T0,
+    )
+    .await
+    .expect("deposit");
+    let batch = vec![
+        ("f1".to_owned(), update(OrderStatus::InProgress, Some(400))),
+        ("f2".to_owned(), update(OrderStatus::Canceled, None)),
+    ];
+    let results = db
+        .apply_statuses("alpha", batch, T0 + 2_000)
+        .await
+        .expect("batch");
+    let got: Vec<Option<(OrderId, Option<Money>)>> = results
+        .iter()
+        .map(|r| r.map(|a| (a.order_id, a.refund)))
+        .collect();
+    assert_eq!(got, vec![Some((running.id, None)), None]);
+    assert_eq!(
+        db.order(running.id).await.expect("order").status,
+        OrderStatus::InProgress
+    );
+    let o = db.order(stuck.id).await.expect("order");
+    assert_eq!((o.status, o.refunded), (OrderStatus::Pending, Money::ZERO));
+    assert_eq!(refund_rows(&db, rich.id, stuck.id).await, 0);
+    assert_books_balance(&db, plain.id).await;
+    assert_books_balance(&db, rich.id).await;
+}
+
 /// `apply_statuses` applies a poller's whole batch: statuses and refunds together, each refund
 /// exactly once, unknown ids as `None`, terminal orders untouched; applied twice, nothing more
 /// is paid.

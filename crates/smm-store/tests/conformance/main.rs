@@ -59,6 +59,7 @@ conformance!(
     crash_recovery_and_ambiguous_resolution,
     polling_and_refunds,
     batched_statuses_pay_each_refund_once,
+    a_failed_refund_leaves_the_rest_of_the_batch_applied,
     batch_attempts_are_all_or_nothing,
     waiting_claims_are_renewed_not_recovered,
     orders_keep_what_they_were_placed_as,
