@@ -793,13 +793,17 @@ where
             Self::record_statuses(&mut tx, &recorded, now).await?;
             let mut refunds: Vec<_> = refunds.into_iter().zip(refunded).collect();
             refunds.sort_by_key(|((order, ..), _)| (order.customer_id, order.id));
-            for ((order, amount, reason), report) in refunds {
+            for ((order, amount, reason), (id, update, terminal, attention)) in refunds {
                 if let Err(e) =
                     Self::pay_refund(&mut tx, order, amount, &reason, "reconciler", now).await
                 {
                     return Err(Abort::Handoff((order.id, e)));
                 }
-                Self::record_statuses(&mut tx, &[report], now).await?;
+                // The one-row statement, kept prepared: a statement on `orders` carries its
+                // triggers' programs, and preparing those afresh for each refund cost more than
+                // the whole sweep's batches (SQLite, issue #16).
+                Self::record_status(&mut tx, id, update, terminal, attention.as_deref(), now)
+                    .await?;
             }
             // An earlier report of an order answers as the last one did, without its refund.
             for (earlier, order) in superseded {
