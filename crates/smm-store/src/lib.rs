@@ -394,8 +394,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<StatusApplied>>;
 
     /// [`Store::apply_status`] for many orders of one provider, in the order given, in one
-    /// transaction: the statuses that owe nothing in one statement, then, customer by customer
-    /// in id order, each refund owed just before its order's status change. A later report of
+    /// transaction: the statuses that owe nothing in one statement, then the refunds owed
+    /// (customers in id order), then those orders' statuses in one statement. A later report of
     /// an order in the batch replaces an earlier one, which answers as the later did without
     /// its refund. Should a refund fail (the index refusing a second one, say), the batch is
     /// rolled back and applied order by order through [`Store::apply_status`]: only the
