@@ -2258,21 +2258,33 @@ where
         lease_until: Timestamp,
         now: Timestamp,
     ) -> StoreResult<Vec<PollItem>> {
+        // Two texts: the poll index leads with the provider, which a `$2 IS NULL OR` would
+        // keep the planner from seeking on.
+        macro_rules! due {
+            ($provider:literal) => {
+                concat!(
+                    "SELECT id, provider, upstream_order_id, status, status_raw, created_at \
+                     FROM orders{poll_index} WHERE forward_state = 'sent' AND status NOT IN ",
+                    terminal_statuses!(),
+                    " AND next_poll_at IS NOT NULL AND next_poll_at <= $1 \
+                     AND upstream_order_id IS NOT NULL AND ",
+                    $provider,
+                    " ORDER BY next_poll_at, id LIMIT $3{skip_locked}"
+                )
+            };
+        }
+        let text = match provider {
+            Some(_) => sql::<D>(due!("provider = $2")),
+            None => sql::<D>(due!("$2 IS NULL")),
+        };
         let mut tx = self.begin().await?;
         let result = async {
-            let rows = sqlx::query_as::<D, PollRow>(sql::<D>(concat!(
-                "SELECT id, provider, upstream_order_id, status, status_raw, created_at \
-                 FROM orders{poll_index} WHERE forward_state = 'sent' AND status NOT IN ",
-                terminal_statuses!(),
-                " AND next_poll_at IS NOT NULL AND next_poll_at <= $1 \
-                 AND upstream_order_id IS NOT NULL AND ($2 IS NULL OR provider = $2) \
-                 ORDER BY next_poll_at, id LIMIT $3{skip_locked}"
-            )))
-            .bind(now)
-            .bind(provider)
-            .bind(limit_or_default(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query_as::<D, PollRow>(text)
+                .bind(now)
+                .bind(provider)
+                .bind(limit_or_default(limit))
+                .fetch_all(&mut *tx)
+                .await?;
             if !rows.is_empty() {
                 sqlx::query::<D>(sql::<D>(
                     "UPDATE orders SET next_poll_at = $1 WHERE id IN {int_list:$2}",
