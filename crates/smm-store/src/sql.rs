@@ -754,6 +754,13 @@ where
                     superseded.push((earlier, order.id));
                 }
             }
+            // Each earlier report with the index of its order's last one.
+            let superseded: Vec<(usize, usize)> = superseded
+                .into_iter()
+                .filter_map(|(earlier, order)| {
+                    planned.get(&order).map(|(last, ..)| (earlier, *last))
+                })
+                .collect();
             let mut recorded: Vec<(OrderId, &StatusUpdate, bool, Option<String>)> = Vec::new();
             let mut refunded = Vec::new();
             let mut refunds: Vec<(&Order, Money, String)> = Vec::new();
@@ -802,13 +809,8 @@ where
             }
             Self::record_statuses(&mut tx, &refunded, now).await?;
             // An earlier report of an order answers as the last one did, without its refund.
-            for (earlier, order) in superseded {
-                let last = results
-                    .iter()
-                    .flatten()
-                    .find(|r| r.order_id == order)
-                    .cloned();
-                results[earlier] = last.map(|last| StatusApplied {
+            for (earlier, last) in superseded {
+                results[earlier] = results[last].map(|last| StatusApplied {
                     refund: None,
                     ..last
                 });
