@@ -96,6 +96,10 @@ impl Dialect for Postgres {
                 format!("(SELECT value::BIGINT FROM json_array_elements_text({param}::JSON))")
             }
             "text_list" => format!("(SELECT value FROM json_array_elements_text({param}::JSON))"),
+            "json_rows" => format!(
+                "(SELECT n - 1 AS n, r FROM json_array_elements({param}::JSON) \
+                 WITH ORDINALITY AS e (r, n)) AS j"
+            ),
             "poll_index" | "upstream_index" => String::new(),
             // An unknown word stays in the text, so the statement fails to prepare.
             other => format!("{{{other}}}"),

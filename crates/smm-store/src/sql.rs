@@ -171,6 +171,16 @@ fn int_list(ids: impl IntoIterator<Item = i64>) -> String {
     format!("[{}]", ids.join(","))
 }
 
+/// Rows of values as one JSON array of arrays, bound where a statement says `{json_rows:$n}`
+/// (a table `j` of `n`, the row's position from 0, and `r`, the row; a statement reads a value as
+/// `r ->> i`, cast where it is not text). A multi-row statement written this way has one text
+/// whatever its number of rows, so one prepared statement serves every size: on SQLite each
+/// prepared statement on `orders` holds its triggers' compiled programs, about 300 KB, and a
+/// `VALUES` row per item made a statement text per group size (issue #16's peak RSS).
+fn json_rows(rows: impl IntoIterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::Array(rows.into_iter().collect()).to_string()
+}
+
 /// A JSON array of texts, bound where a statement says `{text_list:$n}`.
 fn text_list<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::from(texts.into_iter().collect::<Vec<_>>()).to_string()
@@ -831,37 +841,40 @@ where
         if reports.is_empty() {
             return Ok(());
         }
-        let mut query = QueryBuilder::<D>::new(
+        let rows = json_rows(reports.iter().map(|(order, update, terminal, attention)| {
+            let (status, status_raw) = order_status_text(&update.status);
+            json!([
+                order.0,
+                status,
+                status_raw,
+                update.start_count,
+                update.remains,
+                update.extra,
+                (!terminal).then_some(update.next_poll_at),
+                attention,
+                i64::from(rules::status_started(&update.status)),
+                i64::from(rules::status_finished(&update.status)),
+            ])
+        }));
+        sqlx::query::<D>(sql::<D>(
             "UPDATE orders SET status = v.column2, status_raw = v.column3, \
              start_count = COALESCE(v.column4, start_count), \
              remains = COALESCE(v.column5, remains), extra = COALESCE(v.column6, extra), \
-             next_poll_at = v.column7, updated_at = ",
-        );
-        query.push_bind(now).push(
-            ", attention = COALESCE(v.column8, attention), \
-             started_at = COALESCE(started_at, CASE WHEN v.column9 = 1 THEN ",
-        );
-        query
-            .push_bind(now)
-            .push(" END), finished_at = COALESCE(finished_at, CASE WHEN v.column10 = 1 THEN ");
-        query.push_bind(now).push(" END) FROM (");
-        query.push_values(reports, |mut row, (order, update, terminal, attention)| {
-            let (status, status_raw) = order_status_text(&update.status);
-            row.push_bind(order.0)
-                .push_bind(status.to_owned())
-                .push_bind(status_raw.map(str::to_owned))
-                .push_bind(update.start_count)
-                .push_bind(update.remains)
-                .push_bind(update.extra.clone())
-                .push_bind((!terminal).then_some(update.next_poll_at))
-                .push_bind(attention.clone())
-                .push_bind(i64::from(rules::status_started(&update.status)))
-                .push_bind(i64::from(rules::status_finished(&update.status)));
-        });
-        query.push(") AS v WHERE orders.id = v.column1");
-        // Not kept prepared: each batch size (up to 1,000 rows of 10 parameters) is another
-        // statement text, and a cache of them would hold megabytes for texts rarely run twice.
-        query.build().persistent(false).execute(&mut *conn).await?;
+             next_poll_at = v.column7, updated_at = $2, \
+             attention = COALESCE(v.column8, attention), \
+             started_at = COALESCE(started_at, CASE WHEN v.column9 = 1 THEN $2 END), \
+             finished_at = COALESCE(finished_at, CASE WHEN v.column10 = 1 THEN $2 END) \
+             FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
+             r ->> 2 AS column3, CAST(r ->> 3 AS BIGINT) AS column4, \
+             CAST(r ->> 4 AS BIGINT) AS column5, r ->> 5 AS column6, \
+             CAST(r ->> 6 AS BIGINT) AS column7, r ->> 7 AS column8, \
+             CAST(r ->> 8 AS BIGINT) AS column9, CAST(r ->> 9 AS BIGINT) AS column10 \
+             FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
+        ))
+        .bind(rows)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 

@@ -47,6 +47,7 @@ impl Dialect for Sqlite {
             // The write lock, held from BEGIN IMMEDIATE, covers every row.
             "for_update" | "for_no_key_update" | "skip_locked" => String::new(),
             "int_list" | "text_list" => format!("(SELECT value FROM json_each({param}))"),
+            "json_rows" => format!("(SELECT key AS n, value AS r FROM json_each({param})) AS j"),
             // Left to itself the planner picks `orders_forward` and scans every finished `sent`
             // order (0.3 s per claim with a million of them, 3 ms on the partial poll index,
             // which leads with the provider since 0015).

@@ -16,8 +16,8 @@
 //! PostgreSQL a lost connection during COMMIT leaves it unknown whether the group is in, and a
 //! retry could place it twice.
 //!
-//! Each group size is another statement text, kept prepared like any other: at most 64 rows,
-//! and the sizes a workload repeats stay in the connection's statement cache.
+//! Each statement's rows are bound as one JSON array (`{json_rows:$n}`), so its text is the same
+//! whatever the size of the group, and one prepared statement serves every size.
 //!
 //! # Forwarding outcomes
 //!
@@ -28,9 +28,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::{Executor, QueryBuilder};
+use serde_json::json;
+use sqlx::Executor;
 
-use super::{Abort, Dialect, SqlStore, int_list, settle, sql, unique_index};
+use super::{Abort, Dialect, SqlStore, int_list, json_rows, settle, sql, unique_index};
 use crate::rows::{
     AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
     OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow,
@@ -261,18 +262,20 @@ where
             total.0 += p.new.charge.units();
             total.1 += 1;
         }
-        let mut update = QueryBuilder::<D>::new(
+        let updated: Vec<i64> = sqlx::query_scalar::<D, i64>(sql::<D>(
             "UPDATE customers SET balance = balance - v.column2, \
-             orders_placed = orders_placed + v.column3, spent = spent + v.column2 FROM (",
-        );
-        update.push_values(&totals, |mut row, (id, (charge, count))| {
-            row.push_bind(*id).push_bind(*charge).push_bind(*count);
-        });
-        update.push(") AS v WHERE customers.id = v.column1 RETURNING customers.id");
-        let updated: Vec<i64> = update
-            .build_query_scalar::<i64>()
-            .fetch_all(&mut *conn)
-            .await?;
+             orders_placed = orders_placed + v.column3, spent = spent + v.column2 \
+             FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, CAST(r ->> 1 AS BIGINT) AS column2, \
+             CAST(r ->> 2 AS BIGINT) AS column3 FROM {json_rows:$1}) AS v \
+             WHERE customers.id = v.column1 RETURNING customers.id",
+        ))
+        .bind(json_rows(
+            totals
+                .iter()
+                .map(|(id, (charge, count))| json!([id, charge, count])),
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
         if updated.len() != totals.len() {
             return Err(StoreError::Database(
                 "a grouped placement's customer rows changed under their lock".to_owned(),
@@ -281,58 +284,70 @@ where
 
         // The ledger rows, each with the balance right after it, in the order placed.
         let mut running = starting;
-        let mut ledger = QueryBuilder::<D>::new(
-            "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, \
-             actor, created_at) ",
-        );
-        ledger.push_values(inserts.iter().zip(&orders), |mut row, (p, order)| {
+        let rows = json_rows(inserts.iter().zip(&orders).map(|(p, order)| {
             let balance = running.entry(p.new.customer_id.0).or_default();
             *balance -= p.new.charge.units();
-            row.push_bind(p.new.customer_id.0)
-                .push_bind(LedgerKind::Charge.as_str())
-                .push_bind(-p.new.charge.units())
-                .push_bind(*balance)
-                .push_bind(order.id.0)
-                .push_bind(rules::charge_reason(order.id))
-                .push_bind("customer")
-                .push_bind(p.now);
-        });
-        ledger.build().execute(&mut *conn).await?;
+            json!([
+                p.new.customer_id.0,
+                LedgerKind::Charge.as_str(),
+                -p.new.charge.units(),
+                *balance,
+                order.id.0,
+                rules::charge_reason(order.id),
+                "customer",
+                p.now,
+            ])
+        }));
+        sqlx::query::<D>(sql::<D>(
+            "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, \
+             actor, created_at) \
+             SELECT CAST(r ->> 0 AS BIGINT), r ->> 1, CAST(r ->> 2 AS BIGINT), \
+             CAST(r ->> 3 AS BIGINT), CAST(r ->> 4 AS BIGINT), r ->> 5, r ->> 6, \
+             CAST(r ->> 7 AS BIGINT) FROM {json_rows:$1} ORDER BY n",
+        ))
+        .bind(rows)
+        .execute(&mut *conn)
+        .await?;
         Ok(orders)
     }
 
     /// The group's new orders in one statement, returned in the order given (ids are assigned
-    /// in the order of the VALUES rows; the rows come back sorted by id and checked).
+    /// in the order of the rows, `ORDER BY n`; the rows come back sorted by id and checked).
     async fn insert_orders(
         conn: &mut D::Connection,
         inserts: &[&Prepared<'_>],
     ) -> StoreResult<Vec<Order>> {
-        let mut insert = QueryBuilder::<D>::new(
+        let rows = json_rows(inserts.iter().map(|p| {
+            json!([
+                p.new.customer_id.0,
+                p.new.service_id.0,
+                p.new.service_type,
+                p.new.params,
+                p.new.link,
+                p.quantity,
+                p.units,
+                p.new.charge.units(),
+                p.new.idempotency_key,
+                p.now,
+                p.placed_as,
+                p.new.request_fingerprint,
+            ])
+        }));
+        let inserted = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
             "INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, \
              units, charge, refunded, status, forward_state, forward_attempts, idempotency_key, \
-             created_at, updated_at, placed_as, request_fingerprint) ",
-        );
-        insert.push_values(inserts, |mut row, p| {
-            row.push_bind(p.new.customer_id.0)
-                .push_bind(p.new.service_id.0)
-                .push_bind(p.new.service_type.clone())
-                .push_bind(p.new.params.clone())
-                .push_bind(p.new.link.clone())
-                .push_bind(p.quantity)
-                .push_bind(p.units)
-                .push_bind(p.new.charge.units())
-                .push("0")
-                .push("'Pending'")
-                .push("'queued'")
-                .push("0")
-                .push_bind(p.new.idempotency_key.clone())
-                .push_bind(p.now)
-                .push_bind(p.now)
-                .push_bind(p.placed_as.clone())
-                .push_bind(p.new.request_fingerprint.clone());
-        });
-        insert.push(concat!(" RETURNING ", order_columns!()));
-        let mut rows: Vec<OrderRow> = match insert.build_query_as().fetch_all(&mut *conn).await {
+             created_at, updated_at, placed_as, request_fingerprint) \
+             SELECT CAST(r ->> 0 AS BIGINT), CAST(r ->> 1 AS BIGINT), r ->> 2, r ->> 3, \
+             r ->> 4, CAST(r ->> 5 AS BIGINT), CAST(r ->> 6 AS BIGINT), \
+             CAST(r ->> 7 AS BIGINT), 0, 'Pending', 'queued', 0, r ->> 8, \
+             CAST(r ->> 9 AS BIGINT), CAST(r ->> 9 AS BIGINT), r ->> 10, r ->> 11 \
+             FROM {json_rows:$1} ORDER BY n RETURNING ",
+            order_columns!()
+        )))
+        .bind(rows)
+        .fetch_all(&mut *conn)
+        .await;
+        let mut rows: Vec<OrderRow> = match inserted {
             // Another instance placed the same key first (PostgreSQL): the group is rolled
             // back and its placements go one by one, which answers with that order.
             Err(e) if unique_index(&e) == Some(super::UniqueIndex::Idempotency) => {
@@ -412,32 +427,31 @@ where
                     .ok_or(StoreError::NotFound("order"))?;
                 rules::require_state(order, &[ForwardState::Sending], "begin an attempt for")?;
             }
-            let mut insert = QueryBuilder::<D>::new(
+            let rows = json_rows(
+                sorted
+                    .iter()
+                    .map(|a| json!([a.order.0, a.provider, a.upstream_service, a.why])),
+            );
+            sqlx::query::<D>(sql::<D>(
                 "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
-                 started_at, why) ",
-            );
-            insert.push_values(sorted, |mut row, a| {
-                row.push_bind(a.order.0)
-                    .push_bind(a.provider.clone())
-                    .push_bind(a.upstream_service.clone())
-                    .push("'pending'")
-                    .push_bind(now)
-                    .push_bind(a.why.clone());
-            });
-            insert.build().execute(&mut *tx).await?;
-            let mut update = QueryBuilder::<D>::new(
+                 started_at, why) \
+                 SELECT CAST(r ->> 0 AS BIGINT), r ->> 1, r ->> 2, 'pending', $2, r ->> 3 \
+                 FROM {json_rows:$1} ORDER BY n",
+            ))
+            .bind(&rows)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query::<D>(sql::<D>(
                 "UPDATE orders SET provider = v.column2, upstream_service = v.column3, \
-                 updated_at = ",
-            );
-            update.push_bind(now).push(", claimed_at = ");
-            update.push_bind(now).push(" FROM (");
-            update.push_values(sorted, |mut row, a| {
-                row.push_bind(a.order.0)
-                    .push_bind(a.provider.clone())
-                    .push_bind(a.upstream_service.clone());
-            });
-            update.push(") AS v WHERE orders.id = v.column1");
-            update.build().execute(&mut *tx).await?;
+                 updated_at = $2, claimed_at = $2 \
+                 FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
+                 r ->> 2 AS column3 FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
+            ))
+            .bind(&rows)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             Ok(())
         }
         .await;
@@ -518,25 +532,25 @@ where
             ));
         }
         // Each order's pending attempt closed; the route it was sent through comes back.
-        let mut close = QueryBuilder::<D>::new(
-            "UPDATE forward_attempts SET outcome = v.column2, \
-             detail = COALESCE(v.column3, detail), finished_at = v.column4 FROM (",
-        );
-        close.push_values(outcomes, |mut row, (order, outcome, now)| {
+        let closing = json_rows(outcomes.iter().map(|(order, outcome, now)| {
             let (attempt_outcome, detail) = rules::attempt_outcome(outcome);
-            row.push_bind(order.0)
-                .push_bind(attempt_outcome)
-                .push_bind(detail.map(str::to_owned))
-                .push_bind(*now);
-        });
-        close.push(
-            ") AS v WHERE forward_attempts.order_id = v.column1 \
-             AND forward_attempts.outcome = 'pending' \
-             RETURNING forward_attempts.id, forward_attempts.order_id, \
-             forward_attempts.provider, forward_attempts.upstream_service",
-        );
+            json!([order.0, attempt_outcome, detail, now])
+        }));
         let mut closed: Vec<(i64, i64, String, String)> =
-            close.build_query_as().fetch_all(&mut *conn).await?;
+            sqlx::query_as::<D, (i64, i64, String, String)>(sql::<D>(
+                "UPDATE forward_attempts SET outcome = v.column2, \
+                 detail = COALESCE(v.column3, detail), finished_at = v.column4 \
+                 FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
+                 r ->> 2 AS column3, CAST(r ->> 3 AS BIGINT) AS column4 \
+                 FROM {json_rows:$1}) AS v \
+                 WHERE forward_attempts.order_id = v.column1 \
+                 AND forward_attempts.outcome = 'pending' \
+                 RETURNING forward_attempts.id, forward_attempts.order_id, \
+                 forward_attempts.provider, forward_attempts.upstream_service",
+            ))
+            .bind(closing)
+            .fetch_all(&mut *conn)
+            .await?;
         // The newest pending attempt of each order is the route (as `close_pending_attempts`).
         closed.sort_by_key(|(id, ..)| *id);
         let routes: HashMap<i64, (String, String)> = closed
@@ -548,22 +562,10 @@ where
                 "an order of the group has no attempt in flight".to_owned(),
             ));
         }
-        let mut update = QueryBuilder::<D>::new(
-            "UPDATE orders SET forward_state = v.column2, \
-             provider = CASE WHEN v.column2 = 'sent' THEN v.column3 ELSE provider END, \
-             upstream_service = CASE WHEN v.column2 = 'sent' THEN v.column4 \
-             ELSE upstream_service END, \
-             upstream_order_id = CASE WHEN v.column2 = 'sent' THEN v.column5 \
-             ELSE upstream_order_id END, \
-             upstream_cost = CASE WHEN v.column2 = 'sent' THEN v.column6 ELSE upstream_cost END, \
-             forwarded_at = CASE WHEN v.column2 = 'sent' THEN v.column9 ELSE forwarded_at END, \
-             next_poll_at = CASE WHEN v.column2 = 'sent' THEN v.column7 ELSE next_poll_at END, \
-             forward_error = v.column8, updated_at = v.column9 FROM (",
-        );
-        update.push_values(outcomes, |mut row, (order, outcome, now)| {
+        let recorded = json_rows(outcomes.iter().map(|(order, outcome, now)| {
             let (provider, service) = routes
                 .get(&order.0)
-                .map(|(p, s)| (p.clone(), s.clone()))
+                .map(|(p, s)| (p.as_str(), s.as_str()))
                 .unwrap_or_default();
             let (state, upstream_id, cost, next_poll, error) = match outcome {
                 ForwardOutcome::Sent {
@@ -572,7 +574,7 @@ where
                     next_poll_at,
                 } => (
                     ForwardState::Sent,
-                    Some(upstream_order_id.clone()),
+                    Some(upstream_order_id.as_str()),
                     upstream_cost.map(|c| c.to_string()),
                     Some(*next_poll_at),
                     None,
@@ -582,31 +584,49 @@ where
                     None,
                     None,
                     None,
-                    Some(detail.clone()),
+                    Some(detail.as_str()),
                 ),
                 ForwardOutcome::Failed { detail, .. } => (
                     ForwardState::Sending,
                     None,
                     None,
                     None,
-                    Some(detail.clone()),
+                    Some(detail.as_str()),
                 ),
             };
-            row.push_bind(order.0)
-                .push_bind(state.as_str())
-                .push_bind(provider)
-                .push_bind(service)
-                .push_bind(upstream_id)
-                .push_bind(cost)
-                .push_bind(next_poll)
-                .push_bind(error)
-                .push_bind(*now);
-        });
-        update.push(concat!(
-            ") AS v WHERE orders.id = v.column1 RETURNING ",
+            json!([
+                order.0,
+                state.as_str(),
+                provider,
+                service,
+                upstream_id,
+                cost,
+                next_poll,
+                error,
+                now
+            ])
+        }));
+        let rows: Vec<OrderRow> = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+            "UPDATE orders SET forward_state = v.column2, \
+             provider = CASE WHEN v.column2 = 'sent' THEN v.column3 ELSE provider END, \
+             upstream_service = CASE WHEN v.column2 = 'sent' THEN v.column4 \
+             ELSE upstream_service END, \
+             upstream_order_id = CASE WHEN v.column2 = 'sent' THEN v.column5 \
+             ELSE upstream_order_id END, \
+             upstream_cost = CASE WHEN v.column2 = 'sent' THEN v.column6 ELSE upstream_cost END, \
+             forwarded_at = CASE WHEN v.column2 = 'sent' THEN v.column9 ELSE forwarded_at END, \
+             next_poll_at = CASE WHEN v.column2 = 'sent' THEN v.column7 ELSE next_poll_at END, \
+             forward_error = v.column8, updated_at = v.column9 \
+             FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
+             r ->> 2 AS column3, r ->> 3 AS column4, r ->> 4 AS column5, r ->> 5 AS column6, \
+             CAST(r ->> 6 AS BIGINT) AS column7, r ->> 7 AS column8, \
+             CAST(r ->> 8 AS BIGINT) AS column9 FROM {json_rows:$1}) AS v \
+             WHERE orders.id = v.column1 RETURNING ",
             order_columns!()
-        ));
-        let rows: Vec<OrderRow> = update.build_query_as().fetch_all(&mut *conn).await?;
+        )))
+        .bind(recorded)
+        .fetch_all(&mut *conn)
+        .await?;
         if rows.len() != ids.len() {
             return Err(StoreError::Database(
                 "a grouped outcome's order changed under its lock".to_owned(),

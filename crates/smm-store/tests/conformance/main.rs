@@ -42,6 +42,7 @@ macro_rules! conformance {
 
 conformance!(
     scorecards_are_exact,
+    batched_statuses_score_as_one_by_one,
     customers_lifecycle,
     balance_adjustments,
     place_order_debits_and_queues,

@@ -100,6 +100,12 @@ async fn status(
         .expect("applied");
 }
 
+async fn records_over(db: &Db, now: Timestamp, days: u32) -> Vec<RouteRecord> {
+    db.route_records(ScoreWindow { now, days })
+        .await
+        .expect("route records")
+}
+
 fn record<'a>(records: &'a [RouteRecord], provider: &str, service: &str) -> &'a RouteRecord {
     records
         .iter()
@@ -275,20 +281,8 @@ pub async fn scorecards_are_exact(db: Db) {
     .await;
     db.compact_aggregates().await.expect("compact");
 
-    let week = db
-        .route_records(ScoreWindow {
-            now: T0 + 4_000_000,
-            days: 7,
-        })
-        .await
-        .expect("7 days");
-    let month = db
-        .route_records(ScoreWindow {
-            now: T0 + 4_000_000,
-            days: 30,
-        })
-        .await
-        .expect("30 days");
+    let week = records_over(&db, T0 + 4_000_000, 7).await;
+    let month = records_over(&db, T0 + 4_000_000, 30).await;
     assert!(
         week.iter().all(|r| r.provider != "beta"),
         "beta's order is 10 days old: {week:?}"
@@ -438,4 +432,94 @@ pub async fn scorecards_are_exact(db: Db) {
     );
     let attempts = db.attempts(o1.id).await.expect("attempts");
     assert_eq!(attempts[0].why.as_deref(), Some("test: alpha"));
+}
+
+/// A report in a poll round: the order's index, its status and `remains`.
+type Report = (usize, OrderStatus, Option<i64>);
+
+/// A poll batch's statuses count in the scorecards as the same reports applied one by one: two
+/// routes given the same history, one polled order by order, the other in batches, keep the
+/// same record.
+pub async fn batched_statuses_score_as_one_by_one(db: Db) {
+    let c = funded(&db, "batched", "1000").await;
+    let routes = [("solo", "10"), ("batch", "10")];
+    let mut uids: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    for (r, route) in routes.iter().enumerate() {
+        for i in 0..7i64 {
+            let uid = format!("{}-{i}", route.0);
+            let cost = format!("1.{i}");
+            accepted(
+                &db,
+                c.id,
+                "2",
+                *route,
+                (&uid, &cost),
+                T0 + i * 1_000,
+                100 + i,
+            )
+            .await;
+            uids[r].push(uid);
+        }
+    }
+    // Three rounds of reports (order index, status, remains), at the same times for both routes:
+    // starts, completions, a Partial, a cancel, an order reported twice in one round, and one
+    // that never moves.
+    let rounds: [(Timestamp, Vec<Report>); 3] = [
+        (
+            T0 + 90_000,
+            vec![
+                (0, OrderStatus::InProgress, Some(1000)),
+                (1, OrderStatus::InProgress, Some(800)),
+                (2, OrderStatus::Completed, Some(0)),
+                (3, OrderStatus::Canceled, Some(1000)),
+                (4, OrderStatus::Processing, None),
+                (5, OrderStatus::Pending, None),
+            ],
+        ),
+        (
+            T0 + 700_000,
+            vec![
+                (0, OrderStatus::Completed, Some(0)),
+                (1, OrderStatus::InProgress, Some(300)),
+                (4, OrderStatus::InProgress, Some(600)),
+                (4, OrderStatus::Partial, Some(600)),
+                (5, OrderStatus::InProgress, Some(1000)),
+            ],
+        ),
+        (
+            T0 + 2_500_000,
+            vec![
+                (1, OrderStatus::Partial, Some(250)),
+                (5, OrderStatus::Completed, Some(0)),
+            ],
+        ),
+    ];
+    for (at, reports) in &rounds {
+        for (i, reported, remains) in reports {
+            status(&db, "solo", &uids[0][*i], reported.clone(), *remains, *at).await;
+        }
+        let batch: Vec<(String, StatusUpdate)> = reports
+            .iter()
+            .map(|(i, reported, remains)| (uids[1][*i].clone(), update(reported.clone(), *remains)))
+            .collect();
+        let applied = db.apply_statuses("batch", batch, *at).await.expect("batch");
+        assert!(applied.iter().all(Option::is_some), "{applied:?}");
+    }
+    db.compact_aggregates().await.expect("compact");
+
+    let records = records_over(&db, T0 + 3_000_000, 7).await;
+    let solo = record(&records, "solo", "10");
+    let batch = RouteRecord {
+        provider: "solo".into(),
+        ..record(&records, "batch", "10").clone()
+    };
+    assert_eq!(batch, *solo, "batched polling scored differently");
+    let n = solo.counts;
+    assert_eq!(
+        (n.orders, n.started, n.completed, n.partial, n.canceled),
+        (7, 5, 3, 2, 1)
+    );
+    assert_eq!(n.undelivered_ppm, 600_000 + 250_000);
+    assert_eq!(solo.durations.complete.count(), 3);
+    assert!(n.refunded > 0 && n.kept_cost_nanos < n.cost_nanos, "{n:?}");
 }
