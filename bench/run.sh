@@ -8,8 +8,10 @@
 # Knobs (environment): SECONDS_PER_RUN, ROUNDS, CONNECTIONS (wrk connections for services and
 # status, 64), ADD_CONNECTIONS (concurrency of `add` and of baseline D, 16), CLOSED_ORDERS
 # (finished orders seeded, 1,000,000), OPEN_ORDERS (orders due for the reconciliation sweep,
-# 100,000), SERVICES (catalog size, 2,000), DATABASES ("sqlite postgres"). PostgreSQL comes from
-# TEST_DATABASE_URL, or a throwaway server started by scripts/with-postgres.sh.
+# 100,000), SERVICES (catalog size, 2,000), DATABASES ("sqlite postgres"), GATEWAY_LOG (the
+# gateway's RUST_LOG, "warn"; "warn,sqlx::query=debug" logs every statement with its time, into
+# the work dir kept by KEEP_WORK=1). PostgreSQL comes from TEST_DATABASE_URL, or a throwaway
+# server started by scripts/with-postgres.sh.
 #
 # Baselines: A = axum server parsing the v2 body, fixed JSON reply (examples/bench_baseline_v2;
 # A2 = the same answering with a copy of the gateway's `services` reply, for scale);
@@ -210,7 +212,7 @@ TOML
   $TOOL sweep --sims "$sim_list" --ids "$OPEN_ORDERS" >"$dir/sweep.out" &
   local sweep_pid=$!
   pids+=("$sweep_pid")
-  BENCH_SIM_KEY=sim-key RUST_LOG=warn start "gateway-$db" $BIN/smm-gateway --config "$dir/gateway.toml" serve
+  BENCH_SIM_KEY=sim-key RUST_LOG=${GATEWAY_LOG:-warn} start "gateway-$db" $BIN/smm-gateway --config "$dir/gateway.toml" serve
   local gw_pid=$started_pid
   wait_reply "$gw_url" "key=bench-key&action=balance" '{"balance"'
   wait "$sweep_pid"

@@ -100,6 +100,7 @@ impl Dialect for Postgres {
                 "(SELECT n - 1 AS n, r FROM json_array_elements({param}::JSON) \
                  WITH ORDINALITY AS e (r, n)) AS j"
             ),
+            "limit" => format!("LIMIT {param}"),
             "poll_index" | "upstream_index" => String::new(),
             // An unknown word stays in the text, so the statement fails to prepare.
             other => format!("{{{other}}}"),

@@ -68,6 +68,8 @@ pub trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     /// * `skip_locked`: lock the rows read, skipping rows another transaction holds;
     /// * `int_list:$n` / `text_list:$n`: a parenthesised subquery of the values of the JSON
     ///   array bound as `$n` (ids as integers, or texts);
+    /// * `json_rows:$n`: the table `j` of the rows bound as `$n` ([`json_rows`]);
+    /// * `limit:$n`: `LIMIT $n`, written so that a new limit keeps the statement prepared;
     /// * `poll_index`: the index hint that keeps the poll claim on the partial poll index;
     /// * `upstream_index`: the hint that keeps a lookup of many upstream ids on the unique
     ///   (provider, upstream id) index (the statement must say `upstream_order_id IS NOT NULL`,
@@ -1284,7 +1286,7 @@ macro_rules! claim_outbox_sql {
             "WITH picked AS MATERIALIZED ( \
                  SELECT id AS picked_id FROM ",
             $table,
-            " WHERE forward_state = 'queued' ORDER BY id LIMIT $3{skip_locked}) \
+            " WHERE forward_state = 'queued' ORDER BY id {limit:$3}{skip_locked}) \
              UPDATE ",
             $table,
             " SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
@@ -1802,7 +1804,7 @@ where
             "WITH picked AS MATERIALIZED ( \
                  SELECT id AS picked_id FROM orders \
                  WHERE forward_state = 'queued' AND forward_after <= $2 \
-                 ORDER BY id LIMIT $3{skip_locked}) \
+                 ORDER BY id {limit:$3}{skip_locked}) \
              UPDATE orders SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
              forward_attempts = forward_attempts + 1, updated_at = $2 \
              FROM picked WHERE id = picked_id \
@@ -2284,7 +2286,7 @@ where
                     " AND next_poll_at IS NOT NULL AND next_poll_at <= $1 \
                      AND upstream_order_id IS NOT NULL AND ",
                     $provider,
-                    " ORDER BY next_poll_at, id LIMIT $3{skip_locked}"
+                    " ORDER BY next_poll_at, id {limit:$3}{skip_locked}"
                 )
             };
         }
@@ -2782,7 +2784,7 @@ where
             "WITH picked AS MATERIALIZED ( \
                  SELECT id AS picked_id FROM cancel_requests WHERE forward_state = 'queued' \
                  AND order_id IN (SELECT id FROM orders WHERE forward_state = 'sent') \
-                 ORDER BY id LIMIT $3{skip_locked}) \
+                 ORDER BY id {limit:$3}{skip_locked}) \
              UPDATE cancel_requests SET forward_state = 'sending', claimed_by = $1, \
              claimed_at = $2, updated_at = $2 FROM picked WHERE id = picked_id RETURNING ",
             cancel_columns!()

@@ -48,6 +48,12 @@ impl Dialect for Sqlite {
             "for_update" | "for_no_key_update" | "skip_locked" => String::new(),
             "int_list" | "text_list" => format!("(SELECT value FROM json_each({param}))"),
             "json_rows" => format!("(SELECT key AS n, value AS r FROM json_each({param})) AS j"),
+            // A bare parameter as LIMIT is read by the planner, so SQLite marks the statement
+            // to be compiled again whenever a new value is bound. The claims bind a limit that
+            // changes from call to call, and compiling an UPDATE of `orders` compiles its
+            // triggers: 28 % of the writer's CPU under an `add` burst (issue #16). An
+            // expression is not read, so the statement stays prepared.
+            "limit" => format!("LIMIT CAST({param} AS INTEGER)"),
             // Left to itself the planner picks `orders_forward` and scans every finished `sent`
             // order (0.3 s per claim with a million of them, 3 ms on the partial poll index,
             // which leads with the provider since 0015).

@@ -256,7 +256,7 @@ where
                      SELECT w.id AS picked_id FROM webhook_events w \
                      WHERE w.id IN (SELECT ranked_id FROM ranked WHERE place <= $4) \
                      AND w.state = 'pending' AND w.claimed_until <= $1 \
-                     ORDER BY w.id LIMIT $3{skip_locked}) \
+                     ORDER BY w.id {limit:$3}{skip_locked}) \
                  UPDATE webhook_events SET claimed_until = $2 FROM picked \
                  WHERE id = picked_id RETURNING ",
                 webhook_event_columns!()
@@ -805,7 +805,7 @@ where
                  SELECT id AS picked_id FROM alert_outbox \
                  WHERE delivered_at IS NULL AND gave_up_at IS NULL \
                  AND next_attempt_at <= $1 AND claimed_until <= $1 \
-                 ORDER BY id LIMIT $3{skip_locked}) \
+                 ORDER BY id {limit:$3}{skip_locked}) \
              UPDATE alert_outbox SET claimed_until = $2 FROM picked WHERE id = picked_id \
              RETURNING ",
             alert_columns!()
