@@ -33,6 +33,7 @@ use smm_wire::OrderRequest;
 use smm_wire::upstream::UpstreamId;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use smm_routing::Candidate;
 
@@ -49,6 +50,8 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut in_flight = JoinSet::new();
     // Whether the last claim filled every slot it was offered: more may be waiting.
     let mut more = true;
+    // When the last claim was made, and whether it filled every slot it was offered.
+    let mut last_claim: Option<(Instant, bool)> = None;
     loop {
         let settings = app.settings();
         let interval = Duration::from_millis(settings.forwarder.interval_ms);
@@ -58,13 +61,24 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         let free = concurrency.saturating_sub(in_flight.len());
-        if !stopping && more && (in_flight.is_empty() || free >= concurrency.div_ceil(2)) {
+        // A claim that found fewer orders than it could take is not repeated before
+        // CLAIM_GAP: placements arriving in the meantime are claimed together.
+        let gap_ends = match last_claim {
+            Some((at, false)) if at.elapsed() < CLAIM_GAP => Some(at + CLAIM_GAP),
+            _ => None,
+        };
+        if !stopping
+            && more
+            && gap_ends.is_none()
+            && (in_flight.is_empty() || free >= concurrency.div_ceil(2))
+        {
             let limit = settings
                 .forwarder
                 .batch
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
             let claimed = claim(&app, limit).await;
             more = claimed.len() == limit as usize && limit > 0;
+            last_claim = Some((Instant::now(), more));
             if !claimed.is_empty() {
                 for (order, plan, slot) in claimed {
                     let app = Arc::clone(&app);
@@ -82,11 +96,21 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 more = true;
             }
             () = app.forward_wake.notified(), if !stopping => more = true,
+            () = tokio::time::sleep_until(gap_ends.unwrap_or_else(Instant::now)),
+                if !stopping && more && gap_ends.is_some() => {}
             () = tokio::time::sleep(interval), if !stopping => more = true,
             _ = shutdown.changed(), if !stopping => {}
         }
     }
 }
+
+/// The shortest time between two claims when the first found fewer orders than it could take
+/// (issue #16). Under a burst of `add`s every placement wakes the forwarder, and claiming at
+/// each wake made claims of a few orders: each is a transaction of its own (two with the
+/// attempts noted), taking SQLite's one writer from the placements between them. Waiting this
+/// long lets a burst's orders be claimed, noted and recorded in larger groups; an order waits
+/// at most this much more before its call, and a full claim (a backlog) is followed at once.
+const CLAIM_GAP: Duration = Duration::from_millis(20);
 
 /// Claims up to `limit` queued orders and plans each. Each order's first slot is taken now if
 /// its provider's rate limit has one free: those orders' first attempts are noted in one
