@@ -28,6 +28,13 @@ use crate::sql::{Dialect, SqlStore};
 use crate::{Backend, CustomerEvent, StoreError, StoreResult};
 
 const READERS: u32 = 4;
+/// Each reader's page cache, in KiB (SQLite's default is 2,000 per connection). The readers
+/// look up scattered orders (`status` of 100 ids, the console's pages) whose pages the
+/// operating system's cache holds anyway. At the default, bench/run.sh's `status` rounds grew
+/// the gateway by 5 MB of such copies; at 500 KiB by 1 MB, at the same `status` rate
+/// (issue #16's peak RSS target, 50 MB). The writer keeps the default: its pages are the ones
+/// it changes.
+const READER_CACHE: &str = "-500";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller may queue for the writer (or a reader) before `Database("pool timed out")`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,7 +124,7 @@ impl SqlStore<Sqlite> {
                 .max_connections(READERS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .test_before_acquire(false)
-                .connect_with(options)
+                .connect_with(options.pragma("cache_size", READER_CACHE))
                 .await?
         };
         Ok(SqlStore { writer, reader })
