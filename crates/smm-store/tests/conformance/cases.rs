@@ -3689,3 +3689,49 @@ pub async fn enormous_upstream_costs_never_fail_the_send(db: Db) {
     );
     assert_books_balance(&db, c.id).await;
 }
+
+/// A poll batch's rows travel as one JSON array (`{json_rows:$n}`): every field comes back as
+/// the upstream said it, whatever it looks like. A status code that reads as a number stays
+/// text, integers past 2^53 stay exact, and quotes, backslashes and non-ASCII text survive.
+pub async fn batched_statuses_keep_every_field_exactly(db: Db) {
+    let c = funded(&db, "exact", "10").await;
+    let odd = sent_order(&db, c.id, "1", "alpha", "j1").await;
+    let quoted = sent_order(&db, c.id, "1", "alpha", "j2").await;
+    let big = 9_007_199_254_740_993_i64; // 2^53 + 1: not a double
+    let batch = vec![
+        (
+            "j1".to_owned(),
+            StatusUpdate {
+                start_count: Some(big),
+                extra: Some("0042".into()),
+                ..update(OrderStatus::Unknown("00123".into()), Some(big - 1))
+            },
+        ),
+        (
+            "j2".to_owned(),
+            StatusUpdate {
+                start_count: None,
+                extra: Some("é \"q\" \\ 🙂 [1, 2]".into()),
+                ..update(OrderStatus::InProgress, None)
+            },
+        ),
+    ];
+    let applied = db
+        .apply_statuses("alpha", batch, T0 + 1_000)
+        .await
+        .expect("batch");
+    assert!(applied.iter().all(Option::is_some), "{applied:?}");
+
+    let o = db.order(odd.id).await.expect("order");
+    assert_eq!(o.status, OrderStatus::Unknown("00123".into()));
+    assert_eq!((o.start_count, o.remains), (Some(big), Some(big - 1)));
+    assert_eq!(o.extra.as_deref(), Some("0042"));
+    let q = db.order(quoted.id).await.expect("order");
+    assert_eq!(q.status, OrderStatus::InProgress);
+    assert_eq!(q.extra.as_deref(), Some("é \"q\" \\ 🙂 [1, 2]"));
+    assert_eq!(
+        (q.start_count, q.remains),
+        (None, None),
+        "absent fields stay as they were"
+    );
+}

@@ -60,6 +60,7 @@ conformance!(
     crash_recovery_and_ambiguous_resolution,
     polling_and_refunds,
     batched_statuses_pay_each_refund_once,
+    batched_statuses_keep_every_field_exactly,
     a_failed_refund_leaves_the_rest_of_the_batch_applied,
     batch_attempts_are_all_or_nothing,
     waiting_claims_are_renewed_not_recovered,
