@@ -50,8 +50,8 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut in_flight = JoinSet::new();
     // Whether the last claim filled every slot it was offered: more may be waiting.
     let mut more = true;
-    // When the last claim was made, and whether it filled every slot it was offered.
-    let mut last_claim: Option<(Instant, bool)> = None;
+    // When the last claim was made, if it found fewer orders than it could take.
+    let mut last_short_claim: Option<Instant> = None;
     loop {
         let settings = app.settings();
         let interval = Duration::from_millis(settings.forwarder.interval_ms);
@@ -63,10 +63,9 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let free = concurrency.saturating_sub(in_flight.len());
         // A claim that found fewer orders than it could take is not repeated before
         // CLAIM_GAP: placements arriving in the meantime are claimed together.
-        let gap_ends = match last_claim {
-            Some((at, false)) if at.elapsed() < CLAIM_GAP => Some(at + CLAIM_GAP),
-            _ => None,
-        };
+        let gap_ends = last_short_claim
+            .map(|at| at + CLAIM_GAP)
+            .filter(|&end| end > Instant::now());
         if !stopping
             && more
             && gap_ends.is_none()
@@ -78,7 +77,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 .min(u32::try_from(free).unwrap_or(u32::MAX));
             let claimed = claim(&app, limit).await;
             more = claimed.len() == limit as usize && limit > 0;
-            last_claim = Some((Instant::now(), more));
+            last_short_claim = (!more).then(Instant::now);
             if !claimed.is_empty() {
                 for (order, plan, slot) in claimed {
                     let app = Arc::clone(&app);
