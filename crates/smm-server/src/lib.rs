@@ -149,6 +149,10 @@ impl Gateway {
         }
         tasks.push(tokio::spawn(forwarder::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(reconciler::run(app.clone(), signal.clone())));
+        tasks.push(tokio::spawn(reconciler::fold_aggregates(
+            app.clone(),
+            signal.clone(),
+        )));
         tasks.push(tokio::spawn(notifier::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(scorecards::run(app.clone(), signal.clone())));
         tasks.push(tokio::spawn(periodic(app.clone(), signal.clone(), lease)));

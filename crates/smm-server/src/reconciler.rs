@@ -1,8 +1,9 @@
 //! The reconciler: keeps every forwarded order, refill and cancel request in step with the
 //! upstream panels.
 //!
-//! * **Status polling.** Due orders are claimed per provider (a lease pushes their next poll
-//!   out, so two pollers never ask for the same order), asked about in batches of at most 100
+//! * **Status polling.** Due orders are claimed per provider (a lease hides them from other
+//!   claims until their status is applied, so two pollers never ask for the same order; the
+//!   lease is a row of its own, not a write of the order), asked about in batches of at most 100
 //!   ids, and each answer is applied by the store, which pays a Partial or Canceled refund at
 //!   most once. An upstream failure (HTML, 429, timeout) changes nothing but the schedule.
 //!   New orders are polled soon, old ones less often, terminal ones never.
@@ -33,19 +34,13 @@ const POLL_BATCH: u32 = 1_000;
 const REFILL_CLAIM: u32 = 10;
 
 /// How often the order aggregates' deltas are folded (PostgreSQL): often enough to keep them
-/// few, seldom enough that a sweep's back-to-back rounds do not each pay for a fold and its
-/// VACUUM.
+/// few, seldom enough that a sweep does not pay for a fold and its VACUUM after every round.
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut compacted = std::time::Instant::now();
     loop {
         let backlog = round(&app).await;
-        if compacted.elapsed() >= COMPACT_EVERY {
-            compact(&app).await;
-            compacted = std::time::Instant::now();
-        }
         if backlog {
             // A full batch was due somewhere: more are probably waiting (a backlog after an
             // outage, a large sweep). Go on at once, unless asked to stop.
@@ -77,10 +72,22 @@ pub async fn round(app: &App) -> bool {
     claimed.iter().any(|&n| n >= POLL_BATCH as usize)
 }
 
-/// Keeps the console's order aggregates' pending deltas few (PostgreSQL; readers add them up).
-async fn compact(app: &App) {
-    if let Err(error) = app.store.compact_aggregates().await {
-        tracing::warn!(%error, "cannot fold the order aggregates' deltas");
+/// Keeps the console's order aggregates' pending deltas few (PostgreSQL; readers add them up),
+/// until `shutdown` turns true. A task of its own: a fold after a sweep's rounds took up to 2 s
+/// on PostgreSQL, and the polls need not wait for it (the triggers append deltas while it runs).
+pub async fn fold_aggregates(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(COMPACT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(error) = app.store.compact_aggregates().await {
+                    tracing::warn!(%error, "cannot fold the order aggregates' deltas");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -372,8 +372,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // ---- polling ---------------------------------------------------------------------------
 
     /// Claims up to `limit` sent, non-terminal orders due for a poll (at `provider` if given),
-    /// oldest due first, pushing their next poll to `lease_until` so that no other poller takes
-    /// them meanwhile.
+    /// oldest due first, each leased until `lease_until` so that no other poller takes it
+    /// meanwhile. The lease ends early when the order's status is applied or its poll deferred;
+    /// the order's own `next_poll_at` is left as it was.
     async fn claim_polls(
         &self,
         provider: Option<&str>,
@@ -407,8 +408,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<Vec<Option<StatusApplied>>>;
 
-    /// Pushes the next poll of `orders` to `next_poll_at` without touching anything else (the
-    /// upstream failed; back off).
+    /// Moves the next poll of `orders` to `next_poll_at`, and ends their poll leases, without
+    /// touching anything else (the upstream failed; back off).
     async fn defer_polls(&self, orders: &[OrderId], next_poll_at: Timestamp) -> StoreResult<()>;
 
     // ---- refills and cancels ---------------------------------------------------------------

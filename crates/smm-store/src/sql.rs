@@ -33,7 +33,7 @@ mod grouped;
 mod notify;
 mod scorecard;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
@@ -749,6 +749,7 @@ where
             .fetch_all(&mut *tx)
             .await?;
             let orders: Vec<Order> = convert_all(rows)?;
+            Self::release_poll_leases(&mut tx, orders.iter().map(|o| o.id)).await?;
             let by_upstream: HashMap<&str, &Order> = orders
                 .iter()
                 .filter_map(|o| o.upstream_order_id.as_deref().map(|u| (u, o)))
@@ -876,6 +877,21 @@ where
         .bind(rows)
         .bind(now)
         .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the poll leases of `orders` (their status was applied, or their next poll set):
+    /// each is due again at its `next_poll_at`.
+    async fn release_poll_leases(
+        conn: &mut D::Connection,
+        orders: impl IntoIterator<Item = OrderId>,
+    ) -> StoreResult<()> {
+        sqlx::query::<D>(sql::<D>(
+            "DELETE FROM poll_leases WHERE order_id IN {int_list:$1}",
+        ))
+        .bind(int_list(orders.into_iter().map(|id| id.0)))
+        .execute(conn)
         .await?;
         Ok(())
     }
@@ -2286,7 +2302,9 @@ where
                     " AND next_poll_at IS NOT NULL AND next_poll_at <= $1 \
                      AND upstream_order_id IS NOT NULL AND ",
                     $provider,
-                    " ORDER BY next_poll_at, id {limit:$3}{skip_locked}"
+                    " AND NOT EXISTS (SELECT 1 FROM poll_leases AS l \
+                     WHERE l.order_id = orders.id AND l.expires_at > $1) \
+                     ORDER BY next_poll_at, id {limit:$3}{skip_locked}"
                 )
             };
         }
@@ -2296,21 +2314,31 @@ where
         };
         let mut tx = self.begin().await?;
         let result = async {
-            let rows = sqlx::query_as::<D, PollRow>(text)
+            let mut rows = sqlx::query_as::<D, PollRow>(text)
                 .bind(now)
                 .bind(provider)
                 .bind(limit_or_default(limit))
                 .fetch_all(&mut *tx)
                 .await?;
-            if !rows.is_empty() {
-                sqlx::query::<D>(sql::<D>(
-                    "UPDATE orders SET next_poll_at = $1 WHERE id IN {int_list:$2}",
-                ))
-                .bind(lease_until)
-                .bind(int_list(rows.iter().map(|row| row.id)))
-                .execute(&mut *tx)
-                .await?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
             }
+            // A lease another claim took since this one read (PostgreSQL, another instance)
+            // is left to it: only the ids returned are this claim's.
+            let leased: HashSet<i64> = sqlx::query_scalar::<D, i64>(sql::<D>(
+                "INSERT INTO poll_leases (order_id, expires_at) \
+                 SELECT value, $2 FROM {int_list:$1} AS l WHERE true \
+                 ON CONFLICT (order_id) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE poll_leases.expires_at <= $3 RETURNING order_id",
+            ))
+            .bind(int_list(rows.iter().map(|row| row.id)))
+            .bind(lease_until)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            rows.retain(|row| leased.contains(&row.id));
             convert_all(rows)
         }
         .await;
@@ -2340,6 +2368,7 @@ where
                 return Ok(None);
             };
             let order = Order::try_from(row)?;
+            Self::release_poll_leases(&mut tx, [order.id]).await?;
             let (terminal, refund, attention) = match rules::plan_status(&order, &update) {
                 StatusPlan::Settled => {
                     return Ok(Some(StatusApplied {
@@ -2451,6 +2480,10 @@ where
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from);
+        let result = match result {
+            Ok(_) => Self::release_poll_leases(&mut tx, orders.iter().copied()).await,
+            Err(e) => Err(e),
+        };
         settle(tx, result).await?;
         Ok(())
     }

@@ -1193,6 +1193,118 @@ pub async fn crash_recovery_and_ambiguous_resolution(db: Db) {
     assert_books_balance(&db, c.id).await;
 }
 
+/// A poll's lease (a row of its own since migration 0016) hides an order from other claims until
+/// its status is applied, one by one or in a batch, or its poll is deferred: then the order is
+/// due at its new time, lease or no lease. A lease that ran out is taken over. Concurrent claims
+/// share the due orders out, none twice.
+pub async fn poll_leases_end_with_the_status_or_the_deferral(db: Db) {
+    let c = funded(&db, "lease", "100").await;
+    let batched = sent_order(&db, c.id, "1", "alpha", "L-1").await;
+    let deferred = sent_order(&db, c.id, "1", "alpha", "L-2").await;
+    let single = sent_order(&db, c.id, "1", "alpha", "L-3").await;
+    let ids = |polls: Vec<PollItem>| polls.iter().map(|p| p.order_id).collect::<Vec<_>>();
+    let claim = |lease_until: Timestamp, now: Timestamp| {
+        let db = db.clone();
+        async move {
+            db.claim_polls(Some("alpha"), 10, lease_until, now)
+                .await
+                .expect("claim")
+        }
+    };
+
+    // Leased until T0 + 600 s.
+    assert_eq!(
+        ids(claim(T0 + 600_000, T0 + 1_000).await),
+        vec![batched.id, deferred.id, single.id]
+    );
+    assert!(claim(T0 + 600_000, T0 + 1_000).await.is_empty());
+    // The statuses are next due at T0 + 60 s (`update`), the deferred poll at T0 + 30 s.
+    db.apply_statuses(
+        "alpha",
+        vec![("L-1".into(), update(OrderStatus::InProgress, Some(5)))],
+        T0 + 2_000,
+    )
+    .await
+    .expect("batch");
+    db.apply_status(
+        "alpha",
+        "L-3",
+        update(OrderStatus::InProgress, Some(7)),
+        T0 + 2_000,
+    )
+    .await
+    .expect("single")
+    .expect("known");
+    db.defer_polls(&[deferred.id], T0 + 30_000)
+        .await
+        .expect("defer");
+    assert!(claim(T0 + 600_000, T0 + 29_999).await.is_empty());
+    assert_eq!(
+        ids(claim(T0 + 90_000, T0 + 30_000).await),
+        vec![deferred.id],
+        "due again long before its lease ran out"
+    );
+    assert_eq!(
+        ids(claim(T0 + 700_000, T0 + 60_000).await),
+        vec![batched.id, single.id],
+        "the deferred order is leased again, the others are due"
+    );
+    assert!(claim(T0 + 700_000, T0 + 89_999).await.is_empty());
+    assert_eq!(
+        ids(claim(T0 + 800_000, T0 + 90_000).await),
+        vec![deferred.id],
+        "a lease that ran out is taken over"
+    );
+    assert_eq!(
+        db.order(deferred.id).await.expect("order").next_poll_at,
+        Some(T0 + 30_000),
+        "a lease leaves the order's schedule as it was"
+    );
+
+    // Forty orders due at once, eight claims of five at the same time: no order twice.
+    let mut due = BTreeSet::new();
+    for i in 0..40 {
+        due.insert(
+            sent_order(&db, c.id, "1", "beta", &format!("B-{i}"))
+                .await
+                .id,
+        );
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.claim_polls(Some("beta"), 5, T0 + 600_000, T0 + 1_000)
+                    .await
+                    .expect("claim")
+            })
+        })
+        .collect();
+    let mut claimed = BTreeSet::new();
+    for task in tasks {
+        let polls = task.await.expect("join");
+        assert!(polls.len() <= 5);
+        for poll in polls {
+            assert!(
+                claimed.insert(poll.order_id),
+                "{:?} claimed twice",
+                poll.order_id
+            );
+        }
+    }
+    assert!(claimed.is_subset(&due));
+    // Whatever the interleaving left behind is still due, and nothing claimed is.
+    let rest: BTreeSet<OrderId> = db
+        .claim_polls(Some("beta"), 100, T0 + 600_000, T0 + 1_000)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|p| p.order_id)
+        .collect();
+    assert!(rest.is_disjoint(&claimed));
+    assert_eq!(rest.len() + claimed.len(), due.len());
+}
+
 pub async fn polling_and_refunds(db: Db) {
     let c = funded(&db, "nina", "10").await;
     let partial = sent_order(&db, c.id, "0.27819", "alpha", "1").await;

@@ -59,6 +59,7 @@ conformance!(
     requeue_and_reject,
     crash_recovery_and_ambiguous_resolution,
     polling_and_refunds,
+    poll_leases_end_with_the_status_or_the_deferral,
     batched_statuses_pay_each_refund_once,
     batched_statuses_keep_every_field_exactly,
     a_failed_refund_leaves_the_rest_of_the_batch_applied,
