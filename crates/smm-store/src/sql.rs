@@ -678,6 +678,16 @@ where
                 "a refunded customer's row changed under its lock".to_owned(),
             ));
         }
+        Self::insert_ledger_rows(&mut *conn, json_rows(ledger)).await
+    }
+
+    /// Ledger rows in one statement, inserted (ids assigned) in the order given: each row
+    /// `[customer, kind, amount, balance_after, order, reason, actor, created_at]`, bound as
+    /// [`json_rows`]. The balances after are the caller's, computed under the customers' locks.
+    pub(crate) async fn insert_ledger_rows(
+        conn: &mut D::Connection,
+        rows: String,
+    ) -> StoreResult<()> {
         sqlx::query::<D>(sql::<D>(
             "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, \
              actor, created_at) \
@@ -685,8 +695,8 @@ where
              CAST(r ->> 3 AS BIGINT), CAST(r ->> 4 AS BIGINT), r ->> 5, r ->> 6, \
              CAST(r ->> 7 AS BIGINT) FROM {json_rows:$1} ORDER BY n",
         ))
-        .bind(json_rows(ledger))
-        .execute(&mut *conn)
+        .bind(rows)
+        .execute(conn)
         .await?;
         Ok(())
     }

@@ -298,16 +298,7 @@ where
                 p.now,
             ])
         }));
-        sqlx::query::<D>(sql::<D>(
-            "INSERT INTO ledger (customer_id, kind, amount, balance_after, order_id, reason, \
-             actor, created_at) \
-             SELECT CAST(r ->> 0 AS BIGINT), r ->> 1, CAST(r ->> 2 AS BIGINT), \
-             CAST(r ->> 3 AS BIGINT), CAST(r ->> 4 AS BIGINT), r ->> 5, r ->> 6, \
-             CAST(r ->> 7 AS BIGINT) FROM {json_rows:$1} ORDER BY n",
-        ))
-        .bind(rows)
-        .execute(&mut *conn)
-        .await?;
+        Self::insert_ledger_rows(&mut *conn, rows).await?;
         Ok(orders)
     }
 
