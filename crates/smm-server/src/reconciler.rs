@@ -2,8 +2,9 @@
 //! upstream panels.
 //!
 //! * **Status polling.** Due orders are claimed per provider (a lease hides them from other
-//!   claims until their status is applied, so two pollers never ask for the same order; the
-//!   lease is a row of its own, not a write of the order), asked about in batches of at most 100
+//!   claims until their status is applied, their poll deferred or the lease runs out, so two
+//!   pollers never ask for the same order; the lease is a row of its own, not a new version of
+//!   the order), asked about in batches of at most 100
 //!   ids, and each answer is applied by the store, which pays a Partial or Canceled refund at
 //!   most once. An upstream failure (HTML, 429, timeout) changes nothing but the schedule.
 //!   New orders are polled soon, old ones less often, terminal ones never.
@@ -75,13 +76,11 @@ pub async fn round(app: &App) -> bool {
 /// Keeps the console's order aggregates' pending deltas few (PostgreSQL; readers add them up),
 /// until `shutdown` turns true. A task of its own: a fold after a sweep's rounds took up to 2 s
 /// on PostgreSQL, and the polls need not wait for it (the triggers append deltas while it runs).
+/// The pause is counted from the end of a fold, so a long fold is not followed by another.
 pub async fn fold_aggregates(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(COMPACT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every.tick().await;
     loop {
         tokio::select! {
-            _ = every.tick() => {
+            () = tokio::time::sleep(COMPACT_EVERY) => {
                 if let Err(error) = app.store.compact_aggregates().await {
                     tracing::warn!(%error, "cannot fold the order aggregates' deltas");
                 }

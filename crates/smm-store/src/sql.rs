@@ -16,7 +16,9 @@
 //!   its row lock, taken before the customer's, and multi-row locks are taken in id order, so no
 //!   two transactions wait on each other in a cycle. Queues (forwarding, polls, refills,
 //!   cancels, recovery) are claimed with `{skip_locked}` inside a `MATERIALIZED` CTE, which runs
-//!   exactly once: two workers never take the same row and never wait for each other.
+//!   exactly once: two workers never take the same row and never wait for each other. Polls
+//!   are leased in `poll_leases` instead, by an `INSERT … ON CONFLICT DO UPDATE … WHERE` the
+//!   lease ran out, whose `RETURNING` is the claim: a lease another claim holds is not taken.
 //! * SQLite has one writer connection and starts every write transaction with
 //!   `BEGIN IMMEDIATE` ([`Dialect::BEGIN`]), so a transaction holds the write lock from its first
 //!   statement and row locks are not needed (the words are empty).
@@ -834,9 +836,9 @@ where
 
     /// [`Store::apply_statuses`] in one transaction, refunds included. The orders are locked
     /// in id order and the refunds paid in customer order, like every other multi-row lock
-    /// here, so two pollers cannot deadlock. The handoff is an order whose refund failed (the
-    /// index refused a second one, a balance would overflow, a lock wait timed out), with why:
-    /// the transaction is then rolled back.
+    /// here, so two pollers cannot deadlock. The handoff is why the refunds failed (the index
+    /// refused a second one, a balance would overflow, a lock wait timed out): the transaction
+    /// is then rolled back, and the caller applies the batch order by order.
     async fn apply_status_batch(
         &self,
         provider: &str,
@@ -946,7 +948,9 @@ where
     }
 
     /// [`Self::record_status`] for several orders in one statement (the reconciler's batches:
-    /// one round trip instead of one per order). Each order appears once.
+    /// one round trip instead of one per order), each order's refund, if any, added to its
+    /// `refunded` in the same write (the ledger side is [`Self::pay_refunds`]'s). Each order
+    /// appears once.
     async fn record_statuses(
         conn: &mut D::Connection,
         reports: &[StatusReport<'_>],

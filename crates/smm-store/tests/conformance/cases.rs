@@ -77,6 +77,20 @@ pub(crate) async fn assert_books_balance(db: &Db, customer: CustomerId) {
     let sum = db.ledger_sum(customer).await.expect("ledger sum");
     assert_eq!(c.balance, sum, "balance must equal the ledger sum");
     assert!(!c.balance.is_negative());
+    // Each ledger row's balance after is the one before it plus its amount, in id order (the
+    // order the customer's row lock let them in), ending at the balance.
+    let mut rows = db.ledger(customer, None, 100_000).await.expect("ledger");
+    rows.sort_by_key(|row| row.id);
+    let mut running = Money::ZERO;
+    for row in &rows {
+        running = running.checked_add(row.amount).expect("no overflow");
+        assert_eq!(
+            row.balance_after, running,
+            "ledger row {} balance after",
+            row.id
+        );
+    }
+    assert_eq!(running, c.balance, "the last balance after is the balance");
     // The kept totals equal what the orders say.
     let orders = db
         .list_orders(&OrderFilter {
