@@ -78,6 +78,24 @@ pub(crate) fn check_charge(charge: Money) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A ledger row's amount: not zero, and within [`Money::MAX`] either way.
+pub(crate) fn check_ledger_amount(amount: Money) -> Result<(), StoreError> {
+    if amount == Money::ZERO || amount.abs() > Money::MAX {
+        return Err(StoreError::Invalid(format!(
+            "ledger amount out of range: {amount}"
+        )));
+    }
+    Ok(())
+}
+
+/// The refusal of a posting that would take a balance past [`Money::MAX`].
+pub(crate) fn balance_past_max() -> StoreError {
+    StoreError::Invalid(format!(
+        "the balance would exceed the maximum of {}",
+        Money::MAX
+    ))
+}
+
 /// An upstream order an admin attaches to an ambiguous order: both parts present.
 pub(crate) fn check_attach(provider: &str, upstream_order_id: &str) -> Result<(), StoreError> {
     if provider.trim().is_empty() || upstream_order_id.trim().is_empty() {

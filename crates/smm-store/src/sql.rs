@@ -509,13 +509,8 @@ where
     /// Applies a posting. The balance moves only if it stays within `0..=Money::MAX`
     /// (`InsufficientFunds` below zero).
     async fn post(conn: &mut D::Connection, p: Posting<'_>) -> StoreResult<LedgerEntry> {
+        rules::check_ledger_amount(p.amount)?;
         let amount = p.amount.units();
-        if amount == 0 || p.amount.abs() > Money::MAX {
-            return Err(StoreError::Invalid(format!(
-                "ledger amount out of range: {}",
-                p.amount
-            )));
-        }
         // The customer's totals move with the balance: a charge is an order placed and spent,
         // a refund is spend given back.
         let (placed, spent) = match p.kind {
@@ -546,10 +541,7 @@ where
                 Some(balance) if balance.checked_add(amount).is_some_and(|b| b < 0) => {
                     StoreError::InsufficientFunds
                 }
-                Some(_) => StoreError::Invalid(format!(
-                    "the balance would exceed the maximum of {}",
-                    Money::MAX
-                )),
+                Some(_) => rules::balance_past_max(),
             });
         };
         let row: LedgerRow = sqlx::query_as::<D, LedgerRow>(concat!(
@@ -636,23 +628,14 @@ where
         let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
         for (order, amount, reason) in &refunds {
             let customer = order.customer_id.0;
-            if !amount.is_positive() || *amount > Money::MAX {
-                return Err(StoreError::Invalid(format!(
-                    "ledger amount out of range: {amount}"
-                )));
-            }
+            rules::check_ledger_amount(*amount)?;
             let balance = balances
                 .get_mut(&customer)
                 .ok_or(StoreError::NotFound("customer"))?;
             *balance = balance
                 .checked_add(amount.units())
                 .filter(|after| *after <= Money::MAX.units())
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "the balance would exceed the maximum of {}",
-                        Money::MAX
-                    ))
-                })?;
+                .ok_or_else(rules::balance_past_max)?;
             *totals.entry(customer).or_default() += amount.units();
             ledger.push(json!([
                 customer,
@@ -2589,22 +2572,20 @@ where
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let result = sqlx::query::<D>(sql::<D>(concat!(
-            "UPDATE orders SET next_poll_at = $1 WHERE id IN {int_list:$2} \
-             AND forward_state = 'sent' AND status NOT IN ",
-            terminal_statuses!()
-        )))
-        .bind(next_poll_at)
-        .bind(int_list(orders.iter().map(|id| id.0)))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from);
-        let result = match result {
-            Ok(_) => Self::release_poll_leases(&mut tx, orders.iter().copied()).await,
-            Err(e) => Err(e),
-        };
-        settle(tx, result).await?;
-        Ok(())
+        let result = async {
+            sqlx::query::<D>(sql::<D>(concat!(
+                "UPDATE orders SET next_poll_at = $1 WHERE id IN {int_list:$2} \
+                 AND forward_state = 'sent' AND status NOT IN ",
+                terminal_statuses!()
+            )))
+            .bind(next_poll_at)
+            .bind(int_list(orders.iter().map(|id| id.0)))
+            .execute(&mut *tx)
+            .await?;
+            Self::release_poll_leases(&mut tx, orders.iter().copied()).await
+        }
+        .await;
+        settle(tx, result).await
     }
 
     // ---- refills and cancels ---------------------------------------------------------------
