@@ -26,6 +26,13 @@ macro_rules! order_columns {
          updated_at, attention, placed_as"
     };
 }
+/// What a status report is judged against: the narrow [`OrderTermsRow`].
+macro_rules! order_terms_columns {
+    () => {
+        "id, customer_id, params, units, charge, refunded, status, status_raw, upstream_cost, \
+         upstream_order_id, started_at, finished_at"
+    };
+}
 /// What `status` reads of an order: the narrow [`OrderStatusRow`].
 macro_rules! order_status_columns {
     () => {
@@ -240,6 +247,63 @@ impl TryFrom<OrderStatusRow> for crate::OrderStatusView {
             start_count: row.start_count,
             remains: row.remains,
             extra: row.extra,
+        })
+    }
+}
+
+/// The narrow row behind [`PolledOrder`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OrderTermsRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub params: String,
+    pub units: i64,
+    pub charge: i64,
+    pub refunded: i64,
+    pub status: String,
+    pub status_raw: Option<String>,
+    pub upstream_cost: Option<String>,
+    pub upstream_order_id: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// An order as a poll batch reads it: its terms, and what tells whether a report changes
+/// anything but its counts.
+#[derive(Debug, Clone)]
+pub(crate) struct PolledOrder {
+    pub terms: crate::rules::OrderTerms,
+    pub upstream_order_id: Option<String>,
+    /// The stored `status_raw`, as it is (the terms' status drops it for a known status).
+    pub status_raw: Option<String>,
+    pub started: bool,
+    pub finished: bool,
+}
+
+impl TryFrom<OrderTermsRow> for PolledOrder {
+    type Error = StoreError;
+
+    fn try_from(row: OrderTermsRow) -> StoreResult<Self> {
+        let terms = crate::rules::OrderTerms {
+            id: OrderId(row.id),
+            customer_id: CustomerId(row.customer_id),
+            params: row.params,
+            units: unsigned("order units", row.units)?,
+            charge: Money::from_units(row.charge),
+            refunded: Money::from_units(row.refunded),
+            upstream_cost: row
+                .upstream_cost
+                .as_deref()
+                .map(|c| decimal("upstream cost", c))
+                .transpose()?,
+            status: order_status_from_text(&row.status, row.status_raw.clone())?,
+        };
+        Ok(PolledOrder {
+            terms,
+            upstream_order_id: row.upstream_order_id,
+            status_raw: row.status_raw,
+            started: row.started_at.is_some(),
+            finished: row.finished_at.is_some(),
         })
     }
 }

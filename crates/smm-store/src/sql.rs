@@ -46,12 +46,12 @@ use sqlx::{Executor, Pool, QueryBuilder, Transaction};
 
 use crate::rows::{
     AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
-    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow,
-    convert_all, corrupt, order_status_text, refill_status_text,
+    OrderStatusRow, OrderTermsRow, PollRow, PolledOrder, RefillRow, SessionRow, WebhookDeliveryRow,
+    WebhookEventRow, convert_all, corrupt, order_status_text, refill_status_text,
 };
 use crate::rules::{
-    self, CancelPlan, LocalCancel, StatusPlan, customer_target, limit_or_default, order_summary,
-    order_target, to_i64,
+    self, CancelPlan, LocalCancel, OrderTerms, StatusPlan, customer_target, limit_or_default,
+    order_summary, order_target, to_i64,
 };
 use crate::*;
 
@@ -193,6 +193,21 @@ struct StatusReport<'a> {
     terminal: bool,
     attention: Option<String>,
     refund: Money,
+}
+
+/// Whether `report` writes nothing to `order` but its counts (start count, remains, extra),
+/// its next poll and `updated_at`: the same status and raw text, no refund, no attention, and
+/// no start or finish time to set. Most polls of a sweep are such (an order still in
+/// progress); [`SqlStore::record_counts`] writes them without the status columns.
+fn only_counts_change(order: &PolledOrder, report: &StatusReport<'_>) -> bool {
+    let status = &report.update.status;
+    let (_, raw) = order_status_text(status);
+    order.terms.status == *status
+        && order.status_raw.as_deref() == raw
+        && report.refund == Money::ZERO
+        && report.attention.is_none()
+        && (order.started || !rules::status_started(status))
+        && (order.finished || !rules::status_finished(status))
 }
 
 /// A JSON array of texts, bound where a statement says `{text_list:$n}`.
@@ -375,6 +390,7 @@ where
     for<'r> CustomerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> LedgerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> OrderTermsRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderStatusRow: sqlx::FromRow<'r, D::Row>,
     for<'r> AttemptRow: sqlx::FromRow<'r, D::Row>,
     for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,
@@ -605,7 +621,7 @@ where
     /// pays them one by one.
     async fn pay_refunds(
         conn: &mut D::Connection,
-        mut refunds: Vec<(&Order, Money, String)>,
+        mut refunds: Vec<(&OrderTerms, Money, String)>,
         actor: &str,
         now: Timestamp,
     ) -> StoreResult<()> {
@@ -831,9 +847,9 @@ where
         let wanted = text_list(updates.iter().map(|(id, _)| id.as_str()));
         let mut tx = self.begin().await?;
         let result = async {
-            let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+            let rows = sqlx::query_as::<D, OrderTermsRow>(sql::<D>(concat!(
                 "SELECT ",
-                order_columns!(),
+                order_terms_columns!(),
                 " FROM orders{upstream_index} WHERE provider = $1 \
                  AND upstream_order_id IS NOT NULL AND upstream_order_id IN {text_list:$2} \
                  ORDER BY id{for_no_key_update}"
@@ -842,23 +858,23 @@ where
             .bind(wanted.as_str())
             .fetch_all(&mut *tx)
             .await?;
-            let orders: Vec<Order> = convert_all(rows)?;
-            Self::release_poll_leases(&mut tx, orders.iter().map(|o| o.id)).await?;
-            let by_upstream: HashMap<&str, &Order> = orders
+            let orders: Vec<PolledOrder> = convert_all(rows)?;
+            Self::release_poll_leases(&mut tx, orders.iter().map(|o| o.terms.id)).await?;
+            let by_upstream: HashMap<&str, &PolledOrder> = orders
                 .iter()
                 .filter_map(|o| o.upstream_order_id.as_deref().map(|u| (u, o)))
                 .collect();
             let mut results: Vec<Option<StatusApplied>> = vec![None; updates.len()];
             // Per order, its last report in the batch (a later one replaces an earlier).
-            let mut planned: BTreeMap<OrderId, (usize, &Order, StatusPlan)> = BTreeMap::new();
+            let mut planned: BTreeMap<OrderId, (usize, &PolledOrder, StatusPlan)> = BTreeMap::new();
             let mut superseded = Vec::new();
             for (index, (upstream_order_id, update)) in updates.iter().enumerate() {
                 let Some(&order) = by_upstream.get(upstream_order_id.as_str()) else {
                     continue;
                 };
-                let plan = rules::plan_status(order, update);
-                if let Some((earlier, ..)) = planned.insert(order.id, (index, order, plan)) {
-                    superseded.push((earlier, order.id));
+                let plan = rules::plan_status(&order.terms, update);
+                if let Some((earlier, ..)) = planned.insert(order.terms.id, (index, order, plan)) {
+                    superseded.push((earlier, order.terms.id));
                 }
             }
             // Each earlier report with the index of its order's last one.
@@ -869,8 +885,9 @@ where
                 })
                 .collect();
             let mut recorded: Vec<StatusReport<'_>> = Vec::new();
+            let mut counted: Vec<StatusReport<'_>> = Vec::new();
             let mut refunded = Vec::new();
-            let mut refunds: Vec<(&Order, Money, String)> = Vec::new();
+            let mut refunds: Vec<(&OrderTerms, Money, String)> = Vec::new();
             for (index, order, plan) in planned.into_values() {
                 let (terminal, refund) = match plan {
                     StatusPlan::Settled => (true, None),
@@ -880,7 +897,7 @@ where
                         attention,
                     } => {
                         let report = StatusReport {
-                            order: order.id,
+                            order: order.terms.id,
                             update: &updates[index].1,
                             terminal,
                             attention,
@@ -888,9 +905,13 @@ where
                         };
                         match refund {
                             Some((amount, reason)) => {
-                                refunds.push((order, amount, reason));
+                                refunds.push((&order.terms, amount, reason));
                                 refunded.push(report);
                                 (terminal, Some(amount))
+                            }
+                            None if only_counts_change(order, &report) => {
+                                counted.push(report);
+                                (terminal, None)
                             }
                             None => {
                                 recorded.push(report);
@@ -900,7 +921,7 @@ where
                     }
                 };
                 results[index] = Some(StatusApplied {
-                    order_id: order.id,
+                    order_id: order.terms.id,
                     refund,
                     terminal,
                 });
@@ -912,6 +933,7 @@ where
             // end of the transaction. A statement per refunded order instead kept that lock
             // held for a round trip per statement, and the PostgreSQL sweep took 35 s, not 25;
             // three statements per refund held it for 60 ms a batch.
+            Self::record_counts(&mut tx, &counted, now).await?;
             Self::record_statuses(&mut tx, &recorded, now).await?;
             if let Err(e) = Self::pay_refunds(&mut tx, refunds, "reconciler", now).await {
                 return Err(Abort::Handoff(e));
@@ -974,6 +996,44 @@ where
              CAST(r ->> 6 AS BIGINT) AS column7, r ->> 7 AS column8, \
              CAST(r ->> 8 AS BIGINT) AS column9, CAST(r ->> 9 AS BIGINT) AS column10, \
              CAST(r ->> 10 AS BIGINT) AS column11 \
+             FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
+        ))
+        .bind(rows)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// [`Self::record_statuses`] for reports that leave the status as it is
+    /// ([`only_counts_change`]): only the counts, the next poll and `updated_at` are written.
+    /// Leaving the status columns out of the `SET` leaves their indexes and the triggers that
+    /// watch them alone (SQLite, 500 such rows: 2.4 ms, against 4.9 ms with them).
+    async fn record_counts(
+        conn: &mut D::Connection,
+        reports: &[StatusReport<'_>],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let rows = json_rows(reports.iter().map(|report| {
+            let update = report.update;
+            json!([
+                report.order.0,
+                update.start_count,
+                update.remains,
+                update.extra,
+                (!report.terminal).then_some(update.next_poll_at),
+            ])
+        }));
+        sqlx::query::<D>(sql::<D>(
+            "UPDATE orders SET start_count = COALESCE(v.column2, start_count), \
+             remains = COALESCE(v.column3, remains), extra = COALESCE(v.column4, extra), \
+             next_poll_at = v.column5, updated_at = $2 \
+             FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, CAST(r ->> 1 AS BIGINT) AS column2, \
+             CAST(r ->> 2 AS BIGINT) AS column3, r ->> 3 AS column4, \
+             CAST(r ->> 4 AS BIGINT) AS column5 \
              FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
         ))
         .bind(rows)
@@ -1452,6 +1512,7 @@ where
     for<'r> CustomerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> LedgerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> OrderTermsRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderStatusRow: sqlx::FromRow<'r, D::Row>,
     for<'r> AttemptRow: sqlx::FromRow<'r, D::Row>,
     for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,
@@ -2471,7 +2532,8 @@ where
             };
             let order = Order::try_from(row)?;
             Self::release_poll_leases(&mut tx, [order.id]).await?;
-            let (terminal, refund, attention) = match rules::plan_status(&order, &update) {
+            let (terminal, refund, attention) = match rules::plan_status(&(&order).into(), &update)
+            {
                 StatusPlan::Settled => {
                     return Ok(Some(StatusApplied {
                         order_id: order.id,

@@ -34,8 +34,8 @@ use sqlx::Executor;
 use super::{Abort, Dialect, SqlStore, int_list, json_rows, settle, sql, unique_index};
 use crate::rows::{
     AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
-    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow,
-    convert_all, corrupt,
+    OrderStatusRow, OrderTermsRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow,
+    WebhookEventRow, convert_all, corrupt,
 };
 use crate::rules::{self, to_i64};
 use crate::*;
@@ -76,6 +76,7 @@ where
     for<'r> CustomerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> LedgerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> OrderTermsRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderStatusRow: sqlx::FromRow<'r, D::Row>,
     for<'r> AttemptRow: sqlx::FromRow<'r, D::Row>,
     for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,

@@ -8,8 +8,8 @@ use sqlx::Executor;
 use super::{Dialect, SqlStore, int_list, settle, sql};
 use crate::rows::{
     AdminRow, AlertRow, AttemptRow, AuditRow, CancelRow, CustomerRow, LedgerRow, OrderRow,
-    OrderStatusRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow, WebhookEventRow,
-    convert_all,
+    OrderStatusRow, OrderTermsRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow,
+    WebhookEventRow, convert_all,
 };
 use crate::rules::{customer_target, limit_or_default};
 use crate::*;
@@ -36,6 +36,7 @@ where
     for<'r> CustomerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> LedgerRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderRow: sqlx::FromRow<'r, D::Row>,
+    for<'r> OrderTermsRow: sqlx::FromRow<'r, D::Row>,
     for<'r> OrderStatusRow: sqlx::FromRow<'r, D::Row>,
     for<'r> AttemptRow: sqlx::FromRow<'r, D::Row>,
     for<'r> RefillRow: sqlx::FromRow<'r, D::Row>,

@@ -3861,3 +3861,108 @@ pub async fn batched_statuses_keep_every_field_exactly(db: Db) {
         "absent fields stay as they were"
     );
 }
+
+/// A report that leaves an order's status as it is writes only its counts, its next poll and
+/// `updated_at` (a statement without the status columns, issue #16). Every field must still
+/// come out as one by one: absent counts kept, a changed raw text of an unknown status still a
+/// change, no timeline event for a report that changes no status.
+pub async fn unchanged_statuses_write_only_their_counts(db: Db) {
+    let c = funded(&db, "steady", "10").await;
+    let odd = sent_order(&db, c.id, "1", "alpha", "k1").await;
+    let busy = sent_order(&db, c.id, "1", "alpha", "k2").await;
+    let big = 9_007_199_254_740_993_i64;
+    let first = vec![
+        (
+            "k1".to_owned(),
+            StatusUpdate {
+                start_count: Some(big),
+                extra: Some("0042".into()),
+                ..update(OrderStatus::Unknown("00123".into()), Some(big - 1))
+            },
+        ),
+        (
+            "k2".to_owned(),
+            StatusUpdate {
+                extra: Some("first".into()),
+                ..update(OrderStatus::InProgress, Some(500))
+            },
+        ),
+    ];
+    db.apply_statuses("alpha", first, T0 + 1_000)
+        .await
+        .expect("first batch");
+    let events = |id: OrderId| {
+        let db = db.clone();
+        async move { db.order_timeline(id).await.expect("timeline").events.len() }
+    };
+    let (odd_events, busy_events) = (events(odd.id).await, events(busy.id).await);
+
+    // The same statuses again, with new counts for some fields and none for others.
+    let second = vec![
+        (
+            "k1".to_owned(),
+            StatusUpdate {
+                start_count: Some(big + 1),
+                extra: Some("0043".into()),
+                next_poll_at: T0 + 120_000,
+                ..update(OrderStatus::Unknown("00123".into()), None)
+            },
+        ),
+        (
+            "k2".to_owned(),
+            StatusUpdate {
+                start_count: None,
+                next_poll_at: T0 + 130_000,
+                ..update(OrderStatus::InProgress, Some(400))
+            },
+        ),
+    ];
+    let applied = db
+        .apply_statuses("alpha", second, T0 + 2_000)
+        .await
+        .expect("second batch");
+    assert_eq!(
+        applied,
+        vec![
+            Some(StatusApplied {
+                order_id: odd.id,
+                refund: None,
+                terminal: false
+            }),
+            Some(StatusApplied {
+                order_id: busy.id,
+                refund: None,
+                terminal: false
+            }),
+        ]
+    );
+    let o = db.order(odd.id).await.expect("order");
+    assert_eq!(o.status, OrderStatus::Unknown("00123".into()));
+    assert_eq!((o.start_count, o.remains), (Some(big + 1), Some(big - 1)));
+    assert_eq!(o.extra.as_deref(), Some("0043"));
+    assert_eq!((o.next_poll_at, o.updated_at), (Some(T0 + 120_000), T0 + 2_000));
+    let b = db.order(busy.id).await.expect("order");
+    assert_eq!(b.status, OrderStatus::InProgress);
+    assert_eq!((b.start_count, b.remains), (Some(3572), Some(400)));
+    assert_eq!(b.extra.as_deref(), Some("first"), "an absent extra is kept");
+    assert_eq!((b.next_poll_at, b.updated_at), (Some(T0 + 130_000), T0 + 2_000));
+    assert_eq!(
+        (events(odd.id).await, events(busy.id).await),
+        (odd_events, busy_events),
+        "no status changed, no event"
+    );
+
+    // Another raw text of an unknown status is a change of status.
+    let third = vec![(
+        "k1".to_owned(),
+        update(OrderStatus::Unknown("00124".into()), None),
+    )];
+    db.apply_statuses("alpha", third, T0 + 3_000)
+        .await
+        .expect("third batch");
+    let o = db.order(odd.id).await.expect("order");
+    assert_eq!(o.status, OrderStatus::Unknown("00124".into()));
+    assert_eq!(o.updated_at, T0 + 3_000);
+    let balance = db.customer(c.id).await.expect("customer").balance;
+    assert_eq!(balance, money("8"), "no refund was paid");
+}
