@@ -112,16 +112,48 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 const CLAIM_GAP: Duration = Duration::from_millis(20);
 
 /// Claims up to `limit` queued orders and plans each. Each order's first slot is taken now if
-/// its provider's rate limit has one free: those orders' first attempts are noted in one
-/// commit, before any call. The others wait for their slot in `forward`, and note their
-/// attempt once they have it.
+/// its provider's rate limit has one free: those orders' first attempts are noted with the
+/// claim, in its one commit, before any call. The others wait for their slot in `forward`,
+/// and note their attempt once they have it. Should the claim fail, nothing was claimed.
 async fn claim(app: &App, limit: u32) -> Vec<(Order, Plan, Option<Ready>)> {
     if limit == 0 {
         return Vec::new();
     }
+    // Filled by `first_attempts`, in the claim's order.
+    let mut planned: Vec<(Plan, Option<Ready>)> = Vec::new();
+    let mut first_attempts = |orders: &[Order]| -> Vec<AttemptStart> {
+        planned = orders
+            .iter()
+            .map(|order| {
+                let plan = plan(app, order);
+                let slot = match &plan {
+                    Plan::Send { routes, .. } => {
+                        routes.first().and_then(|(_, p)| p.client.try_ready())
+                    }
+                    _ => None,
+                };
+                (plan, slot)
+            })
+            .collect();
+        orders
+            .iter()
+            .zip(&planned)
+            .filter_map(|(order, (plan, slot))| match (plan, slot) {
+                (Plan::Send { routes, why, .. }, Some(_)) => {
+                    routes.first().map(|(route, _)| AttemptStart {
+                        order: order.id,
+                        provider: route.provider.clone(),
+                        upstream_service: route.upstream_service.as_str().to_owned(),
+                        why: Some(why.clone()),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    };
     let claimed = match app
         .store
-        .claim_for_forwarding(&app.worker_id, limit, now_ms())
+        .claim_and_begin(&app.worker_id, limit, now_ms(), &mut first_attempts)
         .await
     {
         Ok(claimed) => claimed,
@@ -130,39 +162,11 @@ async fn claim(app: &App, limit: u32) -> Vec<(Order, Plan, Option<Ready>)> {
             return Vec::new();
         }
     };
-    let mut planned: Vec<(Order, Plan, Option<Ready>)> = claimed
+    claimed
         .into_iter()
-        .map(|order| {
-            let plan = plan(app, &order);
-            let slot = match &plan {
-                Plan::Send { routes, .. } => routes.first().and_then(|(_, p)| p.client.try_ready()),
-                _ => None,
-            };
-            (order, plan, slot)
-        })
-        .collect();
-    let firsts: Vec<AttemptStart> = planned
-        .iter()
-        .filter_map(|(order, plan, slot)| match (plan, slot) {
-            (Plan::Send { routes, why, .. }, Some(_)) => {
-                routes.first().map(|(route, _)| AttemptStart {
-                    order: order.id,
-                    provider: route.provider.clone(),
-                    upstream_service: route.upstream_service.as_str().to_owned(),
-                    why: Some(why.clone()),
-                })
-            }
-            _ => None,
-        })
-        .collect();
-    if let Err(error) = app.store.begin_attempts(&firsts, now_ms()).await {
-        // Nothing was noted: each order notes its own attempt before its call instead.
-        tracing::error!(%error, orders = firsts.len(), "cannot note the batch's attempts; noting them one by one");
-        for (_, _, slot) in &mut planned {
-            *slot = None;
-        }
-    }
-    planned
+        .zip(planned)
+        .map(|(order, (plan, slot))| (order, plan, slot))
+        .collect()
 }
 
 /// What to do with a claimed order.

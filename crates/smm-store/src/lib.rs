@@ -252,6 +252,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<Vec<Order>>;
 
+    /// [`Store::claim_for_forwarding`] and [`Store::begin_attempts`] with one commit: the
+    /// orders are claimed, `first_attempts` is shown them (sorted by id) and says which go at
+    /// once and where (attempts for orders of this claim only, each at most once), and those
+    /// attempts are noted. All or nothing: on any error nothing is claimed and nothing noted.
+    async fn claim_and_begin(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+        first_attempts: &mut (dyn for<'o> FnMut(&'o [Order]) -> Vec<AttemptStart> + Send),
+    ) -> StoreResult<Vec<Order>>;
+
     /// Durably notes that `order` is about to be sent to `provider` (a `pending` attempt row, the
     /// order's provider and upstream service set) — committed before the call leaves. Renews the
     /// claim (`claimed_at = now`), so the lease measured by [`Store::recover_sending`] covers

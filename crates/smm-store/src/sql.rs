@@ -1979,26 +1979,43 @@ where
         now: Timestamp,
     ) -> StoreResult<Vec<Order>> {
         let mut tx = self.begin().await?;
-        let result = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
-            "WITH picked AS MATERIALIZED ( \
-                 SELECT id AS picked_id FROM orders \
-                 WHERE forward_state = 'queued' AND forward_after <= $2 \
-                 ORDER BY id {limit:$3}{skip_locked}) \
-             UPDATE orders SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
-             forward_attempts = forward_attempts + 1, updated_at = $2 \
-             FROM picked WHERE id = picked_id \
-             RETURNING ",
-            order_columns!()
-        )))
-        .bind(worker)
-        .bind(now)
-        .bind(limit_or_default(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::from);
-        let mut rows = settle(tx, result).await?;
-        rows.sort_by_key(|row| row.id);
-        convert_all(rows)
+        let result = Self::claim_for_forwarding_in(&mut tx, worker, limit, now).await;
+        settle(tx, result).await
+    }
+
+    async fn claim_and_begin(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+        first_attempts: &mut (dyn for<'o> FnMut(&'o [Order]) -> Vec<AttemptStart> + Send),
+    ) -> StoreResult<Vec<Order>> {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let claimed = Self::claim_for_forwarding_in(&mut tx, worker, limit, now).await?;
+            if claimed.is_empty() {
+                return Ok(claimed);
+            }
+            let mut attempts = first_attempts(&claimed);
+            attempts.sort_by_key(|a| a.order);
+            let distinct = attempts
+                .windows(2)
+                .all(|pair| pair[0].order != pair[1].order);
+            let ours = attempts
+                .iter()
+                .all(|a| claimed.binary_search_by_key(&a.order, |o| o.id).is_ok());
+            if !distinct || !ours {
+                return Err(StoreError::Invalid(
+                    "first attempts are for distinct orders of the claim".to_owned(),
+                ));
+            }
+            // Just claimed in this transaction: every one is `sending`, by `worker`.
+            let sorted: Vec<&AttemptStart> = attempts.iter().collect();
+            Self::insert_attempts(&mut tx, &sorted, now).await?;
+            Ok(claimed)
+        }
+        .await;
+        settle(tx, result).await
     }
 
     async fn begin_attempt(

@@ -37,7 +37,7 @@ use crate::rows::{
     OrderStatusRow, OrderTermsRow, PollRow, RefillRow, SessionRow, WebhookDeliveryRow,
     WebhookEventRow, convert_all, corrupt,
 };
-use crate::rules::{self, to_i64};
+use crate::rules::{self, limit_or_default, to_i64};
 use crate::*;
 
 /// One placement of a group, checked and encoded before the transaction.
@@ -419,6 +419,51 @@ where
                     .ok_or(StoreError::NotFound("order"))?;
                 rules::require_state(order, &[ForwardState::Sending], "begin an attempt for")?;
             }
+            Self::insert_attempts(&mut tx, sorted, now).await
+        }
+        .await;
+        settle(tx, result).await
+    }
+
+    /// [`Store::claim_for_forwarding`] inside the caller's transaction; sorted by id.
+    pub(crate) async fn claim_for_forwarding_in(
+        conn: &mut D::Connection,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Order>> {
+        let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT id AS picked_id FROM orders \
+                 WHERE forward_state = 'queued' AND forward_after <= $2 \
+                 ORDER BY id {limit:$3}{skip_locked}) \
+             UPDATE orders SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
+             forward_attempts = forward_attempts + 1, updated_at = $2 \
+             FROM picked WHERE id = picked_id \
+             RETURNING ",
+            order_columns!()
+        )))
+        .bind(worker)
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut orders: Vec<Order> = convert_all(rows)?;
+        orders.sort_by_key(|order| order.id);
+        Ok(orders)
+    }
+
+    /// The pending attempts of `sorted` (distinct orders, by id, each locked and `sending`)
+    /// inserted, the orders' route and claim time set: two statements, whatever their number.
+    pub(crate) async fn insert_attempts(
+        conn: &mut D::Connection,
+        sorted: &[&AttemptStart],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        if sorted.is_empty() {
+            return Ok(());
+        }
+        {
             let rows = json_rows(
                 sorted
                     .iter()
@@ -432,7 +477,7 @@ where
             ))
             .bind(&rows)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             sqlx::query::<D>(sql::<D>(
                 "UPDATE orders SET provider = v.column2, upstream_service = v.column3, \
@@ -442,12 +487,10 @@ where
             ))
             .bind(&rows)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             Ok(())
         }
-        .await;
-        settle(tx, result).await
     }
 
     /// The group in one transaction and three statements whatever its size: the orders

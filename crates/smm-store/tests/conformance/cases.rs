@@ -1516,6 +1516,110 @@ pub async fn batch_attempts_are_all_or_nothing(db: Db) {
     db.begin_attempts(&[], T0).await.expect("empty batch");
 }
 
+/// `claim_and_begin` claims and notes the first attempts it is told of with one commit, all or
+/// nothing: an attempt for an order outside the claim, or twice for one order, and nothing is
+/// claimed or noted.
+pub async fn claims_note_their_first_attempts(db: Db) {
+    let c = funded(&db, "ada", "10").await;
+    let first = place(&db, c.id, "1").await;
+    let second = place(&db, c.id, "1").await;
+    let third = place(&db, c.id, "1").await;
+    let start = |order: OrderId, provider: &str| AttemptStart {
+        order,
+        provider: provider.into(),
+        upstream_service: "7".into(),
+        why: Some("cheapest".into()),
+    };
+    let nothing_moved = |db: Db| async move {
+        for id in [first.id, second.id, third.id] {
+            let order = db.order(id).await.expect("order");
+            assert_eq!(order.forward_state, ForwardState::Queued, "order {id}");
+            assert!(db.attempts(id).await.expect("attempts").is_empty());
+        }
+    };
+    // Told of an order outside the claim (the third, past the limit).
+    let mut shown = Vec::new();
+    let refused = db
+        .claim_and_begin("w", 2, T0, &mut |orders: &[Order]| {
+            shown = orders.iter().map(|o| o.id).collect();
+            vec![start(third.id, "alpha")]
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(shown, vec![first.id, second.id], "shown the claim, by id");
+    nothing_moved(db.clone()).await;
+    // The same order twice.
+    let refused = db
+        .claim_and_begin("w", 2, T0, &mut |_: &[Order]| {
+            vec![start(first.id, "alpha"), start(first.id, "beta")]
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    nothing_moved(db.clone()).await;
+
+    // The second goes at once through beta, the first waits (no attempt noted).
+    let claimed = db
+        .claim_and_begin("w", 2, T0 + 10, &mut |orders: &[Order]| {
+            vec![start(orders[1].id, "beta")]
+        })
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![first.id, second.id]
+    );
+    assert!(
+        claimed
+            .iter()
+            .all(|o| o.forward_state == ForwardState::Sending)
+    );
+    let attempts = db.attempts(second.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (
+            attempts[0].provider.as_str(),
+            attempts[0].outcome.as_str(),
+            attempts[0].why.as_deref()
+        ),
+        ("beta", "pending", Some("cheapest"))
+    );
+    let order = db.order(second.id).await.expect("order");
+    assert_eq!(order.provider.as_deref(), Some("beta"));
+    assert_eq!(order.claimed_at, Some(T0 + 10));
+    assert!(db.attempts(first.id).await.expect("attempts").is_empty());
+    assert_eq!(
+        db.order(first.id).await.expect("order").forward_state,
+        ForwardState::Sending
+    );
+    // A pending attempt blocks requeue; the order without one may be requeued.
+    assert!(db.requeue(second.id, T0, "x", T0).await.is_err());
+    db.requeue(first.id, T0 + 60_000, "x", T0 + 20)
+        .await
+        .expect("requeue");
+    let rest = db
+        .claim_for_forwarding("w", 10, T0 + 20)
+        .await
+        .expect("claim");
+    assert_eq!(
+        rest.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![third.id]
+    );
+    // Nothing queued and due: the attempts are not asked for.
+    let claimed = db
+        .claim_and_begin("w", 10, T0 + 30, &mut |_: &[Order]| {
+            panic!("nothing was claimed")
+        })
+        .await
+        .expect("empty claim");
+    assert!(claimed.is_empty());
+}
+
 /// Issue #12 (7): what an order was placed as (routes, flags) is stored with it and read back
 /// unchanged; orders placed without it read back `None`.
 pub async fn orders_keep_what_they_were_placed_as(db: Db) {
@@ -3940,12 +4044,18 @@ pub async fn unchanged_statuses_write_only_their_counts(db: Db) {
     assert_eq!(o.status, OrderStatus::Unknown("00123".into()));
     assert_eq!((o.start_count, o.remains), (Some(big + 1), Some(big - 1)));
     assert_eq!(o.extra.as_deref(), Some("0043"));
-    assert_eq!((o.next_poll_at, o.updated_at), (Some(T0 + 120_000), T0 + 2_000));
+    assert_eq!(
+        (o.next_poll_at, o.updated_at),
+        (Some(T0 + 120_000), T0 + 2_000)
+    );
     let b = db.order(busy.id).await.expect("order");
     assert_eq!(b.status, OrderStatus::InProgress);
     assert_eq!((b.start_count, b.remains), (Some(3572), Some(400)));
     assert_eq!(b.extra.as_deref(), Some("first"), "an absent extra is kept");
-    assert_eq!((b.next_poll_at, b.updated_at), (Some(T0 + 130_000), T0 + 2_000));
+    assert_eq!(
+        (b.next_poll_at, b.updated_at),
+        (Some(T0 + 130_000), T0 + 2_000)
+    );
     assert_eq!(
         (events(odd.id).await, events(busy.id).await),
         (odd_events, busy_events),

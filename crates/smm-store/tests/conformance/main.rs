@@ -62,6 +62,7 @@ conformance!(
     poll_leases_end_with_the_status_or_the_deferral,
     batched_statuses_pay_each_refund_once,
     batched_statuses_keep_every_field_exactly,
+    claims_note_their_first_attempts,
     unchanged_statuses_write_only_their_counts,
     a_failed_refund_leaves_the_rest_of_the_batch_applied,
     batch_attempts_are_all_or_nothing,
