@@ -61,9 +61,9 @@ impl Dialect for Sqlite {
             // triggers: 28 % of the writer's CPU under an `add` burst (issue #16). An
             // expression is not read, so the statement stays prepared.
             "limit" => format!("LIMIT CAST({param} AS INTEGER)"),
-            // Left to itself the planner picks `orders_forward` and scans every finished `sent`
-            // order (0.3 s per claim with a million of them, 3 ms on the partial poll index,
-            // which leads with the provider since 0015).
+            // Left to itself the planner picked `orders_forward` (dropped in 0018) and scanned
+            // every finished `sent` order (0.3 s per claim with a million of them, 3 ms on the
+            // partial poll index, which leads with the provider since 0015).
             "poll_index" => " INDEXED BY orders_poll".to_owned(),
             // Asked for a batch of upstream ids in id order, the planner walks `orders_provider`
             // to skip the sort and reads every order of the provider (75 ms per 1,000-id batch
