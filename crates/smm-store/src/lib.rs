@@ -252,10 +252,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Timestamp,
     ) -> StoreResult<Vec<Order>>;
 
-    /// [`Store::claim_for_forwarding`] and [`Store::begin_attempts`] with one commit: the
-    /// orders are claimed, `first_attempts` is shown them (sorted by id) and says which go at
-    /// once and where (attempts for orders of this claim only, each at most once), and those
-    /// attempts are noted. All or nothing: on any error nothing is claimed and nothing noted.
+    /// [`Store::claim_for_forwarding`] and [`Store::begin_attempts`] with one commit: the due
+    /// queued orders are picked, `first_attempts` is shown them as they stand in the queue
+    /// (sorted by id) and says which go at once and where (attempts for orders of this claim
+    /// only, each at most once), then they are claimed (returned as claimed, with the routes
+    /// of those attempts) and the attempts noted. All or nothing: on any error nothing is
+    /// claimed and nothing noted.
     async fn claim_and_begin(
         &self,
         worker: &str,

@@ -1991,30 +1991,7 @@ where
         first_attempts: &mut (dyn for<'o> FnMut(&'o [Order]) -> Vec<AttemptStart> + Send),
     ) -> StoreResult<Vec<Order>> {
         let mut tx = self.begin().await?;
-        let result = async {
-            let claimed = Self::claim_for_forwarding_in(&mut tx, worker, limit, now).await?;
-            if claimed.is_empty() {
-                return Ok(claimed);
-            }
-            let mut attempts = first_attempts(&claimed);
-            attempts.sort_by_key(|a| a.order);
-            let distinct = attempts
-                .windows(2)
-                .all(|pair| pair[0].order != pair[1].order);
-            let ours = attempts
-                .iter()
-                .all(|a| claimed.binary_search_by_key(&a.order, |o| o.id).is_ok());
-            if !distinct || !ours {
-                return Err(StoreError::Invalid(
-                    "first attempts are for distinct orders of the claim".to_owned(),
-                ));
-            }
-            // Just claimed in this transaction: every one is `sending`, by `worker`.
-            let sorted: Vec<&AttemptStart> = attempts.iter().collect();
-            Self::insert_attempts(&mut tx, &sorted, now).await?;
-            Ok(claimed)
-        }
-        .await;
+        let result = Self::claim_and_begin_in(&mut tx, worker, limit, now, first_attempts).await;
         settle(tx, result).await
     }
 

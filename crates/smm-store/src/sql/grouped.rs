@@ -419,7 +419,7 @@ where
                     .ok_or(StoreError::NotFound("order"))?;
                 rules::require_state(order, &[ForwardState::Sending], "begin an attempt for")?;
             }
-            Self::insert_attempts(&mut tx, sorted, now).await
+            Self::insert_attempts(&mut tx, sorted, true, now).await
         }
         .await;
         settle(tx, result).await
@@ -454,31 +454,33 @@ where
     }
 
     /// The pending attempts of `sorted` (distinct orders, by id, each locked and `sending`)
-    /// inserted, the orders' route and claim time set: two statements, whatever their number.
+    /// inserted and, with `set_routes`, the orders' route and claim time set (a claim that sets
+    /// them itself passes false): one or two statements, whatever their number.
     pub(crate) async fn insert_attempts(
         conn: &mut D::Connection,
         sorted: &[&AttemptStart],
+        set_routes: bool,
         now: Timestamp,
     ) -> StoreResult<()> {
         if sorted.is_empty() {
             return Ok(());
         }
-        {
-            let rows = json_rows(
-                sorted
-                    .iter()
-                    .map(|a| json!([a.order.0, a.provider, a.upstream_service, a.why])),
-            );
-            sqlx::query::<D>(sql::<D>(
-                "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
-                 started_at, why) \
-                 SELECT CAST(r ->> 0 AS BIGINT), r ->> 1, r ->> 2, 'pending', $2, r ->> 3 \
-                 FROM {json_rows:$1} ORDER BY n",
-            ))
-            .bind(&rows)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
+        let rows = json_rows(
+            sorted
+                .iter()
+                .map(|a| json!([a.order.0, a.provider, a.upstream_service, a.why])),
+        );
+        sqlx::query::<D>(sql::<D>(
+            "INSERT INTO forward_attempts (order_id, provider, upstream_service, outcome, \
+             started_at, why) \
+             SELECT CAST(r ->> 0 AS BIGINT), r ->> 1, r ->> 2, 'pending', $2, r ->> 3 \
+             FROM {json_rows:$1} ORDER BY n",
+        ))
+        .bind(&rows)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if set_routes {
             sqlx::query::<D>(sql::<D>(
                 "UPDATE orders SET provider = v.column2, upstream_service = v.column3, \
                  updated_at = $2, claimed_at = $2 \
@@ -489,8 +491,86 @@ where
             .bind(now)
             .execute(&mut *conn)
             .await?;
-            Ok(())
         }
+        Ok(())
+    }
+
+    /// [`Store::claim_and_begin`] inside the caller's transaction, sorted by id: the due queued
+    /// orders picked and locked, shown to `first_attempts`, then claimed with their first
+    /// route set in one `UPDATE` (one new version of each order, not one for the claim and
+    /// another for the route: on PostgreSQL each is a row version and an entry in every index
+    /// of `orders`), and the attempts inserted.
+    pub(crate) async fn claim_and_begin_in(
+        conn: &mut D::Connection,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+        first_attempts: &mut (dyn for<'o> FnMut(&'o [Order]) -> Vec<AttemptStart> + Send),
+    ) -> StoreResult<Vec<Order>> {
+        let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE forward_state = 'queued' AND forward_after <= $1 \
+             ORDER BY id {limit:$2}{skip_locked}"
+        )))
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut picked: Vec<Order> = convert_all(rows)?;
+        if picked.is_empty() {
+            return Ok(picked);
+        }
+        picked.sort_by_key(|order| order.id);
+        let mut attempts = first_attempts(&picked);
+        attempts.sort_by_key(|a| a.order);
+        let distinct = attempts
+            .windows(2)
+            .all(|pair| pair[0].order != pair[1].order);
+        let ours = attempts
+            .iter()
+            .all(|a| picked.binary_search_by_key(&a.order, |o| o.id).is_ok());
+        if !distinct || !ours {
+            return Err(StoreError::Invalid(
+                "first attempts are for distinct orders of the claim".to_owned(),
+            ));
+        }
+        let routes: HashMap<OrderId, &AttemptStart> =
+            attempts.iter().map(|a| (a.order, a)).collect();
+        let claims = json_rows(picked.iter().map(|order| {
+            let route = routes.get(&order.id);
+            json!([
+                order.id.0,
+                route.map(|a| a.provider.as_str()),
+                route.map(|a| a.upstream_service.as_str()),
+            ])
+        }));
+        let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+            "UPDATE orders SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
+             forward_attempts = forward_attempts + 1, updated_at = $2, \
+             provider = COALESCE(v.column2, provider), \
+             upstream_service = COALESCE(v.column3, upstream_service) \
+             FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
+             r ->> 2 AS column3 FROM {json_rows:$3}) AS v \
+             WHERE orders.id = v.column1 AND orders.forward_state = 'queued' \
+             RETURNING ",
+            order_columns!()
+        )))
+        .bind(worker)
+        .bind(now)
+        .bind(claims)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.len() != picked.len() {
+            return Err(StoreError::Database(
+                "a picked order changed under its lock".to_owned(),
+            ));
+        }
+        let mut claimed: Vec<Order> = convert_all(rows)?;
+        claimed.sort_by_key(|order| order.id);
+        let sorted: Vec<&AttemptStart> = attempts.iter().collect();
+        Self::insert_attempts(conn, &sorted, false, now).await?;
+        Ok(claimed)
     }
 
     /// The group in one transaction and three statements whatever its size: the orders
