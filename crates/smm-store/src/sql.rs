@@ -1979,8 +1979,26 @@ where
         now: Timestamp,
     ) -> StoreResult<Vec<Order>> {
         let mut tx = self.begin().await?;
-        let result = Self::claim_for_forwarding_in(&mut tx, worker, limit, now).await;
-        settle(tx, result).await
+        let result = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT id AS picked_id FROM orders \
+                 WHERE forward_state = 'queued' AND forward_after <= $2 \
+                 ORDER BY id {limit:$3}{skip_locked}) \
+             UPDATE orders SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
+             forward_attempts = forward_attempts + 1, updated_at = $2 \
+             FROM picked WHERE id = picked_id \
+             RETURNING ",
+            order_columns!()
+        )))
+        .bind(worker)
+        .bind(now)
+        .bind(limit_or_default(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::from);
+        let mut rows = settle(tx, result).await?;
+        rows.sort_by_key(|row| row.id);
+        convert_all(rows)
     }
 
     async fn claim_and_begin(

@@ -419,52 +419,31 @@ where
                     .ok_or(StoreError::NotFound("order"))?;
                 rules::require_state(order, &[ForwardState::Sending], "begin an attempt for")?;
             }
-            Self::insert_attempts(&mut tx, sorted, true, now).await
+            let rows = Self::insert_attempts(&mut tx, sorted, now).await?;
+            sqlx::query::<D>(sql::<D>(
+                "UPDATE orders SET provider = v.column2, upstream_service = v.column3, \
+                 updated_at = $2, claimed_at = $2 \
+                 FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
+                 r ->> 2 AS column3 FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
+            ))
+            .bind(&rows)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
         }
         .await;
         settle(tx, result).await
     }
 
-    /// [`Store::claim_for_forwarding`] inside the caller's transaction; sorted by id.
-    pub(crate) async fn claim_for_forwarding_in(
-        conn: &mut D::Connection,
-        worker: &str,
-        limit: u32,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Order>> {
-        let rows = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
-            "WITH picked AS MATERIALIZED ( \
-                 SELECT id AS picked_id FROM orders \
-                 WHERE forward_state = 'queued' AND forward_after <= $2 \
-                 ORDER BY id {limit:$3}{skip_locked}) \
-             UPDATE orders SET forward_state = 'sending', claimed_by = $1, claimed_at = $2, \
-             forward_attempts = forward_attempts + 1, updated_at = $2 \
-             FROM picked WHERE id = picked_id \
-             RETURNING ",
-            order_columns!()
-        )))
-        .bind(worker)
-        .bind(now)
-        .bind(limit_or_default(limit))
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut orders: Vec<Order> = convert_all(rows)?;
-        orders.sort_by_key(|order| order.id);
-        Ok(orders)
-    }
-
     /// The pending attempts of `sorted` (distinct orders, by id, each locked and `sending`)
-    /// inserted and, with `set_routes`, the orders' route and claim time set (a claim that sets
-    /// them itself passes false): one or two statements, whatever their number.
-    pub(crate) async fn insert_attempts(
+    /// inserted in one statement, whatever their number; returns their rows as bound (the
+    /// caller that still has to set the orders' routes binds them again).
+    async fn insert_attempts(
         conn: &mut D::Connection,
         sorted: &[&AttemptStart],
-        set_routes: bool,
         now: Timestamp,
-    ) -> StoreResult<()> {
-        if sorted.is_empty() {
-            return Ok(());
-        }
+    ) -> StoreResult<String> {
         let rows = json_rows(
             sorted
                 .iter()
@@ -480,19 +459,7 @@ where
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        if set_routes {
-            sqlx::query::<D>(sql::<D>(
-                "UPDATE orders SET provider = v.column2, upstream_service = v.column3, \
-                 updated_at = $2, claimed_at = $2 \
-                 FROM (SELECT CAST(r ->> 0 AS BIGINT) AS column1, r ->> 1 AS column2, \
-                 r ->> 2 AS column3 FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
-            ))
-            .bind(&rows)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
+        Ok(rows)
     }
 
     /// [`Store::claim_and_begin`] inside the caller's transaction, sorted by id: the due queued
@@ -568,8 +535,10 @@ where
         }
         let mut claimed: Vec<Order> = convert_all(rows)?;
         claimed.sort_by_key(|order| order.id);
-        let sorted: Vec<&AttemptStart> = attempts.iter().collect();
-        Self::insert_attempts(conn, &sorted, false, now).await?;
+        if !attempts.is_empty() {
+            let sorted: Vec<&AttemptStart> = attempts.iter().collect();
+            Self::insert_attempts(conn, &sorted, now).await?;
+        }
         Ok(claimed)
     }
 
