@@ -176,7 +176,8 @@ run_db() { # $1: sqlite | postgres
   local seed_out
   seed_out=$($TOOL seed --db "$gw_db" --key bench-key --closed "$CLOSED_ORDERS" \
     --open "$OPEN_ORDERS" --sims "$sim_list")
-  echo "   $(sed 's/ status_ids=.*//' <<<"$seed_out")" >&2
+  # Folded as a running gateway keeps them folded (every 5 s): see bench/sweep.sh.
+  echo "   $(sed 's/ status_ids=.*//' <<<"$seed_out") $($TOOL compact --db "$gw_db")" >&2
   local status_ids=${seed_out##*status_ids=}
 
   local gw_port admin_port

@@ -102,12 +102,30 @@ impl Dialect for Postgres {
             ),
             "limit" => format!("LIMIT {param}"),
             "poll_index" | "upstream_index" => String::new(),
+            // Migration 0019: the rows before (read first, in the same snapshot as the
+            // update) and after, handed to `orders_updated`, which writes what the row
+            // triggers would have for them, a few statements for the whole batch.
+            "orders_batch_open" => format!(
+                "WITH was AS MATERIALIZED (SELECT o FROM orders AS o WHERE o.id IN \
+                 (SELECT CAST(r ->> 0 AS BIGINT) FROM json_array_elements({param}::JSON) \
+                 AS e (r))), now AS ("
+            ),
+            "orders_batch_close" => " RETURNING orders AS o) \
+                SELECT orders_updated(ARRAY(SELECT o FROM was ORDER BY (o).id), \
+                ARRAY(SELECT o FROM now ORDER BY (o).id))"
+                .to_owned(),
             // An unknown word stays in the text, so the statement fails to prepare.
             other => format!("{{{other}}}"),
         }
     }
     const NOTIFY_CUSTOMER: Option<&'static str> =
         Some("SELECT pg_notify('smm_customer_changed', $1)");
+    // Migration 0019's row triggers stand aside while this is set; local to the transaction,
+    // so an error that rolls it back cannot leave it set.
+    const ORDERS_BATCH: Option<(&'static str, &'static str)> = Some((
+        "SELECT set_config('smm.orders_updated', 'set-wise', true)",
+        "SELECT set_config('smm.orders_updated', '', true)",
+    ));
 
     fn customer_events(pool: &Pool<Postgres>) -> Option<mpsc::Receiver<CustomerEvent>> {
         let (sender, receiver) = mpsc::channel(1024);

@@ -75,8 +75,17 @@ pub trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     /// * `poll_index`: the index hint that keeps the poll claim on the partial poll index;
     /// * `upstream_index`: the hint that keeps a lookup of many upstream ids on the unique
     ///   (provider, upstream id) index (the statement must say `upstream_order_id IS NOT NULL`,
-    ///   the partial index's condition).
+    ///   the partial index's condition);
+    /// * `orders_batch_open:$n` / `orders_batch_close`: around an `UPDATE orders … FROM (…) AS v
+    ///   WHERE orders.id = v.column1` whose rows are bound as `$n` ([`json_rows`], the order's
+    ///   id first), run between the [`Self::ORDERS_BATCH`] statements: the statement that
+    ///   writes what the row triggers on `orders` would for those rows, set-wise.
     fn word(name: &str, param: &str) -> String;
+
+    /// The statements run just before and just after an update of many orders written between
+    /// `{orders_batch_open}` and `{orders_batch_close}`, to make the row triggers on `orders`
+    /// stand aside for it: `None` where the triggers run for it as for any other write.
+    const ORDERS_BATCH: Option<(&'static str, &'static str)>;
 
     /// The statement announcing, inside a transaction, that the customer bound as `$1` (its id
     /// as text) changed; `None` where the database cannot notify other connections.
@@ -955,7 +964,8 @@ where
     /// [`Self::record_status`] for several orders in one statement (the reconciler's batches:
     /// one round trip instead of one per order), each order's refund, if any, added to its
     /// `refunded` in the same write (the ledger side is [`Self::pay_refunds`]'s). Each order
-    /// appears once.
+    /// appears once. On PostgreSQL what the row triggers on `orders` write for a status change
+    /// is written for the whole batch at once ([`Dialect::ORDERS_BATCH`], migration 0019).
     async fn record_statuses(
         conn: &mut D::Connection,
         reports: &[StatusReport<'_>],
@@ -981,8 +991,11 @@ where
                 report.refund.units(),
             ])
         }));
+        if let Some((before, _)) = D::ORDERS_BATCH {
+            sqlx::query::<D>(before).execute(&mut *conn).await?;
+        }
         sqlx::query::<D>(sql::<D>(
-            "UPDATE orders SET status = v.column2, status_raw = v.column3, \
+            "{orders_batch_open:$1}UPDATE orders SET status = v.column2, status_raw = v.column3, \
              start_count = COALESCE(v.column4, start_count), \
              remains = COALESCE(v.column5, remains), extra = COALESCE(v.column6, extra), \
              next_poll_at = v.column7, updated_at = $2, \
@@ -996,12 +1009,15 @@ where
              CAST(r ->> 6 AS BIGINT) AS column7, r ->> 7 AS column8, \
              CAST(r ->> 8 AS BIGINT) AS column9, CAST(r ->> 9 AS BIGINT) AS column10, \
              CAST(r ->> 10 AS BIGINT) AS column11 \
-             FROM {json_rows:$1}) AS v WHERE orders.id = v.column1",
+             FROM {json_rows:$1}) AS v WHERE orders.id = v.column1{orders_batch_close}",
         ))
         .bind(rows)
         .bind(now)
         .execute(&mut *conn)
         .await?;
+        if let Some((_, after)) = D::ORDERS_BATCH {
+            sqlx::query::<D>(after).execute(&mut *conn).await?;
+        }
         Ok(())
     }
 

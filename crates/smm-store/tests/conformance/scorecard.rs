@@ -1,9 +1,11 @@
 //! Scorecard cases (issue #15): a known history of orders, attempts and refills, and every
 //! figure of the routes' records checked against it, on both databases.
 
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
 use smm_store::*;
-use smm_wire::{OrderStatus, RefillStatus};
+use smm_wire::{Money, OrderStatus, RefillStatus};
 
 use crate::cases::{Db, T0, funded, update};
 
@@ -437,18 +439,21 @@ pub async fn scorecards_are_exact(db: Db) {
 /// A report in a poll round: the order's index, its status and `remains`.
 type Report = (usize, OrderStatus, Option<i64>);
 
-/// A poll batch's statuses count in the scorecards as the same reports applied one by one: two
-/// routes given the same history, one polled order by order, the other in batches, keep the
-/// same record.
+/// A poll batch's statuses count as the same reports applied one by one: two routes given the
+/// same history, one polled order by order, the other in batches, keep the same record, the
+/// same totals per provider, the same timelines, and the status counts stay those of the
+/// orders. (On PostgreSQL the batch is written set-wise and the one-by-one path by the row
+/// triggers: migration 0019 must write what they do.)
 pub async fn batched_statuses_score_as_one_by_one(db: Db) {
     let c = funded(&db, "batched", "1000").await;
     let routes = [("solo", "10"), ("batch", "10")];
     let mut uids: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    let mut orders: Vec<Vec<OrderId>> = vec![Vec::new(), Vec::new()];
     for (r, route) in routes.iter().enumerate() {
         for i in 0..7i64 {
             let uid = format!("{}-{i}", route.0);
             let cost = format!("1.{i}");
-            accepted(
+            let order = accepted(
                 &db,
                 c.id,
                 "2",
@@ -459,6 +464,7 @@ pub async fn batched_statuses_score_as_one_by_one(db: Db) {
             )
             .await;
             uids[r].push(uid);
+            orders[r].push(order.id);
         }
     }
     // Three rounds of reports (order index, status, remains), at the same times for both routes:
@@ -522,4 +528,56 @@ pub async fn batched_statuses_score_as_one_by_one(db: Db) {
     assert_eq!(n.undelivered_ppm, 600_000 + 250_000);
     assert_eq!(solo.durations.complete.count(), 3);
     assert!(n.refunded > 0 && n.kept_cost_nanos < n.cost_nanos, "{n:?}");
+
+    let totals = db.order_totals_since(T0).await.expect("totals");
+    let provider = |name: &str| -> Vec<(Timestamp, i64, Decimal, Decimal)> {
+        totals
+            .providers
+            .iter()
+            .filter(|p| p.provider == name)
+            .map(|p| (p.day_start, p.orders, p.cost, p.kept_cost))
+            .collect()
+    };
+    assert_eq!(provider("batch"), provider("solo"), "{totals:?}");
+    assert!(provider("solo")[0].3 < provider("solo")[0].2, "{totals:?}");
+    let day = &totals.days[0];
+    let mut charged = Money::ZERO;
+    let mut refunded = Money::ZERO;
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+    for id in orders.iter().flatten() {
+        let order = db.order(*id).await.expect("order");
+        charged = charged.checked_add(order.charge).expect("sum");
+        refunded = refunded.checked_add(order.refunded).expect("sum");
+        *by_status
+            .entry(order.status.as_str().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        (day.orders, day.charged, day.refunded),
+        (14, charged, refunded)
+    );
+    let counted: BTreeMap<String, i64> = db
+        .count_by_status()
+        .await
+        .expect("counts")
+        .into_iter()
+        .collect();
+    assert_eq!(counted, by_status);
+    for (i, (solo, batch)) in orders[0].iter().zip(&orders[1]).enumerate() {
+        let events = |t: OrderTimeline| -> Vec<(Timestamp, String, ForwardState)> {
+            t.events
+                .into_iter()
+                .map(|e| (e.at, e.status, e.forward_state))
+                .collect()
+        };
+        let mut solo = events(db.order_timeline(*solo).await.expect("timeline"));
+        let batch = events(db.order_timeline(*batch).await.expect("timeline"));
+        if i == 4 {
+            // Reported twice in the second round: the batch applies the last report only.
+            let superseded = (T0 + 700_000, "In progress".to_owned(), ForwardState::Sent);
+            assert!(solo.contains(&superseded), "{solo:?}");
+            solo.retain(|e| *e != superseded);
+        }
+        assert_eq!(batch, solo, "order {i}");
+    }
 }

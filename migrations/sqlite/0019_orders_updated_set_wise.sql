@@ -1,0 +1,5 @@
+-- Issue #16: nothing to do on SQLite. PostgreSQL's 0019 writes a many-order update's aggregates,
+-- timeline, webhook events and scorecard deltas set-wise, its row triggers standing aside; here
+-- the one writer runs the triggers compiled into the statement, and they cost a fraction of
+-- what PostgreSQL's PL/pgSQL triggers cost per row. Kept so that both sets have the same
+-- versions.
