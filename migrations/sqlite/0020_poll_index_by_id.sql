@@ -1,0 +1,5 @@
+-- Issue #16: nothing to do on SQLite. PostgreSQL's 0020 puts the id at the end of the poll
+-- index so that a claim ordered by (next_poll_at, id) stops after the orders it takes however
+-- many share a due time; here every index already ends with the rowid, which is the id, and the
+-- claim reads it in that order (EXPLAIN QUERY PLAN: no temporary b-tree for the ORDER BY).
+-- Kept so that both sets have the same versions.
