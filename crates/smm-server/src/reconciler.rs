@@ -26,8 +26,15 @@ use tokio::sync::watch;
 
 use crate::app::{App, now_ms};
 
-/// Orders claimed per provider per round.
+/// Orders claimed per poll batch.
 const POLL_BATCH: u32 = 1_000;
+
+/// Batches one provider polls in a round while each comes back full (a backlog), one after
+/// another. In step with the other providers' single batches (issue #16), every provider's
+/// upstream calls came at once and then every apply, so the database waited on the upstreams
+/// and then the upstreams on it, and a round lasted as long as its slowest provider. Bounded so
+/// that refills and cancels still get their turn every few seconds of a sweep.
+const BATCHES_PER_ROUND: usize = 8;
 
 /// Refills claimed per round. Each is one upstream call, made in turn: a small claim keeps the
 /// last one well inside its lease even when the upstream is slow (a claim that outlives its
@@ -65,12 +72,23 @@ pub async fn round(app: &App) -> bool {
     let polls = runtime
         .providers
         .keys()
-        .map(|provider| poll_provider(app, provider));
-    let claimed = futures_util::future::join_all(polls).await;
+        .map(|provider| poll_backlog(app, provider));
+    let backlogs = futures_util::future::join_all(polls).await;
     forward_refills(app).await;
     poll_refills(app).await;
     forward_cancels(app).await;
-    claimed.iter().any(|&n| n >= POLL_BATCH as usize)
+    backlogs.into_iter().any(|backlog| backlog)
+}
+
+/// Polls `provider`'s due orders, batch after batch while they come back full, at most
+/// [`BATCHES_PER_ROUND`]. True when the last batch was full: more are probably due.
+async fn poll_backlog(app: &App, provider: &str) -> bool {
+    for _ in 0..BATCHES_PER_ROUND {
+        if poll_provider(app, provider).await < POLL_BATCH as usize {
+            return false;
+        }
+    }
+    true
 }
 
 /// Keeps the console's order aggregates' pending deltas few (PostgreSQL; readers add them up),
