@@ -80,15 +80,28 @@ pub async fn round(app: &App) -> bool {
     backlogs.into_iter().any(|backlog| backlog)
 }
 
-/// Polls `provider`'s due orders, batch after batch while they come back full, at most
-/// [`BATCHES_PER_ROUND`]. True when the last batch was full: more are probably due.
+/// Polls `provider`'s due orders, batch after batch while they come back full and go through
+/// (every call answered, the statuses applied), at most [`BATCHES_PER_ROUND`]. A provider
+/// that is down is asked once a round, as before, so the other providers' refills and
+/// cancels do not wait on its timeouts. True when the last batch was full: more are probably
+/// due.
 async fn poll_backlog(app: &App, provider: &str) -> bool {
     for _ in 0..BATCHES_PER_ROUND {
-        if poll_provider(app, provider).await < POLL_BATCH as usize {
-            return false;
+        let batch = poll_provider(app, provider).await;
+        let full = batch.claimed >= POLL_BATCH as usize;
+        if !full || !batch.clean {
+            return full;
         }
     }
     true
+}
+
+/// What one poll batch did.
+struct PollBatch {
+    /// Orders claimed.
+    claimed: usize,
+    /// Every status call answered and the statuses applied.
+    clean: bool,
 }
 
 /// Keeps the console's order aggregates' pending deltas few (PostgreSQL; readers add them up),
@@ -130,9 +143,12 @@ fn ms(secs: u64) -> i64 {
 }
 
 /// Polls `provider`'s due orders; returns how many were claimed.
-async fn poll_provider(app: &App, provider: &str) -> usize {
+async fn poll_provider(app: &App, provider: &str) -> PollBatch {
     let Some(provider_state) = app.provider(provider) else {
-        return 0;
+        return PollBatch {
+            claimed: 0,
+            clean: false,
+        };
     };
     let client = &provider_state.client;
     let settings = app.settings();
@@ -150,11 +166,17 @@ async fn poll_provider(app: &App, provider: &str) -> usize {
         Ok(due) => due,
         Err(error) => {
             tracing::error!(provider, %error, "cannot claim orders to poll");
-            return 0;
+            return PollBatch {
+                claimed: 0,
+                clean: false,
+            };
         }
     };
     if due.is_empty() {
-        return 0;
+        return PollBatch {
+            claimed: 0,
+            clean: true,
+        };
     }
     let by_id: BTreeMap<UpstreamId, &PollItem> = due
         .iter()
@@ -203,9 +225,11 @@ async fn poll_provider(app: &App, provider: &str) -> usize {
         }
     }
     // One transaction for the batch, its refunds included.
+    let mut clean = outcome.failed.is_empty();
     let applied = match app.store.apply_statuses(provider, updates, now_ms()).await {
         Ok(results) => record_applied(provider, &polled, &results, app),
         Err(error) => {
+            clean = false;
             tracing::error!(provider, orders = polled.len(), %error, "cannot apply statuses; they are polled again after the lease");
             0
         }
@@ -235,7 +259,10 @@ async fn poll_provider(app: &App, provider: &str) -> usize {
         .await;
     }
     tracing::debug!(provider, polled = due.len(), applied, "status poll round");
-    due.len()
+    PollBatch {
+        claimed: due.len(),
+        clean,
+    }
 }
 
 /// The store update for one polled status (unknown statuses are counted and logged).

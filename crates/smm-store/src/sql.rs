@@ -965,7 +965,10 @@ where
     /// one round trip instead of one per order), each order's refund, if any, added to its
     /// `refunded` in the same write (the ledger side is [`Self::pay_refunds`]'s). Each order
     /// appears once. On PostgreSQL what the row triggers on `orders` write for a status change
-    /// is written for the whole batch at once ([`Dialect::ORDERS_BATCH`], migration 0019).
+    /// is written for the whole batch at once ([`Dialect::ORDERS_BATCH`], migration 0019):
+    /// `conn` must be inside the caller's transaction (the setting that stands the triggers
+    /// aside is the transaction's) with the orders' rows locked, so the rows read before the
+    /// update are the ones it changes.
     async fn record_statuses(
         conn: &mut D::Connection,
         reports: &[StatusReport<'_>],
