@@ -1406,7 +1406,8 @@ where
         settle(tx, result).await?.try_into()
     }
 
-    /// Claims up to `limit` queued rows of a refill or cancel outbox for `worker`, in id order.
+    /// Claims up to `limit` queued rows of an outbox (orders to forward, refills, cancels) for
+    /// `worker`, in id order: `statement` binds the worker, the time and the limit.
     async fn claim_outbox<R>(
         &self,
         statement: &'static str,
@@ -1461,6 +1462,12 @@ enum CustomerChange<'a> {
 /// Outbox rows, put back in id order after a claim.
 trait HasId {
     fn id(&self) -> i64;
+}
+
+impl HasId for OrderRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 impl HasId for RefillRow {
@@ -1997,8 +2004,7 @@ where
         limit: u32,
         now: Timestamp,
     ) -> StoreResult<Vec<Order>> {
-        let mut tx = self.begin().await?;
-        let result = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
+        let statement = sql::<D>(concat!(
             "WITH picked AS MATERIALIZED ( \
                  SELECT id AS picked_id FROM orders \
                  WHERE forward_state = 'queued' AND forward_after <= $2 \
@@ -2008,15 +2014,8 @@ where
              FROM picked WHERE id = picked_id \
              RETURNING ",
             order_columns!()
-        )))
-        .bind(worker)
-        .bind(now)
-        .bind(limit_or_default(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::from);
-        let mut rows = settle(tx, result).await?;
-        rows.sort_by_key(|row| row.id);
+        ));
+        let rows: Vec<OrderRow> = self.claim_outbox(statement, worker, limit, now).await?;
         convert_all(rows)
     }
 
