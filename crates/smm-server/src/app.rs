@@ -306,14 +306,16 @@ impl App {
     /// each item checked and answered on its own, only once that commit has returned.
     pub fn group_commit(&self) -> &smm_store::GroupCommit {
         self.placements.get_or_init(|| {
-            // SQLite has one writer: a second lane would only queue behind it. On PostgreSQL
+            // SQLite has one writer: one lane commits the placements and the forwarder's
+            // outcomes queued together, one commit where two lanes made two. On PostgreSQL
             // lanes run one group's statements while others' commits are flushed; 4 measured
-            // best here (`cargo bench -p smm-store --bench placement`, BENCH_PG_LANES).
-            let lanes = match self.store.backend() {
-                smm_store::Backend::Sqlite => 1,
-                smm_store::Backend::Postgres => 4,
-            };
-            smm_store::GroupCommit::start(Arc::clone(&self.store), lanes)
+            // best here (`cargo bench -p smm-store --bench placement`, BENCH_PG_LANES). Four
+            // lanes taking both together measured slower there (docs/benchmarks.md).
+            let store = Arc::clone(&self.store);
+            match self.store.backend() {
+                smm_store::Backend::Sqlite => smm_store::GroupCommit::start_together(store, 1),
+                smm_store::Backend::Postgres => smm_store::GroupCommit::start(store, 4),
+            }
         })
     }
 

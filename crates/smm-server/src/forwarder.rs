@@ -14,6 +14,10 @@
 //! * anything that may have reached the upstream (`Ambiguous`, `Protocol`) → `ambiguous`: never
 //!   re-sent automatically, left to reconciliation and the admin.
 //!
+//! On SQLite a new order is usually claimed in the very transaction that places it
+//! ([`PlacementClaims`]): written `sending` with its first attempt noted, and handed to this
+//! task once that commit has returned, so it costs no claim of its own (issue #16).
+//!
 //! A crash between "sending" and the outcome leaves the order `sending`; [`recover`] turns such
 //! claims into `ambiguous` once their lease has expired.
 //!
@@ -23,15 +27,17 @@
 //! is renewed ([`smm_store::Store::renew_claim`]), so a long queue behind a tight limit never
 //! ages a claim into `ambiguous`: the lease only ever measures a call in flight.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use smm_provider_client::{ProviderError, Ready};
-use smm_store::{AttemptStart, ForwardOutcome, Order};
+use smm_store::{AttemptStart, ClaimOnPlacement, ForwardOutcome, Order, OrderId};
 use smm_wire::OrderRequest;
 use smm_wire::upstream::UpstreamId;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -48,6 +54,22 @@ use crate::app::{App, Provider, now_ms};
 /// database connections they hold) while the next claim waits for one.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut in_flight = JoinSet::new();
+    let (handoff, mut handed) = mpsc::unbounded_channel();
+    let claims = Arc::new(PlacementClaims {
+        app: Arc::downgrade(&app),
+        worker: app.worker_id.clone(),
+        in_hand: Arc::default(),
+        open: AtomicBool::new(false),
+        stash: Mutex::default(),
+        handoff,
+    });
+    // On SQLite only: its one writer pays a commit for each claim. On PostgreSQL the claims
+    // from the queue measured faster (1,852 placements/s against 1,267-1,485 with claims at
+    // placement, bench/run.sh's `add`; docs/benchmarks.md).
+    if app.store.backend() == smm_store::Backend::Sqlite {
+        app.group_commit()
+            .claim_on_placement(Some(Arc::clone(&claims) as Arc<dyn ClaimOnPlacement>));
+    }
     // Whether the last claim filled every slot it was offered: more may be waiting.
     let mut more = true;
     // When the last claim was made, if it found fewer orders than it could take.
@@ -57,10 +79,17 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let interval = Duration::from_millis(settings.forwarder.interval_ms);
         let concurrency = settings.forwarder.concurrency.max(1);
         let stopping = *shutdown.borrow();
-        if stopping && in_flight.is_empty() {
-            return;
+        if stopping {
+            // No new claims at placement; those under way are handed over (or released) by
+            // their group before `in_hand` can reach zero.
+            claims.open.store(false, Ordering::SeqCst);
+            if claims.in_hand.load(Ordering::SeqCst) == 0 && in_flight.is_empty() {
+                app.group_commit().claim_on_placement(None);
+                return;
+            }
         }
-        let free = concurrency.saturating_sub(in_flight.len());
+        let in_hand = claims.in_hand.load(Ordering::SeqCst);
+        let free = concurrency.saturating_sub(in_hand);
         // A claim that found fewer orders than it could take is not repeated before
         // CLAIM_GAP: placements arriving in the meantime are claimed together.
         let gap_ends = last_short_claim
@@ -69,7 +98,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         if !stopping
             && more
             && gap_ends.is_none()
-            && (in_flight.is_empty() || free >= concurrency.div_ceil(2))
+            && (in_hand == 0 || free >= concurrency.div_ceil(2))
         {
             let limit = settings
                 .forwarder
@@ -78,10 +107,17 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             let claimed = claim(&app, limit).await;
             more = claimed.len() == limit as usize && limit > 0;
             last_short_claim = (!more).then(Instant::now);
+            // New orders are claimed as they are placed only while the queue has no backlog:
+            // none jumps ahead of an order already waiting.
+            claims.open.store(!more, Ordering::SeqCst);
             if !claimed.is_empty() {
                 for (order, plan, slot) in claimed {
+                    let held = claims.hold();
                     let app = Arc::clone(&app);
-                    in_flight.spawn(async move { forward(&app, order, plan, slot).await });
+                    in_flight.spawn(async move {
+                        forward(&app, order, plan, slot).await;
+                        drop(held);
+                    });
                 }
                 continue;
             }
@@ -94,11 +130,154 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 }
                 more = true;
             }
+            Some(Handoff { order, plan, slot, held }) = handed.recv() => {
+                let app = Arc::clone(&app);
+                in_flight.spawn(async move {
+                    forward(&app, order, plan, Some(slot)).await;
+                    drop(held);
+                });
+            }
             () = app.forward_wake.notified(), if !stopping => more = true,
             () = tokio::time::sleep_until(gap_ends.unwrap_or_else(Instant::now)),
                 if !stopping && more && gap_ends.is_some() => {}
-            () = tokio::time::sleep(interval), if !stopping => more = true,
+            () = tokio::time::sleep(interval) => more = !stopping,
             _ = shutdown.changed(), if !stopping => {}
+        }
+    }
+}
+
+/// The forwarder's side of claiming orders in the transaction that places them (issue #16,
+/// SQLite only):
+/// a new order whose first route has a free rate-limit slot, placed while the queue has no
+/// backlog and the forwarder has room, is written `sending` with its first attempt noted,
+/// and handed to the forwarder once that commit has returned. It costs no claim of its own:
+/// one row version and one commit fewer per order. Anything else (no slot, no route, a
+/// backlog) is placed queued and claimed from the queue as before.
+struct PlacementClaims {
+    app: Weak<App>,
+    /// [`App::worker_id`].
+    worker: String,
+    /// Orders the forwarder has in hand: being claimed at placement, handed over, or claimed
+    /// from the queue, until their forwarding ends. Bounded by `forwarder.concurrency`.
+    in_hand: Arc<AtomicUsize>,
+    /// Whether new orders may be claimed at placement (no backlog, not stopping).
+    open: AtomicBool,
+    /// What `first_attempts` decided for each order picked, until its group settles.
+    stash: Mutex<HashMap<OrderId, (Plan, Ready, Held)>>,
+    handoff: mpsc::UnboundedSender<Handoff>,
+}
+
+/// An order claimed at placement, on its way to the forwarder.
+struct Handoff {
+    order: Order,
+    plan: Plan,
+    slot: Ready,
+    held: Held,
+}
+
+/// One order in the forwarder's hands ([`PlacementClaims::in_hand`]), released when dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PlacementClaims {
+    /// Counts one more order in hand, whatever the limit (an order claimed from the queue).
+    fn hold(&self) -> Held {
+        self.in_hand.fetch_add(1, Ordering::SeqCst);
+        Held(Arc::clone(&self.in_hand))
+    }
+
+    /// Counts one more order in hand if that stays within `limit`.
+    fn try_hold(&self, limit: usize) -> Option<Held> {
+        self.in_hand
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Held(Arc::clone(&self.in_hand)))
+    }
+
+    fn stash(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, (Plan, Ready, Held)>> {
+        self.stash
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl ClaimOnPlacement for PlacementClaims {
+    fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    fn first_attempts(&self, orders: &[Order]) -> Vec<AttemptStart> {
+        let Some(app) = self.app.upgrade() else {
+            return Vec::new();
+        };
+        let concurrency = app.settings().forwarder.concurrency.max(1);
+        let mut attempts = Vec::new();
+        let mut stash = self.stash();
+        for order in orders {
+            // Counted first, then checked open: once the forwarder has closed and seen nothing
+            // in hand, no claim can slip in behind its back.
+            let Some(held) = self.try_hold(concurrency) else {
+                break;
+            };
+            if !self.open.load(Ordering::SeqCst) {
+                break;
+            }
+            let plan = plan(&app, order);
+            let Plan::Send { routes, why, .. } = &plan else {
+                continue;
+            };
+            let Some((route, provider)) = routes.first() else {
+                continue;
+            };
+            let Some(slot) = provider.client.try_ready() else {
+                continue;
+            };
+            attempts.push(AttemptStart {
+                order: order.id,
+                provider: route.provider.clone(),
+                upstream_service: route.upstream_service.as_str().to_owned(),
+                why: Some(why.clone()),
+            });
+            stash.insert(order.id, (plan, slot, held));
+        }
+        attempts
+    }
+
+    fn settle(&self, picked: &[OrderId], claimed: Vec<Order>) {
+        let mut stash = self.stash();
+        let mut handed: Vec<Handoff> = Vec::with_capacity(claimed.len());
+        for order in claimed {
+            if let Some((plan, slot, held)) = stash.remove(&order.id) {
+                handed.push(Handoff {
+                    order,
+                    plan,
+                    slot,
+                    held,
+                });
+            }
+        }
+        // Not claimed after all: their slots and places are given back.
+        for id in picked {
+            stash.remove(id);
+        }
+        drop(stash);
+        for handoff in handed {
+            let id = handoff.order.id;
+            if self.handoff.send(handoff).is_err() {
+                // The forwarder has stopped without waiting for what it had in hand (a bug):
+                // the order stays `sending`, and its lease turns it ambiguous.
+                tracing::error!(
+                    order = id.0,
+                    "an order claimed at placement found no forwarder"
+                );
+            }
         }
     }
 }

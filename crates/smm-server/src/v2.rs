@@ -443,7 +443,10 @@ async fn add(
     }
     if let Placed::New(order) = &placed {
         tracing::info!(order = order.id.0, service = service_id, charge = %order.charge, "order placed");
-        app.forward_wake.notify_one();
+        // An order claimed as it was placed is already in the forwarder's hands.
+        if order.forward_state == ForwardState::Queued {
+            app.forward_wake.notify_one();
+        }
         if app.settings().server.add_wait_ms > 0 {
             await_first_outcome(app, order.id).await?;
         }

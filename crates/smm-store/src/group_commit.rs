@@ -12,13 +12,14 @@
 //! once if it was queued: it is then an unanswered order, placed once or not at all, like a
 //! placement interrupted by a crash.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::{
-    ForwardOutcome, NewOrder, Order, OrderId, Placed, Store, StoreError, StoreResult, Timestamp,
+    AttemptStart, ForwardOutcome, ForwardState, NewOrder, Order, OrderId, Placed, PlacementClaim,
+    Store, StoreError, StoreResult, Timestamp,
 };
 
 /// The most placements one transaction holds: large enough to share a commit among many
@@ -34,6 +35,25 @@ const QUEUE: usize = 4096;
 pub struct GroupCommit {
     placements: Queue<(NewOrder, Timestamp), StoreResult<Placed>>,
     outcomes: Queue<(OrderId, ForwardOutcome, Timestamp), StoreResult<Order>>,
+    claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>>,
+}
+
+/// Claims new orders for forwarding in the transaction that places them (issue #16): the
+/// forwarder, which would otherwise claim them from the queue with a transaction and a commit
+/// of its own. See [`Store::place_orders_claiming`].
+pub trait ClaimOnPlacement: Send + Sync {
+    /// The worker the orders are claimed for.
+    fn worker(&self) -> &str;
+
+    /// Inside a group's transaction, before its commit: the first attempts of those of the
+    /// group's new `orders` to claim now (as [`Store::claim_and_begin`]'s `first_attempts`).
+    fn first_attempts(&self, orders: &[Order]) -> Vec<AttemptStart>;
+
+    /// After the group, committed or not: of the orders `picked` (every order the group's
+    /// `first_attempts` answered for), `claimed` are committed claimed, `sending` with their
+    /// first attempt noted, and are the caller's to forward. The others were not claimed (the
+    /// group failed, or was placed one by one): nothing may be sent for them.
+    fn settle(&self, picked: &[OrderId], claimed: Vec<Order>);
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -50,15 +70,54 @@ impl GroupCommit {
     pub fn start(store: Arc<dyn Store>, lanes: usize) -> GroupCommit {
         let placing = Arc::clone(&store);
         let finishing = store;
+        let claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>> = Arc::default();
+        let claiming = Arc::clone(&claims);
         GroupCommit {
             placements: Queue::start(lanes, move |batch| {
                 let store = Arc::clone(&placing);
-                async move { store.place_orders(batch).await }
+                let claims = current(&claiming);
+                async move { write(&*store, batch, claims.as_deref(), Vec::new()).await.0 }
             }),
             outcomes: Queue::start(lanes, move |batch| {
                 let store = Arc::clone(&finishing);
                 async move { store.finish_attempts(batch).await }
             }),
+            claims,
+        }
+    }
+
+    /// `lanes` lanes (at least one) for placements and outcomes both, on `store`: what is
+    /// queued of each when a lane is free goes into one transaction and one commit
+    /// ([`Store::place_and_finish`]), where separate queues would commit a group of placements
+    /// and a group of the forwarder's outcomes one after the other. Must be called inside a
+    /// tokio runtime.
+    pub fn start_together(store: Arc<dyn Store>, lanes: usize) -> GroupCommit {
+        let (placements, placing) = Queue::channel();
+        let (outcomes, finishing) = Queue::channel();
+        let claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>> = Arc::default();
+        let queues = Arc::new(Mutex::new((placing, finishing)));
+        for _ in 0..lanes.max(1) {
+            tokio::spawn(lane_together(
+                Arc::clone(&store),
+                Arc::clone(&claims),
+                Arc::clone(&queues),
+                [Arc::clone(&placements.counts), Arc::clone(&outcomes.counts)],
+            ));
+        }
+        GroupCommit {
+            placements,
+            outcomes,
+            claims,
+        }
+    }
+
+    /// From now on, each group's new orders are shown to `claims`, which claims those it can
+    /// forward at once in the group's own transaction (the forwarder, while it runs); `None`
+    /// stops that. A group already under way keeps the claims it started with.
+    pub fn claim_on_placement(&self, claims: Option<Arc<dyn ClaimOnPlacement>>) {
+        match self.claims.write() {
+            Ok(mut slot) => *slot = claims,
+            Err(poisoned) => *poisoned.into_inner() = claims,
         }
     }
 
@@ -98,6 +157,116 @@ impl GroupCommit {
     }
 }
 
+fn current(
+    claims: &RwLock<Option<Arc<dyn ClaimOnPlacement>>>,
+) -> Option<Arc<dyn ClaimOnPlacement>> {
+    claims
+        .read()
+        .map_or_else(|poisoned| poisoned.into_inner().clone(), |c| c.clone())
+}
+
+/// One group of placements and one of outcomes (either may be empty) written together
+/// ([`Store::place_and_finish`]), the new orders shown to `claims` if any, and its claims
+/// settled.
+async fn write(
+    store: &dyn Store,
+    placements: Vec<(NewOrder, Timestamp)>,
+    claims: Option<&dyn ClaimOnPlacement>,
+    outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+) -> (Vec<StoreResult<Placed>>, Vec<StoreResult<Order>>) {
+    let Some(claims) = claims else {
+        return store.place_and_finish(placements, None, outcomes).await;
+    };
+    let mut picked: Vec<OrderId> = Vec::new();
+    let mut first_attempts = |orders: &[Order]| {
+        let attempts = claims.first_attempts(orders);
+        picked.extend(attempts.iter().map(|a| a.order));
+        attempts
+    };
+    let (placed, finished) = store
+        .place_and_finish(
+            placements,
+            Some(PlacementClaim {
+                worker: claims.worker(),
+                first_attempts: &mut first_attempts,
+            }),
+            outcomes,
+        )
+        .await;
+    let claimed = placed
+        .iter()
+        .filter_map(|result| match result {
+            Ok(Placed::New(order)) if order.forward_state == ForwardState::Sending => {
+                Some(order.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    claims.settle(&picked, claimed);
+    (placed, finished)
+}
+
+/// [`GroupCommit::start_together`]'s queues: placements, outcomes.
+type Together = (
+    mpsc::Receiver<Job<(NewOrder, Timestamp), StoreResult<Placed>>>,
+    mpsc::Receiver<Job<(OrderId, ForwardOutcome, Timestamp), StoreResult<Order>>>,
+);
+
+/// A lane of [`GroupCommit::start_together`].
+async fn lane_together(
+    store: Arc<dyn Store>,
+    claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>>,
+    queues: Arc<Mutex<Together>>,
+    [placement_counts, outcome_counts]: [Arc<Counts>; 2],
+) {
+    loop {
+        let mut placements = Vec::new();
+        let mut outcomes = Vec::new();
+        {
+            let mut queues = queues.lock().await;
+            let (placing, finishing) = &mut *queues;
+            tokio::select! {
+                job = placing.recv() => match job {
+                    Some(job) => placements.push(job),
+                    None => return,
+                },
+                job = finishing.recv() => match job {
+                    Some(job) => outcomes.push(job),
+                    None => return,
+                },
+            }
+            take_queued(placing, &mut placements);
+            take_queued(finishing, &mut outcomes);
+        }
+        let (placements, placed_answers): (Vec<_>, Vec<_>) = placements.into_iter().unzip();
+        let (outcomes, finished_answers): (Vec<_>, Vec<_>) = outcomes.into_iter().unzip();
+        placement_counts.count(placements.len());
+        outcome_counts.count(outcomes.len());
+        let claims = current(&claims);
+        let (placed, finished) = write(&*store, placements, claims.as_deref(), outcomes).await;
+        answer(placed_answers, placed);
+        answer(finished_answers, finished);
+    }
+}
+
+/// Adds what is queued, up to [`MAX_GROUP`] in all, to `group`.
+fn take_queued<T>(queue: &mut mpsc::Receiver<T>, group: &mut Vec<T>) {
+    while group.len() < MAX_GROUP {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Sends each result to its caller. A caller that has gone is not waiting for the answer; what
+/// it asked for stands.
+fn answer<R>(answers: Vec<oneshot::Sender<R>>, results: Vec<R>) {
+    for (answer, result) in answers.into_iter().zip(results) {
+        let _ = answer.send(result);
+    }
+}
+
 /// One queue and its lanes: each lane takes what is queued (up to [`MAX_GROUP`]), hands it to
 /// `run` as one group, answers each item with its result, and again.
 struct Queue<T, R> {
@@ -124,6 +293,16 @@ struct Counts {
     items: AtomicU64,
 }
 
+impl Counts {
+    /// One group of `items` written (none: nothing to count).
+    fn count(&self, items: usize) {
+        if items > 0 {
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            self.items.fetch_add(items as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Groups written and the items they held, per queue, since the queues started (for metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCounts {
@@ -139,18 +318,24 @@ impl<T: Send + 'static, R: Send + 'static> Queue<T, StoreResult<R>> {
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<StoreResult<R>>> + Send + 'static,
     {
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
+        let (queue, jobs) = Queue::channel();
+        let jobs = Arc::new(Mutex::new(jobs));
         let run = Arc::new(run);
-        let counts = Arc::new(Counts::default());
         for _ in 0..lanes.max(1) {
             tokio::spawn(lane(
-                Arc::clone(&queue),
+                Arc::clone(&jobs),
                 Arc::clone(&run),
-                Arc::clone(&counts),
+                Arc::clone(&queue.counts),
             ));
         }
-        Queue { jobs, counts }
+        queue
+    }
+
+    /// The queue, and the receiving end its lanes take jobs from.
+    fn channel() -> (Self, mpsc::Receiver<Job<T, StoreResult<R>>>) {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let counts = Arc::new(Counts::default());
+        (Queue { jobs, counts }, queue)
     }
 
     async fn submit(&self, item: T) -> StoreResult<R> {
@@ -183,22 +368,11 @@ async fn lane<T, R, F, Fut>(
                 return;
             };
             group.push(first);
-            while group.len() < MAX_GROUP {
-                match queue.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
+            take_queued(&mut queue, &mut group);
         }
         let (items, answers): (Vec<T>, Vec<_>) = group.into_iter().unzip();
-        counts.groups.fetch_add(1, Ordering::Relaxed);
-        counts
-            .items
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        counts.count(items.len());
         let results = run(items).await;
-        for (answer, result) in answers.into_iter().zip(results) {
-            // A caller that has gone is not waiting for the answer; what it asked for stands.
-            let _ = answer.send(result);
-        }
+        answer(answers, results);
     }
 }

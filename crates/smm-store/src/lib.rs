@@ -39,7 +39,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use smm_wire::Money;
 
-pub use group_commit::{GroupCommit, GroupCounts};
+pub use group_commit::{ClaimOnPlacement, GroupCommit, GroupCounts};
 pub use model::*;
 pub use notify::*;
 pub use postgres::PostgresStore;
@@ -207,6 +207,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// all the new orders made durable by one commit. The results are in the order given.
     /// A failed commit fails every placement of the group, and none is then retried.
     async fn place_orders(&self, batch: Vec<(NewOrder, Timestamp)>) -> Vec<StoreResult<Placed>>;
+
+    /// [`Store::place_orders`], claiming for forwarding in the same transaction the new orders
+    /// that `claim.first_attempts` gives a first attempt (issue #16). It is shown the group's
+    /// new orders as they would stand in the queue, ids included, sorted by id, and answers as
+    /// it would for [`Store::claim_and_begin`]. Each order it picks is written as that claim
+    /// would leave it (`sending`, claimed by `claim.worker`, one attempt, its first route set,
+    /// a `sending` step in its timeline) with that attempt pending, and is answered as
+    /// [`Placed::New`] in that state; the others are placed queued. No queued version of a
+    /// claimed order is ever written, so it costs no claim of its own. If the group is placed
+    /// one by one instead (a statement failed before its commit), nothing is claimed.
+    async fn place_orders_claiming(
+        &self,
+        batch: Vec<(NewOrder, Timestamp)>,
+        claim: PlacementClaim<'_>,
+    ) -> Vec<StoreResult<Placed>>;
+
+    /// [`Store::place_orders_claiming`] (or [`Store::place_orders`] without `claim`) and
+    /// [`Store::finish_attempts`] in one transaction and one commit (issue #16: SQLite's one
+    /// writer commits placements and the forwarder's outcomes together). Each placement and
+    /// each outcome is answered as it would be by its own call; should either part fail before
+    /// the commit, both are rolled back and each is written by its own call instead. A failed
+    /// commit fails them all, none retried.
+    async fn place_and_finish(
+        &self,
+        placements: Vec<(NewOrder, Timestamp)>,
+        claim: Option<PlacementClaim<'_>>,
+        outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+    ) -> (Vec<StoreResult<Placed>>, Vec<StoreResult<Order>>);
 
     /// The customer's order placed with idempotency key `key`, with the request fingerprint
     /// it was placed with ([`NewOrder::request_fingerprint`]), if any.

@@ -380,6 +380,23 @@ pub struct AttemptStart {
     pub why: Option<String>,
 }
 
+/// Who claims a group's new orders as they are placed, and which ([`Store::place_orders_claiming`]).
+pub struct PlacementClaim<'a> {
+    /// The worker the orders are claimed for (as [`Store::claim_and_begin`]'s `worker`).
+    pub worker: &'a str,
+    /// Shown the new orders as they would stand in the queue; the first attempts of those to
+    /// claim (each order at most once, among those shown).
+    pub first_attempts: &'a mut (dyn for<'o> FnMut(&'o [Order]) -> Vec<AttemptStart> + Send),
+}
+
+impl std::fmt::Debug for PlacementClaim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlacementClaim")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the forwarder learned from the upstream about one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardOutcome {

@@ -104,6 +104,12 @@ impl Dialect for Postgres {
                  WITH ORDINALITY AS e (r, n)) AS j"
             ),
             "limit" => format!("LIMIT {param}"),
+            // The next order ids, one per element of the JSON list `param`, from the identity's
+            // sequence (never handed out twice, whoever inserts).
+            "new_order_ids" => format!(
+                "SELECT nextval(pg_get_serial_sequence('orders', 'id')) \
+                 FROM json_array_elements_text({param}::JSON)"
+            ),
             "poll_index" | "upstream_index" => String::new(),
             // Migration 0019: the rows before (read first, in the same snapshot as the
             // update) and after, handed to `orders_updated`, which writes what the row

@@ -1845,7 +1845,25 @@ where
     }
 
     async fn place_orders(&self, batch: Vec<(NewOrder, Timestamp)>) -> Vec<StoreResult<Placed>> {
-        self.place_orders_impl(batch).await
+        self.place_orders_impl(batch, None).await
+    }
+
+    async fn place_orders_claiming(
+        &self,
+        batch: Vec<(NewOrder, Timestamp)>,
+        claim: PlacementClaim<'_>,
+    ) -> Vec<StoreResult<Placed>> {
+        self.place_orders_impl(batch, Some(claim)).await
+    }
+
+    async fn place_and_finish(
+        &self,
+        placements: Vec<(NewOrder, Timestamp)>,
+        claim: Option<PlacementClaim<'_>>,
+        outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+    ) -> (Vec<StoreResult<Placed>>, Vec<StoreResult<Order>>) {
+        self.place_and_finish_impl(placements, claim, outcomes)
+            .await
     }
 
     async fn order_by_idempotency_key(

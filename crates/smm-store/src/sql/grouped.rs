@@ -50,6 +50,46 @@ struct Prepared<'a> {
     placed_as: Option<String>,
 }
 
+impl Prepared<'_> {
+    /// The order as it would stand in the queue once placed with `id`, shown to a claim
+    /// before it is written ([`Store::place_orders_claiming`]).
+    fn queued(&self, id: OrderId) -> Order {
+        let new = self.new;
+        Order {
+            id,
+            customer_id: new.customer_id,
+            service_id: new.service_id,
+            service_type: new.service_type.clone(),
+            params: new.params.clone(),
+            link: new.link.clone(),
+            quantity: new.quantity,
+            units: new.units,
+            charge: new.charge,
+            refunded: Money::ZERO,
+            status: smm_wire::OrderStatus::Pending,
+            start_count: None,
+            remains: None,
+            extra: None,
+            provider: None,
+            upstream_service: None,
+            upstream_order_id: None,
+            upstream_cost: None,
+            forward_state: ForwardState::Queued,
+            forward_attempts: 0,
+            forward_error: None,
+            claimed_by: None,
+            claimed_at: None,
+            forwarded_at: None,
+            next_poll_at: None,
+            idempotency_key: new.idempotency_key.clone(),
+            created_at: self.now,
+            updated_at: self.now,
+            attention: None,
+            placed_as: new.placed_as.clone(),
+        }
+    }
+}
+
 /// What a group decided for a placement inside its transaction.
 enum Decision {
     /// Refused or answered without writing: an error, or the order an earlier key placed.
@@ -93,9 +133,11 @@ where
     pub(crate) async fn place_orders_impl(
         &self,
         batch: Vec<(NewOrder, Timestamp)>,
+        mut claim: Option<PlacementClaim<'_>>,
     ) -> Vec<StoreResult<Placed>> {
-        if batch.len() > 1 {
-            match self.place_group(&batch).await {
+        // A placement alone goes the one-by-one way unless its order may be claimed.
+        if batch.len() > 1 || claim.is_some() {
+            match self.place_group(&batch, claim.as_mut()).await {
                 Ok(placed) => return placed,
                 // Rolled back before COMMIT: nothing of the group was written.
                 Err(Abort::Handoff(e)) => {
@@ -120,7 +162,22 @@ where
     async fn place_group(
         &self,
         batch: &[(NewOrder, Timestamp)],
+        claim: Option<&mut PlacementClaim<'_>>,
     ) -> Result<Vec<StoreResult<Placed>>, Abort<StoreError>> {
+        let (mut decided, prepared) = Self::prepare_all(batch);
+        if prepared.is_empty() {
+            return Ok(Self::placed_answers(decided, &[]));
+        }
+        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
+        let body = self
+            .place_group_in(&mut tx, &prepared, &mut decided, claim)
+            .await;
+        let orders = settle_group(tx, body).await?;
+        Ok(Self::placed_answers(decided, &orders))
+    }
+
+    /// Each placement checked and encoded ([`Self::prepare`]), and those refused already.
+    fn prepare_all(batch: &[(NewOrder, Timestamp)]) -> (Vec<Option<Decision>>, Vec<Prepared<'_>>) {
         let mut decided: Vec<Option<Decision>> = (0..batch.len()).map(|_| None).collect();
         let mut prepared = Vec::with_capacity(batch.len());
         for (index, (new, now)) in batch.iter().enumerate() {
@@ -129,24 +186,15 @@ where
                 Err(e) => decided[index] = Some(Decision::Done(Box::new(Err(e)))),
             }
         }
-        if prepared.is_empty() {
-            return Ok(decided.into_iter().map(finish_refused).collect());
-        }
-        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
-        let body = self.place_group_in(&mut tx, &prepared, &mut decided).await;
-        let orders = match body {
-            Ok(orders) => orders,
-            Err(e) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "ROLLBACK failed");
-                }
-                return Err(Abort::Handoff(e));
-            }
-        };
-        tx.commit()
-            .await
-            .map_err(|e| Abort::Error(StoreError::from(e)))?;
-        Ok(decided
+        (decided, prepared)
+    }
+
+    /// Each placement's answer, once the group's `orders` are committed.
+    fn placed_answers(
+        decided: Vec<Option<Decision>>,
+        orders: &[Order],
+    ) -> Vec<StoreResult<Placed>> {
+        decided
             .into_iter()
             .map(|decision| match decision {
                 Some(Decision::Done(result)) => *result,
@@ -156,7 +204,70 @@ where
                     "a grouped placement was left undecided".to_owned(),
                 )),
             })
-            .collect())
+            .collect()
+    }
+
+    /// [`Store::place_and_finish`].
+    pub(crate) async fn place_and_finish_impl(
+        &self,
+        placements: Vec<(NewOrder, Timestamp)>,
+        mut claim: Option<PlacementClaim<'_>>,
+        outcomes: Vec<(OrderId, ForwardOutcome, Timestamp)>,
+    ) -> (Vec<StoreResult<Placed>>, Vec<StoreResult<Order>>) {
+        if outcomes.is_empty() {
+            return (self.place_orders_impl(placements, claim).await, Vec::new());
+        }
+        if placements.is_empty() {
+            return (Vec::new(), self.finish_attempts_impl(outcomes).await);
+        }
+        match self
+            .write_together(&placements, claim.as_mut(), &outcomes)
+            .await
+        {
+            Ok(written) => written,
+            Err(Abort::Error(e)) => (
+                placements.iter().map(|_| Err(e.clone())).collect(),
+                outcomes.iter().map(|_| Err(e.clone())).collect(),
+            ),
+            // Rolled back before COMMIT: each group goes its own way.
+            Err(Abort::Handoff(e)) => {
+                tracing::debug!(error = %e, placements = placements.len(), outcomes = outcomes.len(),
+                    "placements and outcomes failed together before their commit; writing apart");
+                (
+                    self.place_orders_impl(placements, claim).await,
+                    self.finish_attempts_impl(outcomes).await,
+                )
+            }
+        }
+    }
+
+    /// Placements and outcomes in one transaction; `Abort` as in [`Self::place_group`].
+    async fn write_together(
+        &self,
+        placements: &[(NewOrder, Timestamp)],
+        claim: Option<&mut PlacementClaim<'_>>,
+        outcomes: &[(OrderId, ForwardOutcome, Timestamp)],
+    ) -> Result<(Vec<StoreResult<Placed>>, Vec<StoreResult<Order>>), Abort<StoreError>> {
+        let ids = Self::outcome_ids(outcomes).map_err(Abort::Handoff)?;
+        let (mut decided, prepared) = Self::prepare_all(placements);
+        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
+        let mut body = Ok(Vec::new());
+        if !prepared.is_empty() {
+            body = self
+                .place_group_in(&mut tx, &prepared, &mut decided, claim)
+                .await;
+        }
+        let body = match body {
+            Ok(orders) => Self::finish_group_in(&mut tx, outcomes, &ids)
+                .await
+                .map(|rows| (orders, rows)),
+            Err(e) => Err(e),
+        };
+        let (orders, rows) = settle_group(tx, body).await?;
+        Ok((
+            Self::placed_answers(decided, &orders),
+            Self::outcome_answers(outcomes, rows),
+        ))
     }
 
     /// The checks and encodings a placement needs before any database work.
@@ -182,6 +293,7 @@ where
         conn: &mut D::Connection,
         prepared: &[Prepared<'_>],
         decided: &mut [Option<Decision>],
+        claim: Option<&mut PlacementClaim<'_>>,
     ) -> StoreResult<Vec<Order>> {
         // An idempotency key used before answers with its first order.
         let mut pending = Vec::with_capacity(prepared.len());
@@ -254,7 +366,7 @@ where
         if inserts.is_empty() {
             return Ok(Vec::new());
         }
-        let orders = Self::insert_orders(&mut *conn, &inserts).await?;
+        let orders = Self::insert_orders(&mut *conn, &inserts, claim).await?;
 
         // The customers' balances and totals: one row per customer.
         let mut totals: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
@@ -303,13 +415,60 @@ where
         Ok(orders)
     }
 
-    /// The group's new orders in one statement, returned in the order given (ids are assigned
-    /// in the order of the rows, `ORDER BY n`; the rows come back sorted by id and checked).
+    /// The group's new orders in one statement, returned in the order given. Their ids are
+    /// reserved first, in the order given, so that `claim` can be shown them and each order it
+    /// picks written claimed at once ([`Store::place_orders_claiming`]); the picked orders'
+    /// attempts and `sending` steps follow in one statement each.
     async fn insert_orders(
         conn: &mut D::Connection,
         inserts: &[&Prepared<'_>],
+        claim: Option<&mut PlacementClaim<'_>>,
     ) -> StoreResult<Vec<Order>> {
-        let rows = json_rows(inserts.iter().map(|p| {
+        // Without a claim the database numbers the rows as it inserts them.
+        let mut ids: Vec<Option<i64>> = vec![None; inserts.len()];
+        let (worker, mut attempts) = match claim {
+            None => (None, Vec::new()),
+            Some(claim) => {
+                let count = i64::try_from(inserts.len()).unwrap_or(i64::MAX);
+                let mut reserved: Vec<i64> =
+                    sqlx::query_scalar::<D, i64>(sql::<D>("{new_order_ids:$1}"))
+                        .bind(int_list(1..=count))
+                        .fetch_all(&mut *conn)
+                        .await?;
+                reserved.sort_unstable();
+                reserved.dedup();
+                if reserved.len() != inserts.len() {
+                    return Err(StoreError::Database(
+                        "fewer order ids reserved than orders placed".to_owned(),
+                    ));
+                }
+                let queued: Vec<Order> = inserts
+                    .iter()
+                    .zip(&reserved)
+                    .map(|(p, id)| p.queued(OrderId(*id)))
+                    .collect();
+                ids = reserved.into_iter().map(Some).collect();
+                (Some(claim.worker), (claim.first_attempts)(&queued))
+            }
+        };
+        attempts.sort_by_key(|a| a.order);
+        let distinct = attempts
+            .windows(2)
+            .all(|pair| pair[0].order != pair[1].order);
+        if !distinct
+            || !attempts
+                .iter()
+                .all(|a| ids.binary_search(&Some(a.order.0)).is_ok())
+        {
+            return Err(StoreError::Invalid(
+                "first attempts are for distinct orders of the group".to_owned(),
+            ));
+        }
+        let routes: HashMap<i64, &AttemptStart> = attempts.iter().map(|a| (a.order.0, a)).collect();
+        // The claim's moment: the group's latest placement.
+        let claimed_at = inserts.iter().map(|p| p.now).max().unwrap_or_default();
+        let rows = json_rows(inserts.iter().zip(&ids).map(|(p, id)| {
+            let route = id.and_then(|id| routes.get(&id));
             json!([
                 p.new.customer_id.0,
                 p.new.service_id.0,
@@ -323,22 +482,51 @@ where
                 p.now,
                 p.placed_as,
                 p.new.request_fingerprint,
+                id,
+                if route.is_some() {
+                    ForwardState::Sending.as_str()
+                } else {
+                    ForwardState::Queued.as_str()
+                },
+                route.map_or(0, |_| 1),
+                route.and(worker),
+                route.map(|_| claimed_at),
+                route.map(|a| a.provider.as_str()),
+                route.map(|a| a.upstream_service.as_str()),
+                route.map_or(p.now, |_| claimed_at),
             ])
         }));
-        let inserted = sqlx::query_as::<D, OrderRow>(sql::<D>(concat!(
-            "INSERT INTO orders (customer_id, service_id, service_type, params, link, quantity, \
-             units, charge, refunded, status, forward_state, forward_attempts, idempotency_key, \
-             created_at, updated_at, placed_as, request_fingerprint) \
-             SELECT CAST(r ->> 0 AS BIGINT), CAST(r ->> 1 AS BIGINT), r ->> 2, r ->> 3, \
-             r ->> 4, CAST(r ->> 5 AS BIGINT), CAST(r ->> 6 AS BIGINT), \
-             CAST(r ->> 7 AS BIGINT), 0, 'Pending', 'queued', 0, r ->> 8, \
-             CAST(r ->> 9 AS BIGINT), CAST(r ->> 9 AS BIGINT), r ->> 10, r ->> 11 \
-             FROM {json_rows:$1} ORDER BY n RETURNING ",
-            order_columns!()
-        )))
-        .bind(rows)
-        .fetch_all(&mut *conn)
-        .await;
+        // The same statement with and without the reserved ids (r ->> 12).
+        macro_rules! insert {
+            ($id_column:literal, $id:literal) => {
+                concat!(
+                    "INSERT INTO orders (customer_id, service_id, service_type, params, link, \
+                     quantity, units, charge, refunded, status, idempotency_key, created_at, \
+                     placed_as, request_fingerprint, ",
+                    $id_column,
+                    "forward_state, forward_attempts, claimed_by, claimed_at, provider, \
+                     upstream_service, updated_at) \
+                     SELECT CAST(r ->> 0 AS BIGINT), CAST(r ->> 1 AS BIGINT), r ->> 2, r ->> 3, \
+                     r ->> 4, CAST(r ->> 5 AS BIGINT), CAST(r ->> 6 AS BIGINT), \
+                     CAST(r ->> 7 AS BIGINT), 0, 'Pending', r ->> 8, CAST(r ->> 9 AS BIGINT), \
+                     r ->> 10, r ->> 11, ",
+                    $id,
+                    "r ->> 13, CAST(r ->> 14 AS BIGINT), r ->> 15, CAST(r ->> 16 AS BIGINT), \
+                     r ->> 17, r ->> 18, CAST(r ->> 19 AS BIGINT) \
+                     FROM {json_rows:$1} ORDER BY n RETURNING ",
+                    order_columns!()
+                )
+            };
+        }
+        let statement = if worker.is_some() {
+            insert!("id, ", "CAST(r ->> 12 AS BIGINT), ")
+        } else {
+            insert!("", "")
+        };
+        let inserted = sqlx::query_as::<D, OrderRow>(sql::<D>(statement))
+            .bind(rows)
+            .fetch_all(&mut *conn)
+            .await;
         let mut rows: Vec<OrderRow> = match inserted {
             // Another instance placed the same key first (PostgreSQL): the group is rolled
             // back and its placements go one by one, which answers with that order.
@@ -355,16 +543,36 @@ where
             .map(Order::try_from)
             .collect::<StoreResult<Vec<Order>>>()?;
         let in_order = orders.len() == inserts.len()
-            && orders.iter().zip(inserts).all(|(order, p)| {
-                order.customer_id == p.new.customer_id
-                    && order.charge == p.new.charge
-                    && order.params == p.new.params
-                    && order.idempotency_key == p.new.idempotency_key
-            });
+            && orders
+                .iter()
+                .zip(inserts)
+                .zip(&ids)
+                .all(|((order, p), id)| {
+                    id.is_none_or(|id| order.id.0 == id)
+                        && order.customer_id == p.new.customer_id
+                        && order.charge == p.new.charge
+                        && order.params == p.new.params
+                        && order.idempotency_key == p.new.idempotency_key
+                });
         if !in_order {
             return Err(StoreError::Database(
                 "a grouped placement's orders came back out of order".to_owned(),
             ));
+        }
+        if !attempts.is_empty() {
+            let sorted: Vec<&AttemptStart> = attempts.iter().collect();
+            let rows = Self::insert_attempts(&mut *conn, &sorted, claimed_at).await?;
+            // The step the claim's UPDATE would have put in each timeline (migration 0011's
+            // trigger fires on updates only).
+            sqlx::query::<D>(sql::<D>(
+                "INSERT INTO order_events (order_id, at, status, forward_state) \
+                 SELECT CAST(r ->> 0 AS BIGINT), $2, 'Pending', 'sending' \
+                 FROM {json_rows:$1} ORDER BY n",
+            ))
+            .bind(rows)
+            .bind(claimed_at)
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(orders)
     }
@@ -551,7 +759,17 @@ where
         &self,
         outcomes: &[(OrderId, ForwardOutcome, Timestamp)],
     ) -> Result<Vec<StoreResult<Order>>, Abort<StoreError>> {
-        let retry = |why: &str| Abort::Handoff(StoreError::InvalidState(why.to_owned()));
+        let ids = Self::outcome_ids(outcomes).map_err(Abort::Handoff)?;
+        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
+        let body = Self::finish_group_in(&mut tx, outcomes, &ids).await;
+        let rows = settle_group(tx, body).await?;
+        Ok(Self::outcome_answers(outcomes, rows))
+    }
+
+    /// The group's order ids, sorted; `InvalidState` for what the one-by-one path would answer
+    /// differently (an order twice, an empty upstream id).
+    fn outcome_ids(outcomes: &[(OrderId, ForwardOutcome, Timestamp)]) -> StoreResult<Vec<i64>> {
+        let retry = |why: &str| StoreError::InvalidState(why.to_owned());
         let mut ids: Vec<i64> = outcomes.iter().map(|(order, ..)| order.0).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -565,22 +783,16 @@ where
         if empty_id {
             return Err(retry("an empty upstream order id"));
         }
-        let mut tx = self.begin().await.map_err(Abort::Handoff)?;
-        let body = Self::finish_group_in(&mut tx, outcomes, &ids).await;
-        let rows = match body {
-            Ok(rows) => rows,
-            Err(e) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "ROLLBACK failed");
-                }
-                return Err(Abort::Handoff(e));
-            }
-        };
-        tx.commit()
-            .await
-            .map_err(|e| Abort::Error(StoreError::from(e)))?;
+        Ok(ids)
+    }
+
+    /// Each outcome's answer: its order as recorded.
+    fn outcome_answers(
+        outcomes: &[(OrderId, ForwardOutcome, Timestamp)],
+        rows: Vec<OrderRow>,
+    ) -> Vec<StoreResult<Order>> {
         let mut by_id: HashMap<i64, OrderRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-        Ok(outcomes
+        outcomes
             .iter()
             .map(|(order, ..)| {
                 by_id.remove(&order.0).map_or_else(
@@ -592,7 +804,7 @@ where
                     Order::try_from,
                 )
             })
-            .collect())
+            .collect()
     }
 
     async fn finish_group_in(
@@ -720,12 +932,25 @@ where
     }
 }
 
-/// A placement refused before the group's transaction began.
-fn finish_refused(decision: Option<Decision>) -> StoreResult<Placed> {
-    match decision {
-        Some(Decision::Done(result)) => *result,
-        _ => Err(StoreError::Database(
-            "a grouped placement was left undecided".to_owned(),
-        )),
+/// Ends a group's transaction: COMMIT after a body that went through (a failed COMMIT is
+/// `Abort::Error`, never retried), ROLLBACK after one that failed (`Abort::Handoff`: nothing
+/// was written, so the group's items may be written another way).
+async fn settle_group<D: Dialect, T>(
+    tx: sqlx::Transaction<'static, D>,
+    body: StoreResult<T>,
+) -> Result<T, Abort<StoreError>> {
+    match body {
+        Ok(value) => {
+            tx.commit()
+                .await
+                .map_err(|e| Abort::Error(StoreError::from(e)))?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "ROLLBACK failed");
+            }
+            Err(Abort::Handoff(e))
+        }
     }
 }

@@ -339,3 +339,239 @@ pub async fn grouped_outcomes_are_recorded_each_alone(db: Db) {
     }
     assert_books_balance(&db, c.id).await;
 }
+
+/// Orders claimed in the transaction that places them (`place_orders_claiming`) are left as
+/// `claim_and_begin` would leave queued orders it claimed with the same first attempts: the
+/// same state, attempt, timeline and counts, without a queued version in between. The claim is
+/// shown the orders with the ids they get; an order it does not pick stays queued; a claim
+/// naming an order outside the group claims nothing and the group is still placed.
+pub async fn placements_claimed_as_placed_match_a_claim(db: Db) {
+    let ref_customer = funded(&db, "ref", "10").await;
+    let c = funded(&db, "new", "10").await;
+    let start = |order: OrderId, provider: &str| AttemptStart {
+        order,
+        provider: provider.into(),
+        upstream_service: "svc-7".into(),
+        why: Some("cheapest".into()),
+    };
+
+    // The reference: placed queued, then claimed with first attempts.
+    let reference = db
+        .place_orders(
+            (0..2)
+                .map(|_| (new_order(ref_customer.id, "1"), T0 + 7))
+                .collect(),
+        )
+        .await
+        .iter()
+        .map(new_one)
+        .collect::<Vec<_>>();
+    let claimed = db
+        .claim_and_begin("w", 2, T0 + 7, &mut |orders: &[Order]| {
+            vec![start(orders[0].id, "alpha"), start(orders[1].id, "beta")]
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+
+    // Claimed as placed: the first and the third, the second left queued.
+    let mut shown: Vec<Order> = Vec::new();
+    let placed = db
+        .place_orders_claiming(
+            (0..3).map(|_| (new_order(c.id, "1"), T0 + 7)).collect(),
+            PlacementClaim {
+                worker: "w",
+                first_attempts: &mut |orders: &[Order]| {
+                    shown = orders.to_vec();
+                    vec![start(orders[2].id, "beta"), start(orders[0].id, "alpha")]
+                },
+            },
+        )
+        .await;
+    let placed: Vec<Order> = placed.iter().map(new_one).collect();
+    assert_eq!(
+        shown.iter().map(|o| o.id).collect::<Vec<_>>(),
+        placed.iter().map(|o| o.id).collect::<Vec<_>>(),
+        "the claim is shown the ids the orders get"
+    );
+    assert!(placed[0].id > reference[1].id && placed[0].id < placed[1].id);
+    assert!(placed[1].id < placed[2].id);
+    for (seen, order) in shown.iter().zip(&placed) {
+        assert_eq!(seen.forward_state, ForwardState::Queued);
+        assert_eq!(seen.forward_attempts, 0);
+        assert_eq!(
+            (seen.charge, seen.customer_id),
+            (order.charge, order.customer_id)
+        );
+        assert_eq!(
+            (&seen.params, seen.created_at),
+            (&order.params, order.created_at)
+        );
+    }
+    for order in &placed {
+        assert_eq!(
+            db.order(order.id).await.expect("order"),
+            *order,
+            "answered as stored"
+        );
+    }
+    assert_eq!(placed[1].forward_state, ForwardState::Queued);
+    assert!(
+        db.attempts(placed[1].id)
+            .await
+            .expect("attempts")
+            .is_empty()
+    );
+
+    let fields = |o: &Order| {
+        (
+            o.forward_state,
+            o.forward_attempts,
+            o.claimed_by.clone(),
+            o.claimed_at,
+            o.provider.clone(),
+            o.upstream_service.clone(),
+            o.status.clone(),
+            o.updated_at,
+        )
+    };
+    for (new, old) in [(&placed[0], &reference[0]), (&placed[2], &reference[1])] {
+        let old = db.order(old.id).await.expect("order");
+        assert_eq!(fields(new), fields(&old), "order {}", new.id);
+        let strip = |attempts: Vec<ForwardAttempt>| {
+            attempts
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.provider,
+                        a.upstream_service,
+                        a.outcome,
+                        a.started_at,
+                        a.why,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(db.attempts(new.id).await.expect("attempts")),
+            strip(db.attempts(old.id).await.expect("attempts"))
+        );
+        let steps = |t: OrderTimeline| {
+            t.events
+                .into_iter()
+                .map(|e| (e.at, e.status, e.forward_state))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            steps(db.order_timeline(new.id).await.expect("timeline")),
+            steps(db.order_timeline(old.id).await.expect("timeline"))
+        );
+    }
+    let counts: Vec<(ForwardState, i64)> = db.count_by_forward_state().await.expect("counts");
+    let count = |state| {
+        counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(
+        (count(ForwardState::Queued), count(ForwardState::Sending)),
+        (1, 4)
+    );
+
+    // A claim naming an order outside the group: nothing is claimed, every order placed.
+    let refused = db
+        .place_orders_claiming(
+            vec![
+                (new_order(c.id, "1"), T0 + 8),
+                (new_order(c.id, "1"), T0 + 8),
+            ],
+            PlacementClaim {
+                worker: "w",
+                first_attempts: &mut |_: &[Order]| vec![start(reference[0].id, "alpha")],
+            },
+        )
+        .await;
+    for order in refused.iter().map(new_one) {
+        assert_eq!(order.forward_state, ForwardState::Queued);
+        assert!(db.attempts(order.id).await.expect("attempts").is_empty());
+    }
+    // A placement after them takes the next id.
+    let next = crate::cases::place(&db, c.id, "1").await;
+    assert!(next.id > new_one(&refused[1]).id);
+    for who in [ref_customer.id, c.id] {
+        assert_books_balance(&db, who).await;
+    }
+}
+
+/// `place_and_finish` writes placements and outcomes with one commit, each answered as its own
+/// call would answer it; an outcome the group cannot take (its order not `sending`) sends both
+/// their own ways, with the same answers.
+pub async fn placements_and_outcomes_commit_together(db: Db) {
+    let c = funded(&db, "gus", "10").await;
+    let first = crate::cases::place(&db, c.id, "1").await;
+    let second = crate::cases::place(&db, c.id, "1").await;
+    db.claim_and_begin("w", 2, T0, &mut |orders: &[Order]| {
+        orders
+            .iter()
+            .map(|o| AttemptStart {
+                order: o.id,
+                provider: "alpha".into(),
+                upstream_service: "svc-1".into(),
+                why: None,
+            })
+            .collect()
+    })
+    .await
+    .expect("claim");
+    let sent = |id: &str| ForwardOutcome::Sent {
+        upstream_order_id: id.into(),
+        upstream_cost: None,
+        next_poll_at: T0 + 1_000,
+    };
+    let (placed, finished) = db
+        .place_and_finish(
+            vec![
+                (new_order(c.id, "1"), T0 + 5),
+                (new_order(c.id, "20"), T0 + 5),
+            ],
+            None,
+            vec![(first.id, sent("u-1"), T0 + 5)],
+        )
+        .await;
+    let new = new_one(&placed[0]);
+    assert_eq!(new.forward_state, ForwardState::Queued);
+    assert_eq!(placed[1], Err(StoreError::InsufficientFunds));
+    let recorded = finished[0].clone().expect("recorded");
+    assert_eq!(recorded.forward_state, ForwardState::Sent);
+    assert_eq!(recorded.upstream_order_id.as_deref(), Some("u-1"));
+    assert_eq!(db.order(first.id).await.expect("order"), recorded);
+
+    // The queued order cannot take an outcome: the group splits, each gets its own answer.
+    let (placed, finished) = db
+        .place_and_finish(
+            vec![(new_order(c.id, "1"), T0 + 6)],
+            None,
+            vec![
+                (second.id, sent("u-2"), T0 + 6),
+                (new.id, sent("u-3"), T0 + 6),
+            ],
+        )
+        .await;
+    assert_eq!(new_one(&placed[0]).forward_state, ForwardState::Queued);
+    assert_eq!(
+        finished[0].as_ref().map(|o| o.upstream_order_id.clone()),
+        Ok(Some("u-2".to_owned()))
+    );
+    assert!(
+        matches!(finished[1], Err(StoreError::InvalidState(_))),
+        "{:?}",
+        finished[1]
+    );
+    assert_eq!(
+        db.order(new.id).await.expect("order").forward_state,
+        ForwardState::Queued
+    );
+    assert_eq!(db.customer(c.id).await.expect("get").balance, money("6"));
+    assert_books_balance(&db, c.id).await;
+}

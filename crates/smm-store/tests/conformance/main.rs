@@ -49,6 +49,8 @@ conformance!(
     grouped_placements_answer_each_alone,
     group_commit_bursts_spend_exactly_the_balance,
     grouped_outcomes_are_recorded_each_alone,
+    placements_claimed_as_placed_match_a_claim,
+    placements_and_outcomes_commit_together,
     idempotency_keys,
     idempotency_fingerprints_are_kept,
     customer_changes_are_announced,

@@ -669,6 +669,8 @@ pub async fn transient_refusals_hold_the_order_until_they_clear(backend: Backend
         gw.beta()
             .add_fault(FaultRule::always(fault).on_action("add"));
         let link = format!("https://instagram.com/p/held-{n}");
+        // Counted before the `add`: its first call may leave before the reply does.
+        let before = adds(gw.beta()).len();
         let id = gw
             .add_ok(&[
                 ("service", &beta_only),
@@ -677,7 +679,6 @@ pub async fn transient_refusals_hold_the_order_until_they_clear(backend: Backend
             ])
             .await;
         balance = money_sub(balance, charge);
-        let before = adds(gw.beta()).len();
         // Refused twice: still held, still paid for, never refunded.
         wait_adds(gw.beta(), before + 2).await;
         assert_held(&gw, id, charge, reason).await;
@@ -700,11 +701,11 @@ pub async fn transient_refusals_hold_the_order_until_they_clear(backend: Backend
     let funds = gw.beta().balance(DEMO_KEY).expect("the reseller's account");
     gw.beta().set_balance(DEMO_KEY, rust_decimal::Decimal::ZERO);
     let link = "https://instagram.com/p/held-funds";
+    let before = adds(gw.beta()).len();
     let id = gw
         .add_ok(&[("service", &beta_only), ("link", link), ("quantity", "100")])
         .await;
     balance = money_sub(balance, charge);
-    let before = adds(gw.beta()).len();
     wait_adds(gw.beta(), before + 1).await;
     tokio::time::sleep(SEVERAL_ROUNDS).await;
     assert_held(&gw, id, charge, "no_funds").await;
