@@ -224,12 +224,16 @@ impl ClaimOnPlacement for PlacementClaims {
             // Counted first, then checked open: once the forwarder has closed and seen nothing
             // in hand, no claim can slip in behind its back.
             let Some(held) = self.try_hold(concurrency) else {
+                // A full forwarder: this order waits in the queue, and later ones must not
+                // overtake it (the next claim from the queue that comes back short reopens).
+                self.open.store(false, Ordering::SeqCst);
                 break;
             };
             if !self.open.load(Ordering::SeqCst) {
                 break;
             }
             let plan = plan(&app, order);
+            // Held, rejected or requeued: that is for the claim from the queue to do.
             let Plan::Send { routes, why, .. } = &plan else {
                 continue;
             };
@@ -237,7 +241,9 @@ impl ClaimOnPlacement for PlacementClaims {
                 continue;
             };
             let Some(slot) = provider.client.try_ready() else {
-                continue;
+                // Its provider's rate limit is spent: as for a full forwarder.
+                self.open.store(false, Ordering::SeqCst);
+                break;
             };
             attempts.push(AttemptStart {
                 order: order.id,
