@@ -67,7 +67,8 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     // from the queue measured faster (1,852 placements/s against 1,267-1,485 with claims at
     // placement, bench/run.sh's `add`; docs/benchmarks.md).
     if app.store.backend() == smm_store::Backend::Sqlite {
-        app.group_commit()
+        let _ = app
+            .group_commit()
             .claim_on_placement(Some(Arc::clone(&claims) as Arc<dyn ClaimOnPlacement>));
     }
     // Whether the last claim filled every slot it was offered: more may be waiting.
@@ -267,9 +268,17 @@ impl ClaimOnPlacement for PlacementClaims {
                     slot,
                     held,
                 });
+            } else {
+                // Cannot happen with one lane (`GroupCommit::claim_on_placement`); should it,
+                // the order stays `sending` and its lease turns it ambiguous.
+                tracing::error!(
+                    order = order.id.0,
+                    "an order claimed at placement has no plan to forward it with"
+                );
             }
         }
-        // Not claimed after all: their slots and places are given back.
+        // Not claimed after all: their places in hand are given back (a rate-limit slot taken
+        // for them is spent: the limiter has no way to return one).
         for id in picked {
             stash.remove(id);
         }

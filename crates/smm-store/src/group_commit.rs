@@ -36,6 +36,8 @@ pub struct GroupCommit {
     placements: Queue<(NewOrder, Timestamp), StoreResult<Placed>>,
     outcomes: Queue<(OrderId, ForwardOutcome, Timestamp), StoreResult<Order>>,
     claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>>,
+    /// How many lanes take placements.
+    lanes: usize,
 }
 
 /// Claims new orders for forwarding in the transaction that places them (issue #16): the
@@ -83,6 +85,7 @@ impl GroupCommit {
                 async move { store.finish_attempts(batch).await }
             }),
             claims,
+            lanes: lanes.max(1),
         }
     }
 
@@ -108,17 +111,31 @@ impl GroupCommit {
             placements,
             outcomes,
             claims,
+            lanes: lanes.max(1),
         }
     }
 
     /// From now on, each group's new orders are shown to `claims`, which claims those it can
     /// forward at once in the group's own transaction (the forwarder, while it runs); `None`
     /// stops that. A group already under way keeps the claims it started with.
-    pub fn claim_on_placement(&self, claims: Option<Arc<dyn ClaimOnPlacement>>) {
+    ///
+    /// One lane only: [`ClaimOnPlacement::settle`] is told of orders by id, and on SQLite a
+    /// rolled-back group's ids are handed out again, so with two lanes one group's settling
+    /// could take another's order. With more lanes this refuses (returns false, claims
+    /// nothing at placement).
+    pub fn claim_on_placement(&self, claims: Option<Arc<dyn ClaimOnPlacement>>) -> bool {
+        if claims.is_some() && self.lanes > 1 {
+            tracing::warn!(
+                lanes = self.lanes,
+                "claims at placement need a single lane; orders are claimed from the queue"
+            );
+            return false;
+        }
         match self.claims.write() {
             Ok(mut slot) => *slot = claims,
             Err(poisoned) => *poisoned.into_inner() = claims,
         }
+        true
     }
 
     /// The groups written so far and what they held.

@@ -496,6 +496,30 @@ pub async fn placements_claimed_as_placed_match_a_claim(db: Db) {
         assert_eq!(order.forward_state, ForwardState::Queued);
         assert!(db.attempts(order.id).await.expect("attempts").is_empty());
     }
+    // ... and nothing was written for the order it named.
+    assert_eq!(
+        db.attempts(reference[0].id).await.expect("attempts").len(),
+        1
+    );
+    assert_eq!(
+        db.order_timeline(reference[0].id)
+            .await
+            .expect("timeline")
+            .events
+            .len(),
+        1
+    );
+    // The claimed orders are not claimed again from the queue; the queued ones are.
+    let from_queue = db
+        .claim_for_forwarding("w", 10, T0 + 9)
+        .await
+        .expect("claim");
+    let mut expected = vec![placed[1].id];
+    expected.extend(refused.iter().map(|r| new_one(r).id));
+    assert_eq!(
+        from_queue.iter().map(|o| o.id).collect::<Vec<_>>(),
+        expected
+    );
     // A placement after them takes the next id.
     let next = crate::cases::place(&db, c.id, "1").await;
     assert!(next.id > new_one(&refused[1]).id);
