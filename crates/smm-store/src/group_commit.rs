@@ -35,7 +35,7 @@ const QUEUE: usize = 4096;
 pub struct GroupCommit {
     placements: Queue<(NewOrder, Timestamp), StoreResult<Placed>>,
     outcomes: Queue<(OrderId, ForwardOutcome, Timestamp), StoreResult<Order>>,
-    claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>>,
+    claims: Arc<ClaimsSlot>,
     /// How many lanes take placements.
     lanes: usize,
 }
@@ -72,7 +72,7 @@ impl GroupCommit {
     pub fn start(store: Arc<dyn Store>, lanes: usize) -> GroupCommit {
         let placing = Arc::clone(&store);
         let finishing = store;
-        let claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>> = Arc::default();
+        let claims: Arc<ClaimsSlot> = Arc::default();
         let claiming = Arc::clone(&claims);
         GroupCommit {
             placements: Queue::start(lanes, move |batch| {
@@ -97,7 +97,7 @@ impl GroupCommit {
     pub fn start_together(store: Arc<dyn Store>, lanes: usize) -> GroupCommit {
         let (placements, placing) = Queue::channel();
         let (outcomes, finishing) = Queue::channel();
-        let claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>> = Arc::default();
+        let claims: Arc<ClaimsSlot> = Arc::default();
         let queues = Arc::new(Mutex::new((placing, finishing)));
         for _ in 0..lanes.max(1) {
             tokio::spawn(lane_together(
@@ -174,9 +174,10 @@ impl GroupCommit {
     }
 }
 
-fn current(
-    claims: &RwLock<Option<Arc<dyn ClaimOnPlacement>>>,
-) -> Option<Arc<dyn ClaimOnPlacement>> {
+/// Where [`GroupCommit::claim_on_placement`] puts the claims its lanes read for each group.
+type ClaimsSlot = RwLock<Option<Arc<dyn ClaimOnPlacement>>>;
+
+fn current(claims: &ClaimsSlot) -> Option<Arc<dyn ClaimOnPlacement>> {
     claims
         .read()
         .map_or_else(|poisoned| poisoned.into_inner().clone(), |c| c.clone())
@@ -232,7 +233,7 @@ type Together = (
 /// A lane of [`GroupCommit::start_together`].
 async fn lane_together(
     store: Arc<dyn Store>,
-    claims: Arc<RwLock<Option<Arc<dyn ClaimOnPlacement>>>>,
+    claims: Arc<ClaimsSlot>,
     queues: Arc<Mutex<Together>>,
     [placement_counts, outcome_counts]: [Arc<Counts>; 2],
 ) {

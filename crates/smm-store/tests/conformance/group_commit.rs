@@ -16,6 +16,16 @@ fn keyed(customer: CustomerId, key: &str, charge: &str) -> NewOrder {
     }
 }
 
+/// A first attempt for `order` through alpha's service `svc-1`.
+fn to_alpha(order: &Order) -> AttemptStart {
+    AttemptStart {
+        order: order.id,
+        provider: "alpha".into(),
+        upstream_service: "svc-1".into(),
+        why: None,
+    }
+}
+
 fn new_one(result: &StoreResult<Placed>) -> Order {
     match result {
         Ok(Placed::New(order)) => order.clone(),
@@ -181,15 +191,7 @@ pub async fn grouped_outcomes_are_recorded_each_alone(db: Db) {
         placed
     };
     db.claim_for_forwarding("w", 10, T0).await.expect("claim");
-    let starts: Vec<AttemptStart> = orders[..4]
-        .iter()
-        .map(|o| AttemptStart {
-            order: o.id,
-            provider: "alpha".into(),
-            upstream_service: "svc-1".into(),
-            why: None,
-        })
-        .collect();
+    let starts: Vec<AttemptStart> = orders[..4].iter().map(to_alpha).collect();
     db.begin_attempts(&starts, T0).await.expect("begin");
     let sent = |id: &str| ForwardOutcome::Sent {
         upstream_order_id: id.into(),
@@ -536,15 +538,7 @@ pub async fn placements_and_outcomes_commit_together(db: Db) {
     let first = crate::cases::place(&db, c.id, "1").await;
     let second = crate::cases::place(&db, c.id, "1").await;
     db.claim_and_begin("w", 2, T0, &mut |orders: &[Order]| {
-        orders
-            .iter()
-            .map(|o| AttemptStart {
-                order: o.id,
-                provider: "alpha".into(),
-                upstream_service: "svc-1".into(),
-                why: None,
-            })
-            .collect()
+        orders.iter().map(to_alpha).collect()
     })
     .await
     .expect("claim");
